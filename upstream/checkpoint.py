@@ -1,0 +1,82 @@
+"""Our checkpoint format: plain data (tensors, dicts, numbers, strings), written atomically.
+
+A checkpoint is a dict::
+
+    {"format": "mam-checkpoint", "version": 1,
+     "upstream": {"name": ..., "config": UpstreamConfig.to_dict(), "state_dict": {...}},
+     "head": {...} (optional), "metadata": {...}, ...}
+
+Pretraining adds optimizer, scheduler, step and RNG states beside these keys. Everything
+loads with ``torch.load(weights_only=True)``: no code in a file is ever executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "mam-checkpoint"
+VERSION = 1
+
+
+def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``:
+    a crash mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint_file(path: str | Path, **load_options: Any) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with clear errors for missing, truncated and foreign files.
+
+    ``load_options`` are passed to ``torch.load`` (``map_location`` defaults to CPU).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes); was its writing interrupted?")
+    load_options.setdefault("map_location", "cpu")
+    try:
+        data = torch.load(path, weights_only=True, **load_options)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} is not a loadable checkpoint: it is not a PyTorch file, or it stores Python "
+            f"objects that are refused for safety ({error})"
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"checkpoint {path} is corrupt or truncated ({error}); re-download or re-save it") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a checkpoint dict")
+    return data
+
+
+def is_own_checkpoint(data: dict[str, Any]) -> bool:
+    return data.get("format") == FORMAT
+
+
+def check_own_checkpoint(data: dict[str, Any], path: str | Path) -> None:
+    if not is_own_checkpoint(data):
+        raise ValueError(f"{path} is not a {FORMAT} file (keys: {sorted(map(str, data))[:10]})")
+    if data.get("version") != VERSION:
+        raise ValueError(f"{path} is {FORMAT} version {data.get('version')}; this code reads version {VERSION}")
+    upstream = data.get("upstream")
+    if not isinstance(upstream, dict) or not {"config", "state_dict"} <= set(upstream):
+        raise ValueError(f"{path} has no 'upstream' section with 'config' and 'state_dict'")

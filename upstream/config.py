@@ -1,0 +1,159 @@
+"""Typed configuration of an upstream: the acoustic front end and the Transformer encoder.
+
+Both dataclasses are plain data: they are stored inside every checkpoint (as dicts) so a
+file always says which features its weights were trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional, TypeVar
+
+FEATURE_KINDS = ("logmel", "kaldi_fbank")
+TARGET_KINDS = ("linear", "mel")
+
+T = TypeVar("T")
+
+
+@dataclass
+class FrontendConfig:
+    """Waveform -> frame features (10 ms frames).
+
+    ``logmel`` is a centred 25 ms Hann STFT (n_fft = 2 * (n_freq - 1)), power spectrum, HTK mel
+    filters 0 - sample_rate / 2, ``log(x + log_floor)``. ``kaldi_fbank`` calls
+    ``torchaudio.compliance.kaldi.fbank`` with ``kaldi_options`` (s3prl's Kaldi-style files).
+    Then ``delta_order`` deltas are appended and, with ``cmvn``, each utterance is normalised
+    to zero mean and unit (unbiased) standard deviation over its real frames.
+    """
+
+    feature: str = "logmel"
+    sample_rate: int = 16000
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_freq: int = 201
+    n_mels: int = 80
+    delta_order: int = 1
+    cmvn: bool = True
+    log_floor: float = 1e-10
+    # s3prl scales every waveform to this RMS level (dB) before its features; None: no scaling.
+    target_level_db: Optional[float] = None
+    kaldi_options: dict[str, Any] = field(default_factory=dict)
+    # Pretraining reconstruction target: log linear spectrogram (the papers' large models)
+    # or the log-mel input itself (their base models).
+    target: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.feature not in FEATURE_KINDS:
+            raise ValueError(f"frontend.feature must be one of {FEATURE_KINDS}, got {self.feature!r}")
+        if self.target not in TARGET_KINDS:
+            raise ValueError(f"frontend.target must be one of {TARGET_KINDS}, got {self.target!r}")
+        if self.delta_order < 0:
+            raise ValueError(f"frontend.delta_order must be >= 0, got {self.delta_order}")
+
+    @property
+    def hop_length(self) -> int:
+        """Frame shift in samples."""
+        return round(self.hop_ms * self.sample_rate / 1000)
+
+    @property
+    def win_length(self) -> int:
+        """Analysis window in samples."""
+        return round(self.win_ms * self.sample_rate / 1000)
+
+    @property
+    def n_fft(self) -> int:
+        return 2 * (self.n_freq - 1)
+
+    @property
+    def base_dim(self) -> int:
+        """Dimension of one frame before deltas."""
+        if self.feature == "kaldi_fbank":
+            return int(self.kaldi_options.get("num_mel_bins", 23))
+        return self.n_mels
+
+    @property
+    def feature_dim(self) -> int:
+        """Dimension of one frame of model input (with deltas)."""
+        return self.base_dim * (1 + self.delta_order)
+
+    @property
+    def target_dim(self) -> int:
+        """Dimension of one frame of the pretraining target."""
+        return self.n_freq if self.target == "linear" else self.n_mels
+
+
+@dataclass
+class EncoderConfig:
+    """The Mockingjay / AALBERT Transformer (reference: BERT-base sized layers on audio frames).
+
+    ``share_layer`` makes it AALBERT: one layer object applied ``num_layers`` times.
+    ``embedding_size`` > 0 adds ALBERT's factorised input projection
+    (input_dim * R -> embedding_size -> hidden_size); 0 keeps the papers' single projection.
+    ``max_frames`` (stacked frames, 0 = unlimited) is the longest span attended at once:
+    longer inputs are cut into consecutive chunks of that many frames encoded independently,
+    as s3prl does with its ``sequence_length``.
+    """
+
+    input_dim: int = 160
+    downsample_rate: int = 3
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    share_layer: bool = False
+    pre_layer_norm: bool = False
+    embedding_size: int = 0
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    max_frames: int = 500
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"encoder.hidden_size ({self.hidden_size}) must be a multiple of "
+                f"encoder.num_heads ({self.num_heads})"
+            )
+        for name in ("input_dim", "downsample_rate", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"encoder.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class UpstreamConfig:
+    """Everything needed to rebuild an upstream from a checkpoint.
+
+    ``family`` is ``mockingjay`` or ``aalbert`` for Transformer upstreams and ``baseline`` for
+    plain features (then ``encoder`` is None).
+    """
+
+    family: str
+    frontend: FrontendConfig
+    encoder: Optional[EncoderConfig] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "UpstreamConfig":
+        if not isinstance(data, dict) or "family" not in data or "frontend" not in data:
+            raise ValueError(f"{source}: expected a dict with 'family', 'frontend' and 'encoder' keys")
+        encoder = data.get("encoder")
+        return cls(
+            family=str(data["family"]),
+            frontend=dataclass_from_dict(FrontendConfig, data["frontend"], f"{source}.frontend"),
+            encoder=None if encoder is None else dataclass_from_dict(EncoderConfig, encoder, f"{source}.encoder"),
+        )
+
+
+def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
+    """Build a config dataclass from a dict, refusing keys the dataclass does not have."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    return cls(**data)

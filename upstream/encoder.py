@@ -1,0 +1,200 @@
+"""The Mockingjay / AALBERT Transformer encoder and its pretraining prediction head.
+
+Shapes: B batch, T frames (10 ms), S stacked frames (T // R), H hidden size, nh heads,
+hd head size.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EncoderConfig
+
+
+@lru_cache(maxsize=8)
+def _sinusoid_table(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) fixed sinusoidal positions.
+
+    Built in float64 and then cast: a float32 table drifts by ~1e-4 at long positions, which
+    s3prl's numpy table (float64) does not.
+    """
+    position = torch.arange(length, dtype=torch.float64)[:, None]
+    pair = torch.div(torch.arange(dim), 2, rounding_mode="floor").to(torch.float64)
+    angle = position / torch.pow(10000.0, 2 * pair / dim)[None, :]
+    table = torch.empty(length, dim, dtype=torch.float64)
+    table[:, 0::2] = angle[:, 0::2].sin()
+    table[:, 1::2] = angle[:, 1::2].cos()
+    return table.to(torch.float32)
+
+
+def sinusoid_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """(length, dim) positions on ``device``; tables are built in chunks of 1024 to reuse."""
+    table = _sinusoid_table(max(1024, math.ceil(length / 1024) * 1024), dim)
+    return table[:length].to(device)
+
+
+def stack_frames(features: torch.Tensor, lengths: torch.Tensor, rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, D) -> (B, T // R, D * R): R consecutive frames side by side; a tail of fewer
+    than R frames is dropped. Returns the stacked features and (B,) stacked lengths."""
+    if rate == 1:
+        return features, lengths
+    batch, frames, dim = features.shape
+    usable = frames - frames % rate
+    stacked = features[:, :usable].reshape(batch, usable // rate, dim * rate)
+    return stacked, torch.div(lengths, rate, rounding_mode="floor")
+
+
+class TransformerLayer(nn.Module):
+    """One BERT layer: self-attention and a GELU feed-forward block, each with a residual
+    connection and LayerNorm (after the residual, or before the block when pre_layer_norm)."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_heads
+        self.pre_layer_norm = config.pre_layer_norm
+        self.attention_dropout = config.attention_dropout
+        self.qkv = nn.Linear(hidden, 3 * hidden)  # query, key and value in one matrix multiply
+        self.attention_output = nn.Linear(hidden, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.ffn_in = nn.Linear(hidden, config.intermediate_size)
+        self.ffn_out = nn.Linear(config.intermediate_size, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, S, H); attention_mask: (B, 1, 1, S) bool, True on keys to attend, or None."""
+        batch, frames, hidden = x.shape
+        h = self.attention_norm(x) if self.pre_layer_norm else x
+        # (B, S, 3H) -> 3 x (B, nh, S, hd)
+        q, k, v = self.qkv(h).view(batch, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attention_mask, dropout_p=self.attention_dropout if self.training else 0.0
+        )
+        context = context.transpose(1, 2).reshape(batch, frames, hidden)
+        x = x + self.dropout(self.attention_output(context))
+        if not self.pre_layer_norm:
+            x = self.attention_norm(x)
+        h = self.ffn_norm(x) if self.pre_layer_norm else x
+        h = self.ffn_out(F.gelu(self.ffn_in(h)))
+        x = x + self.dropout(h)
+        if not self.pre_layer_norm:
+            x = self.ffn_norm(x)
+        return x
+
+
+class TransformerEncoder(nn.Module):
+    """Stacked frames -> projection + sinusoidal positions + LayerNorm -> N layers.
+
+    ``forward`` returns N + 1 hidden states: the input representation, then each layer's
+    output (with pre_layer_norm, each passed through its own output LayerNorm, as s3prl does).
+    AALBERT (``share_layer``) holds one layer and applies it N times.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        stacked_dim = config.input_dim * config.downsample_rate
+        if config.embedding_size:
+            self.input_projection = nn.Linear(stacked_dim, config.embedding_size)
+            self.embedding_projection = nn.Linear(config.embedding_size, config.hidden_size)
+        else:
+            self.input_projection = nn.Linear(stacked_dim, config.hidden_size)
+            self.embedding_projection = None
+        self.input_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.input_dropout = nn.Dropout(config.hidden_dropout)
+        if config.share_layer:
+            self.layer = TransformerLayer(config)
+            self.layers = None
+        else:
+            self.layer = None
+            self.layers = nn.ModuleList(TransformerLayer(config) for _ in range(config.num_layers))
+        self.output_norms = (
+            nn.ModuleList(
+                nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) for _ in range(config.num_layers + 1)
+            )
+            if config.pre_layer_norm
+            else None
+        )
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def layer_at(self, index: int) -> TransformerLayer:
+        """The layer applied at depth ``index`` (the same object at every depth for AALBERT)."""
+        return self.layer if self.layers is None else self.layers[index]
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """features: (B, T, input_dim) frames, lengths: (B,) real frame counts.
+
+        Returns N + 1 hidden states of (B, S, H), S = T // R, zero on padded frames, and the
+        (B,) real lengths in stacked frames. Inputs longer than ``max_frames`` stacked frames
+        are encoded as independent consecutive chunks (positions restart in each chunk).
+        """
+        x, lengths = stack_frames(features, lengths, self.config.downsample_rate)
+        batch, frames, _ = x.shape
+        span = self.config.max_frames
+        if not span or frames <= span:
+            return self._encode(x, lengths), lengths
+        # Chunks at fixed offsets from each utterance's start, so batching cannot move them.
+        chunks = math.ceil(frames / span)
+        x = F.pad(x, (0, 0, 0, chunks * span - frames)).reshape(batch * chunks, span, -1)
+        offsets = torch.arange(chunks, device=lengths.device) * span
+        chunk_lengths = (lengths[:, None] - offsets[None, :]).clamp(0, span).reshape(-1)
+        keep = chunk_lengths > 0  # chunks holding only padding are not computed
+        states = self._encode(x[keep], chunk_lengths[keep])
+        merged = []
+        for state in states:
+            full = state.new_zeros(batch * chunks, span, state.shape[-1])
+            full[keep] = state
+            merged.append(full.reshape(batch, chunks * span, -1)[:, :frames])
+        return merged, lengths
+
+    def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """x: (B, S, D * R) stacked frames, all within one attention span."""
+        batch, frames, _ = x.shape
+        h = self.input_projection(x)
+        if self.embedding_projection is not None:
+            h = self.embedding_projection(h)
+        h = self.input_norm(h + sinusoid_positions(frames, self.config.hidden_size, h.device).to(h.dtype))
+        h = self.input_dropout(h)
+        padded = bool((lengths < frames).any())
+        valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]  # (B, S)
+        attention_mask = valid[:, None, None, :] if padded else None
+        states = [h]
+        for index in range(self.config.num_layers):
+            h = self.layer_at(index)(h, attention_mask)
+            states.append(h)
+        if self.output_norms is not None:
+            states = [norm(state) for norm, state in zip(self.output_norms, states)]
+        if padded:
+            keep = valid[:, :, None].to(h.dtype)
+            states = [state * keep for state in states]
+        return states
+
+
+class PredictionHead(nn.Module):
+    """Pretraining head: (B, S, H) -> (B, S, target_dim * R), one output per stacked raw frame."""
+
+    def __init__(self, config: EncoderConfig, target_dim: int):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.output = nn.Linear(config.hidden_size, target_dim * config.downsample_rate)
+        for linear in (self.dense, self.output):
+            nn.init.normal_(linear.weight, mean=0.0, std=config.initializer_range)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.output(self.norm(F.gelu(self.dense(hidden))))

@@ -1,0 +1,76 @@
+"""The upstream contract: a list of 16 kHz waveforms in, hidden states of every layer out."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .audio import check_waveforms
+from .config import UpstreamConfig
+from .encoder import TransformerEncoder
+from .frontend import FeatureExtractor
+
+
+class Upstream(nn.Module):
+    """Feature extractor for probing and fine-tuning.
+
+    ``forward(wavs)`` takes a list of 1-D float tensors (16 kHz, mono, any lengths) and returns
+    a dict with:
+
+    - ``hidden_states``: tuple of N + 1 tensors (batch, frames, hidden): the input
+      representation, then the output of each layer. For plain-feature baselines, one tensor:
+      the features themselves.
+    - ``last_hidden_state``: ``hidden_states[-1]``.
+    - ``lengths``: (batch,) number of real frames of each item; frames past it are zero.
+
+    Each item gets the same values alone as in any batch (padding never leaks). Frames are
+    ``downsample_rate`` samples apart. Inputs longer than ``config.encoder.max_frames`` stacked
+    frames are encoded in independent consecutive chunks of that length, so hours of audio
+    extract in memory linear in their length.
+
+    Run it under ``torch.inference_mode()`` unless you fine-tune it. For bfloat16 inference,
+    cast the encoder: ``model.encoder.to(torch.bfloat16)`` (outputs stay float32).
+    """
+
+    def __init__(self, config: UpstreamConfig):
+        super().__init__()
+        self.config = config
+        self.frontend = FeatureExtractor(config.frontend)
+        self.encoder = TransformerEncoder(config.encoder) if config.encoder is not None else None
+
+    @property
+    def frames_per_step(self) -> int:
+        """Raw 10 ms frames per output frame (the encoder's R; 1 for baselines)."""
+        return self.config.encoder.downsample_rate if self.encoder is not None else 1
+
+    @property
+    def downsample_rate(self) -> int:
+        """Samples between consecutive output frames (160 * R at 16 kHz)."""
+        return self.config.frontend.hop_length * self.frames_per_step
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.encoder.hidden_size if self.encoder is not None else self.config.frontend.feature_dim
+
+    @property
+    def num_hidden_states(self) -> int:
+        """N + 1 for an N-layer encoder, 1 for a baseline."""
+        return self.config.encoder.num_layers + 1 if self.encoder is not None else 1
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest waveform that yields one output frame."""
+        return self.frontend.min_samples(self.frames_per_step)
+
+    def forward(self, wavs: Sequence[torch.Tensor]) -> dict[str, object]:
+        check_waveforms(wavs, self.min_samples)
+        features = self.frontend(wavs)
+        if self.encoder is None:
+            states, lengths = [features.inputs], features.lengths
+        else:
+            dtype = self.encoder.input_projection.weight.dtype
+            states, lengths = self.encoder(features.inputs.to(dtype), features.lengths)
+            states = [state.float() for state in states]
+        return {"hidden_states": tuple(states), "last_hidden_state": states[-1], "lengths": lengths}

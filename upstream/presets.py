@@ -1,0 +1,74 @@
+"""The named upstreams: the papers' Mockingjay and AALBERT sizes and plain-feature baselines."""
+
+from __future__ import annotations
+
+from .config import EncoderConfig, FrontendConfig, UpstreamConfig
+from .registry import UpstreamEntry, register
+
+# The papers' input: 80 log-mel + first-order delta (160 dims), per-utterance CMVN;
+# the pretraining target is the log linear spectrogram.
+PAPER_FRONTEND = dict(feature="logmel", n_mels=80, delta_order=1, cmvn=True, target="linear")
+
+
+def transformer_preset(family: str, num_layers: int) -> UpstreamConfig:
+    """BERT-base sized layers on 3 stacked frames of the papers' 160-dim features."""
+    aalbert = family == "aalbert"
+    # AALBERT's authors train without dropout; Mockingjay uses 0.1.
+    dropout = 0.0 if aalbert else 0.1
+    return UpstreamConfig(
+        family=family,
+        frontend=FrontendConfig(**PAPER_FRONTEND),
+        encoder=EncoderConfig(
+            input_dim=160,
+            downsample_rate=3,
+            hidden_size=768,
+            num_layers=num_layers,
+            num_heads=12,
+            intermediate_size=3072,
+            share_layer=aalbert,
+            hidden_dropout=dropout,
+            attention_dropout=dropout,
+        ),
+    )
+
+
+def fbank_preset() -> UpstreamConfig:
+    """Kaldi fbank (80 bins) + delta + delta-delta = 240 dims, without CMVN: per-utterance
+    normalisation strips much of the speaker information plain features carry."""
+    return UpstreamConfig(
+        family="baseline",
+        frontend=FrontendConfig(
+            feature="kaldi_fbank",
+            kaldi_options={"num_mel_bins": 80, "frame_length": 25.0, "frame_shift": 10.0, "dither": 0.0},
+            delta_order=2,
+            cmvn=False,
+        ),
+    )
+
+
+def mel_preset() -> UpstreamConfig:
+    """Exactly the Transformer models' input: 80 log-mel + delta, per-utterance CMVN."""
+    return UpstreamConfig(family="baseline", frontend=FrontendConfig(**PAPER_FRONTEND))
+
+
+for _depth in (3, 6, 12):
+    register(
+        UpstreamEntry(
+            name=f"mockingjay_{_depth}L",
+            family="mockingjay",
+            num_layers=_depth,
+            preset=lambda depth=_depth: transformer_preset("mockingjay", depth),
+            description=f"Mockingjay, {_depth} Transformer layers (768 hidden, 12 heads, R = 3).",
+        )
+    )
+    register(
+        UpstreamEntry(
+            name=f"aalbert_{_depth}L",
+            family="aalbert",
+            num_layers=_depth,
+            preset=lambda depth=_depth: transformer_preset("aalbert", depth),
+            description=f"Audio ALBERT: one shared Transformer layer applied {_depth} times (768 hidden, R = 3).",
+        )
+    )
+register(UpstreamEntry(name="fbank", family="baseline", preset=fbank_preset, description=fbank_preset.__doc__))
+register(UpstreamEntry(name="mel", family="baseline", preset=mel_preset, description=mel_preset.__doc__))

@@ -1,0 +1,258 @@
+"""Reading s3prl Mockingjay / AALBERT checkpoints without executing anything from them.
+
+s3prl files (v0.1.0, v0.2.0, 0.4.x) are ``torch.save``d dicts that also pickle an
+``argparse.Namespace`` and learning-rate schedule objects from a module named ``optimizers``.
+They are read with torch's own restricted (``weights_only``) unpickler, where exactly those
+class names are mapped to an inert stand-in that only stores its pickled state: no constructor,
+``__reduce__`` or ``__setstate__`` from the file runs, and any other global is refused.
+
+Translation is two small pure steps: the file's config -> :class:`UpstreamConfig`, then the
+state-dict keys -> ours through the commented table below, which raises on anything it does
+not know; the load that follows is strict.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .checkpoint import read_checkpoint_file
+from .config import EncoderConfig, FrontendConfig, UpstreamConfig
+
+# Pickled globals that s3prl files carry and that we map to an inert stand-in.
+_STANDIN_GLOBALS = re.compile(r"^(argparse\.Namespace|optimizers\.\w+|s3prl\.optimizers\.\w+)$")
+
+
+class PickledObjectStandIn:
+    """Takes the place of a pickled Namespace or scheduler: keeps the state, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.pickled_args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.pickled_state = state
+
+
+def read_s3prl_file(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint that may hold s3prl's pickled Namespace/scheduler objects."""
+    path = Path(path)
+    names: list[str] = []
+    if path.is_file() and zipfile.is_zipfile(path):
+        # Lists the globals the file would import, without unpickling anything.
+        names = [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if _STANDIN_GLOBALS.match(name)]
+    with torch.serialization.safe_globals([(PickledObjectStandIn, name) for name in names]):
+        return read_checkpoint_file(path)
+
+
+def is_s3prl_checkpoint(data: dict[str, Any]) -> bool:
+    return "Transformer" in data
+
+
+def find_s3prl_config(data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The dict holding the ``transformer`` section, and where it was found (by s3prl era)."""
+    candidates = [
+        ("Upstream_Config", data.get("Upstream_Config")),  # 0.4.x (there 'Config' is the runner's)
+        ("Config", data.get("Config")),  # v0.2.0
+        ("Settings.Config", _settings_config(data.get("Settings"))),  # v0.1.0
+    ]
+    for where, config in candidates:
+        if isinstance(config, dict) and "transformer" in config:
+            return config, where
+    raise ValueError(
+        "s3prl checkpoint has no model config: looked for a dict with a 'transformer' section in "
+        "'Upstream_Config', 'Config' and 'Settings.Config'"
+    )
+
+
+def _settings_config(settings: Any) -> Optional[dict[str, Any]]:
+    if isinstance(settings, dict):
+        return settings.get("Config")
+    state = getattr(settings, "pickled_state", None)  # a pickled Namespace
+    return state.get("Config") if isinstance(state, dict) else None
+
+
+def _frontend_from_s3prl(audio: Any, where: str) -> FrontendConfig:
+    if not isinstance(audio, dict):
+        raise ValueError(
+            f"s3prl checkpoint ({where}) has no 'audio' section: the model was trained on precomputed "
+            "features, so it cannot run on waveforms"
+        )
+    if "kaldi" in audio:
+        kaldi = audio["kaldi"]
+        if kaldi.get("feat_type", "fbank") != "fbank":
+            raise ValueError(f"s3prl Kaldi features {kaldi.get('feat_type')!r} are not supported (only 'fbank')")
+        delta = dict(audio.get("delta", {}))
+        order = int(delta.pop("order", 2))  # s3prl's Delta defaults to order 2
+        if delta.get("win_length", 5) != 5 or set(delta) - {"win_length"}:
+            raise ValueError(f"s3prl delta options {audio.get('delta')} are not supported (only order, win_length=5)")
+        return FrontendConfig(
+            feature="kaldi_fbank",
+            kaldi_options=dict(kaldi.get("fbank", {})),
+            delta_order=order,
+            cmvn=bool(audio.get("cmvn", {}).get("use_cmvn", False)),
+        )
+    feature = audio.get("input", {})
+    if feature.get("feat_type") != "mel" or not feature.get("log", False):
+        raise ValueError(f"s3prl input features {feature} are not supported (only log mel)")
+    target = audio.get("target", feature)
+    return FrontendConfig(
+        feature="logmel",
+        sample_rate=int(audio.get("sample_rate", 16000)),
+        win_ms=float(audio.get("win_ms", 25)),
+        hop_ms=float(audio.get("hop_ms", 10)),
+        n_freq=int(audio.get("n_freq", 201)),
+        n_mels=int(audio.get("n_mels", 40)),
+        delta_order=int(feature.get("delta", 0)),
+        cmvn=bool(feature.get("cmvn", False)),
+        target_level_db=float(audio["target_level"]) if audio.get("target_level") is not None else None,
+        target="linear" if target.get("feat_type") == "linear" else "mel",
+    )
+
+
+def s3prl_config(data: dict[str, Any]) -> UpstreamConfig:
+    """Translate an s3prl file's settings (front end, model, chunk length) to ours."""
+    config, where = find_s3prl_config(data)
+    model = config["transformer"]
+    if str(model.get("hidden_act", "gelu")) != "gelu":
+        raise ValueError(f"s3prl model uses hidden_act={model['hidden_act']!r}; only 'gelu' is supported")
+    frontend = _frontend_from_s3prl(config.get("audio"), where)
+    rate = int(model.get("downsample_rate", 1))  # only v0.1.0 files stack frames
+    weight = data["Transformer"].get("input_representations.spec_transform.weight")
+    if weight is None:
+        raise ValueError("s3prl checkpoint has no input_representations.spec_transform.weight")
+    input_dim = weight.shape[1] // rate
+    if input_dim != frontend.feature_dim:
+        raise ValueError(
+            f"s3prl checkpoint's input layer takes {input_dim}-dim frames but its audio config gives "
+            f"{frontend.feature_dim}-dim features"
+        )
+    sequence_length = int(config.get("task", {}).get("sequence_length", 0))
+    share = bool(model.get("share_layer", False))
+    return UpstreamConfig(
+        family="aalbert" if share else "mockingjay",
+        frontend=frontend,
+        encoder=EncoderConfig(
+            input_dim=input_dim,
+            downsample_rate=rate,
+            hidden_size=int(model["hidden_size"]),
+            num_layers=int(model["num_hidden_layers"]),
+            num_heads=int(model["num_attention_heads"]),
+            intermediate_size=int(model["intermediate_size"]),
+            share_layer=share,
+            pre_layer_norm=bool(model.get("pre_layer_norm", False)),
+            hidden_dropout=float(model.get("hidden_dropout_prob", 0.1)),
+            attention_dropout=float(model.get("attention_probs_dropout_prob", 0.1)),
+            layer_norm_eps=float(model.get("layer_norm_eps", 1e-12)),
+            initializer_range=float(model.get("initializer_range", 0.02)),
+            # s3prl counts its sequence_length in input frames; ours counts stacked frames.
+            max_frames=sequence_length // rate if sequence_length > 0 else 0,
+        ),
+    )
+
+
+# s3prl layer key (after "encoder.layer.<i>.") -> our layer key. q/k/v are fused into qkv.
+_LAYER_KEYS = {
+    "attention.self.query": "qkv",  # rows 0:H of our fused projection
+    "attention.self.key": "qkv",  # rows H:2H
+    "attention.self.value": "qkv",  # rows 2H:3H
+    "attention.output.dense": "attention_output",
+    "attention.output.LayerNorm": "attention_norm",
+    "intermediate.dense": "ffn_in",
+    "output.dense": "ffn_out",
+    "output.LayerNorm": "ffn_norm",
+}
+# Pre-LN s3prl layers register the two LayerNorms a second time under these names
+# (the same tensors); they carry nothing new.
+_LAYER_ALIASES = {"attention.LayerNorm": "attention.output.LayerNorm", "LayerNorm": "output.LayerNorm"}
+# Keys outside the layers.
+_TOP_KEYS = {
+    "input_representations.spec_transform": "input_projection",
+    "input_representations.LayerNorm": "input_norm",
+}
+_HEAD_KEYS = {"dense": "dense", "LayerNorm": "norm", "output": "output"}
+_QKV_ORDER = ("attention.self.query", "attention.self.key", "attention.self.value")
+
+_LAYER_PATTERN = re.compile(r"^encoder\.layer\.(?:(\d+)\.)?(.+)\.(weight|bias)$")
+_OUTPUT_NORM_PATTERN = re.compile(r"^encoder\.LayerNorm\.(\d+)\.(weight|bias)$")
+
+
+def _rename_gamma_beta(key: str) -> str:
+    """Old files name LayerNorm parameters gamma/beta."""
+    return re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))
+
+
+def s3prl_encoder_state(state: dict[str, torch.Tensor], config: EncoderConfig) -> dict[str, torch.Tensor]:
+    """Map an s3prl ``Transformer`` state dict to our encoder's keys. Raises on unknown keys.
+
+    Shared-layer files list the layer under every index (one storage); all copies must agree.
+    An early branch stored one unindexed layer (``encoder.layer.attention...``).
+    """
+    out: dict[str, torch.Tensor] = {}
+    layer_params: dict[tuple[Optional[int], str], torch.Tensor] = {}
+    unknown = []
+    for raw_key, tensor in state.items():
+        key = _rename_gamma_beta(raw_key)
+        module, _, param = key.rpartition(".")
+        if module in _TOP_KEYS:
+            out[f"{_TOP_KEYS[module]}.{param}"] = tensor
+        elif match := _OUTPUT_NORM_PATTERN.match(key):
+            out[f"output_norms.{match.group(1)}.{match.group(2)}"] = tensor
+        elif (match := _LAYER_PATTERN.match(key)) and (
+            match.group(2) in _LAYER_KEYS or match.group(2) in _LAYER_ALIASES
+        ):
+            index = None if match.group(1) is None else int(match.group(1))
+            layer_params[(index, f"{match.group(2)}.{match.group(3)}")] = tensor
+        else:
+            unknown.append(raw_key)
+    if unknown:
+        raise ValueError(f"s3prl checkpoint has keys this loader does not know: {sorted(unknown)}")
+
+    indices = sorted({index for index, _ in layer_params}, key=lambda i: -1 if i is None else i)
+    for index in indices:
+        params = {name: tensor for (i, name), tensor in layer_params.items() if i == index}
+        for alias, target in _LAYER_ALIASES.items():
+            for param in ("weight", "bias"):
+                alias_tensor = params.pop(f"{alias}.{param}", None)
+                if alias_tensor is not None and not torch.equal(alias_tensor, params.get(f"{target}.{param}", alias_tensor)):
+                    raise ValueError(f"s3prl layer {index}: {alias}.{param} differs from {target}.{param}")
+        mapped = _map_layer(params, index)
+        if config.share_layer:
+            for name, tensor in mapped.items():
+                previous = out.setdefault(f"layer.{name}", tensor)
+                if not torch.equal(previous, tensor):
+                    raise ValueError(
+                        f"s3prl checkpoint says share_layer but layer {index} differs from layer 0 in {name}"
+                    )
+        else:
+            if index is None:
+                raise ValueError("s3prl checkpoint has an unindexed (shared) layer but share_layer is off")
+            out.update({f"layers.{index}.{name}": tensor for name, tensor in mapped.items()})
+    return out
+
+
+def _map_layer(params: dict[str, torch.Tensor], index: Optional[int]) -> dict[str, torch.Tensor]:
+    mapped: dict[str, torch.Tensor] = {}
+    for param in ("weight", "bias"):
+        parts = [params.pop(f"{name}.{param}", None) for name in _QKV_ORDER]
+        if any(part is None for part in parts):
+            raise ValueError(f"s3prl layer {index} lacks one of query/key/value {param}")
+        mapped[f"qkv.{param}"] = torch.cat(parts, dim=0)
+    for name, tensor in params.items():
+        module, _, param = name.rpartition(".")
+        mapped[f"{_LAYER_KEYS[module]}.{param}"] = tensor
+    return mapped
+
+
+def s3prl_head_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map an s3prl ``SpecHead`` state dict to our :class:`PredictionHead` keys."""
+    out = {}
+    for raw_key, tensor in state.items():
+        module, _, param = _rename_gamma_beta(raw_key).rpartition(".")
+        if module not in _HEAD_KEYS:
+            raise ValueError(f"s3prl SpecHead has a key this loader does not know: {raw_key}")
+        out[f"{_HEAD_KEYS[module]}.{param}"] = tensor
+    return out

@@ -1,0 +1,130 @@
+"""LibriSpeech-layout corpora: ``ROOT/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.{flac,wav}``.
+
+The length of every file is read once and cached in ``ROOT/.length_index.json`` (or, when the
+root is read-only, under ``~/.cache``), so a 100k-utterance corpus does not re-read every
+header at each start. A cache entry is reused only while the file's size and mtime match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import soundfile
+from tqdm import tqdm
+
+AUDIO_SUFFIXES = (".flac", ".wav")
+INDEX_NAME = ".length_index.json"
+DEMO_ROOT = Path(__file__).resolve().parent.parent / "data" / "demo"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One audio file of a corpus. ``num_samples`` at the file's own ``sample_rate``."""
+
+    utt_id: str
+    path: Path
+    subset: str
+    speaker: str
+    chapter: str
+    num_samples: int
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+def _cache_path(root: Path) -> Path:
+    if os.access(root, os.W_OK):
+        return root / INDEX_NAME
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "mam-corpus-index" / f"{digest}.json"
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # no cache yet, or an unreadable one: it is rebuilt
+
+
+def _write_cache(path: Path, entries: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(f".{os.getpid()}.tmp")
+        temp.write_text(json.dumps(entries))
+        os.replace(temp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs time at the next start
+
+
+def find_utterances(root: str | Path, subsets: Sequence[str], progress: bool = True) -> list[Utterance]:
+    """All audio files of ``subsets`` under ``root``, sorted by id.
+
+    Raises a clear error for a missing root, a missing subset, or a subset without audio.
+    Files whose header cannot be read raise, naming the file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"corpus root not found: {root}")
+    if isinstance(subsets, str):
+        subsets = [subsets]
+    if not subsets:
+        raise ValueError(f"no subsets given for corpus {root}")
+    files: list[tuple[str, Path]] = []
+    for subset in subsets:
+        folder = root / subset
+        if not folder.is_dir():
+            available = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            raise FileNotFoundError(f"subset {subset!r} not found under {root}; available: {available}")
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        if not found:
+            raise ValueError(f"subset {folder} has no .flac or .wav files")
+        files.extend((subset, path) for path in found)
+
+    cache_file = _cache_path(root)
+    cache = _read_cache(cache_file)
+    fresh = {}
+    utterances = []
+    for subset, path in tqdm(files, desc="indexing audio", disable=not progress or len(files) < 2000, leave=False):
+        key = str(path.relative_to(root))
+        stat = path.stat()
+        entry = cache.get(key)
+        if not entry or entry[0] != stat.st_size or entry[1] != stat.st_mtime_ns:
+            try:
+                info = soundfile.info(str(path))
+            except (soundfile.LibsndfileError, RuntimeError) as error:
+                raise ValueError(f"cannot read audio header of {path}: {error}") from error
+            entry = [stat.st_size, stat.st_mtime_ns, info.frames, info.samplerate]
+        fresh[key] = entry
+        rel = path.relative_to(root / subset).parts
+        speaker, chapter = (rel[0], rel[1]) if len(rel) >= 3 else (path.stem.split("-")[0], "")
+        utterances.append(Utterance(path.stem, path, subset, speaker, chapter, int(entry[2]), int(entry[3])))
+    if fresh != {k: cache.get(k) for k in fresh}:
+        cache.update(fresh)
+        _write_cache(cache_file, cache)
+    return sorted(utterances, key=lambda u: u.utt_id)
+
+
+def read_frame_labels(path: str | Path, utt_ids: Iterable[str] | None = None) -> dict[str, list[int]]:
+    """``utt_id label label ...`` lines (one integer per 10 ms frame), as in s3prl's
+    ``converted_aligned_phones.txt`` and this corpus's ``alignments/<subset>.frames.txt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label file not found: {path}")
+    wanted = None if utt_ids is None else set(utt_ids)
+    labels = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts or (wanted is not None and parts[0] not in wanted):
+            continue
+        try:
+            labels[parts[0]] = [int(x) for x in parts[1:]]
+        except ValueError as error:
+            raise ValueError(f"{path}:{number}: labels must be integers ({error})") from error
+    return labels
