@@ -6,10 +6,11 @@ T = ceil(samples / 160)). Upstream frames come every ``160 * R`` samples and the
 frame sits where the front end puts it (a centred STFT centres frame 0 on sample 0; Kaldi's
 ``snip_edges`` starts its first 25 ms window at sample 0).
 
-The rule: **each output frame takes the label found at its centre.** A centre past the last
-label takes the last label (the final partial 10 ms), but only if it overshoots by at most
-one label frame; larger mismatches, and label files longer than the audio by more than one
-frame, raise naming the utterance and both lengths. Labels are never stretched or cut to fit.
+The rule: **each output frame takes the label found at its centre.** Only at the very end
+can a centre fall past the last label (a label file one frame short, or the centred STFT's
+last frame, centred on the final sample): it takes the last label. A label file whose length
+differs from ceil(samples / 160) by more than one frame raises, naming the utterance and both
+lengths. Labels are never stretched or cut to fit.
 
 Every frame-level task maps its labels through :class:`FrameGrid`; nothing else does this.
 """
@@ -76,12 +77,5 @@ class FrameGrid:
                 f"({num_samples} samples) has {expected}; labels and audio do not belong together "
                 "(fix the label file or the corpus root)"
             )
-        frames = int(self.num_frames([num_samples])[0])
-        positions = self.label_positions(frames)
-        overshoot = int(positions[-1]) - (have - 1) if frames else 0
-        if overshoot > TOLERANCE:
-            raise ValueError(
-                f"utterance {utt_id}: the upstream gives {frames} frames reaching label frame "
-                f"{int(positions[-1])}, but the label file has only {have} frames"
-            )
+        positions = self.label_positions(int(self.num_frames([num_samples])[0]))
         return labels[positions.clamp(max=have - 1)]

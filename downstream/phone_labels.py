@@ -10,7 +10,8 @@ Two label formats are read:
   ``converted_aligned_phones.txt`` (same line format, 41 classes), ``train_split.txt`` and
   ``test_split.txt`` (one utterance id per line). The train list is shuffled with
   ``random.Random(split_seed)`` (1337) and its first 90 % train, the rest dev, exactly as
-  s3prl does. All audio is looked up in ``train_subset``.
+  s3prl does. All audio is looked up in ``train_subset``. Class names come from
+  ``LABEL_DIR/phones.txt`` when there is one, else they are the class indices.
 
 Every utterance of a split must have labels, and every label must be a known class.
 """
@@ -44,7 +45,7 @@ class PhoneDataConfig:
     root: Optional[str] = None  # None: the demo corpus in data/demo
     format: str = "frames"
     label_dir: Optional[str] = None  # frames: default ROOT/alignments; s3prl: required
-    phones: Optional[str] = None  # class names file; default ROOT/phones.txt when present
+    phones: Optional[str] = None  # class names file; default ROOT/phones.txt (s3prl: LABEL_DIR/phones.txt) when present
     num_classes: Optional[int] = None  # default: the names file's size, or 41 for s3prl
     train_subset: str = "train-clean-100"
     dev_subset: str = "dev-clean"  # frames format only
@@ -94,7 +95,10 @@ def read_phone_names(path: Path) -> list[str]:
 
 
 def _class_names(config: PhoneDataConfig, root: Path) -> list[str]:
-    names_file = Path(config.phones) if config.phones is not None else root / "phones.txt"
+    if config.phones is not None:
+        names_file = Path(config.phones)
+    else:
+        names_file = (Path(config.label_dir) if config.format == "s3prl" else root) / "phones.txt"
     if config.phones is not None and not names_file.is_file():
         raise FileNotFoundError(f"phone names file not found: {names_file} (data.phones)")
     names = read_phone_names(names_file) if names_file.is_file() else None
