@@ -11,7 +11,6 @@ from upstream import get_entry
 from utility.run_config import apply_overrides
 from utility.training import DistributedContext, cleanup_distributed, init_distributed
 
-from .base import SPLITS
 from .discovery import load_task
 from .inference import format_predictions, load_probe, predict_files
 from .probe_checkpoint import RunSpec, locate_checkpoint, read_probe_checkpoint

@@ -34,7 +34,7 @@ from utility.training import (
     seed_everything,
 )
 
-from .base import ProbeDataset, StepOutput, TaskData, UpstreamInfo
+from .base import ProbeDataset, TaskData, UpstreamInfo
 from .batches import epoch_batches, eval_batches
 from .discovery import TASKS_DIR, Task, load_task
 from .featurizer import Featurizer
@@ -118,12 +118,15 @@ class Runner:
         )
 
     def sum_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
+        """Statistics summed over every process (a process may have had no batch at all)."""
         if not self.context.is_distributed:
             return stats
-        keys = sorted(stats)
-        values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=self.context.device)
-        dist.all_reduce(values)
-        return dict(zip(keys, values.tolist()))
+        gathered: list[dict[str, float]] = [{} for _ in range(self.context.world_size)]
+        dist.all_gather_object(gathered, stats)
+        total: dict[str, float] = {}
+        for part in gathered:
+            add_stats(total, part)
+        return total
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
@@ -136,7 +139,7 @@ class Runner:
         for batch in tqdm(self.loader(dataset, batches), desc=f"eval {split}", leave=False, disable=not self.context.is_main):
             with self.precision.autocast():
                 output = self.model(batch)
-            add_stats(stats, output)
+            add_stats(stats, output.stats)
         self.model.train(was_training)
         return self.expert.summarize(self.sum_over_processes(stats))
 
@@ -227,7 +230,7 @@ class Runner:
                     with self.precision.autocast():
                         output = network(batch)
                     self.precision.scaler.scale(output.loss / config.gradient_accumulate_steps).backward()
-                add_stats(stats, output)
+                add_stats(stats, output.stats)
                 if not update:
                     continue
                 micro = 0
@@ -327,8 +330,8 @@ class Runner:
             tqdm.write(message)
 
 
-def add_stats(total: dict[str, float], output: StepOutput) -> None:
-    """Sum one batch's statistics into ``total``."""
-    for name, value in output.stats.items():
+def add_stats(total: dict[str, float], stats: dict[str, float]) -> None:
+    """Sum one batch's (or one process's) statistics into ``total``."""
+    for name, value in stats.items():
         total[name] = total.get(name, 0.0) + float(value)
 
