@@ -18,6 +18,7 @@ from downstream.frames import FrameGrid
 from downstream.phone_ctc.dataset import ctc_frames_needed, phone_sequence
 from downstream.phone_ctc.expert import PaddedLSTM
 from downstream.phone_labels import PhoneDataConfig, build_phone_frame_datasets, load_phone_splits
+from downstream.settings import load_task_config, runner_sections
 from downstream.speaker_labels import SpeakerDataConfig, load_speaker_splits
 from downstream.subset import proportion_subset
 from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, build_upstream
@@ -265,6 +266,15 @@ def test_bad_overrides_are_refused_before_training(tmp_path):
         run_downstream.main(["-u", "fbank", "-d", "phone_linear", "-p", str(tmp_path / "b"), "-o", "runner.train_proportion=0"])
     with pytest.raises(ValueError, match=r"expert: unknown key\(s\) \['hidden'\]"):
         run_downstream.main(["-u", "fbank", "-d", "phone_linear", "-p", str(tmp_path / "c"), "-c", str(bad_config(tmp_path))])
+
+
+def test_numbers_in_exponent_notation_are_numbers():
+    runner, optimizer = runner_sections(
+        load_task_config(TASKS_DIR / "phone_linear" / "config.yaml", ["optimizer.lr=3e-3", "runner.train_proportion=1e-2"])
+    )
+    assert optimizer.lr == 0.003 and runner.train_proportion == 0.01
+    with pytest.raises(TypeError, match=r"optimizer.lr must be a number, got 'fast'"):
+        runner_sections(load_task_config(TASKS_DIR / "phone_linear" / "config.yaml", ["optimizer.lr=fast"]))
 
 
 def bad_config(tmp_path: Path) -> Path:
