@@ -53,3 +53,14 @@ for _name in entry_names():
     globals()[_name] = _make_entry(_name)
 
 __all__ = [*entry_names(), "from_checkpoint"]
+
+
+def _describe_entries() -> str:
+    """One line per entry: name and summary (torch.hub.list/help read GitHub repos only)."""
+    lines = [f"{name:16s} {get_entry(name).description.splitlines()[0]}" for name in entry_names()]
+    lines.append(f"{'from_checkpoint':16s} {from_checkpoint.__doc__.splitlines()[0]}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(_describe_entries())

@@ -33,8 +33,10 @@ def transformer_preset(family: str, num_layers: int) -> UpstreamConfig:
 
 
 def fbank_preset() -> UpstreamConfig:
-    """Kaldi fbank (80 bins) + delta + delta-delta = 240 dims, without CMVN: per-utterance
-    normalisation strips much of the speaker information plain features carry."""
+    """Kaldi fbank, 80 bins + delta + delta-delta (240 dims), no CMVN.
+
+    Without CMVN: per-utterance normalisation strips much of the speaker information that
+    plain features carry."""
     return UpstreamConfig(
         family="baseline",
         frontend=FrontendConfig(
