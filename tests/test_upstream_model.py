@@ -119,3 +119,24 @@ def test_gradients_flow_when_fine_tuning(tiny_upstream, demo_wavs):
     out["last_hidden_state"].pow(2).mean().backward()
     grads = [p.grad for p in tiny_upstream.encoder.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_attention_weights_reproduce_the_layer_output(tiny_upstream, demo_wavs):
+    """Weights from attention_weights, applied to the values, give the same context as SDPA."""
+    encoder = tiny_upstream.encoder
+    with torch.inference_mode():
+        features = tiny_upstream.frontend(demo_wavs[:2])
+        weights = encoder.attention_weights(features.inputs, features.lengths, layer_index=1)
+        states, lengths = encoder(features.inputs, features.lengths)
+        layer = encoder.layer_at(1)
+        _, _, v = layer._heads(states[1])
+        context = (weights @ v).transpose(1, 2).reshape(2, -1, 32)
+        x = layer.attention_norm(states[1] + layer.attention_output(context))
+        expected = layer.ffn_norm(x + layer.ffn_out(torch.nn.functional.gelu(layer.ffn_in(x))))
+    short = int(lengths[1])
+    assert weights.shape == (2, 4, states[0].shape[1], states[0].shape[1])
+    assert torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-5)
+    assert not weights[1, :, :, short:].any(), "padded keys get no attention"
+    assert torch.allclose(expected[1, :short], states[2][1, :short], atol=1e-5)
+    with pytest.raises(ValueError, match=r"layer_index must be in \[0, 1\]"):
+        encoder.attention_weights(features.inputs, features.lengths, layer_index=2)

@@ -67,12 +67,25 @@ class TransformerLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, S, H) layer input -> query, key, value, each (B, nh, S, hd)."""
+        batch, frames, _ = x.shape
+        h = self.attention_norm(x) if self.pre_layer_norm else x
+        return self.qkv(h).view(batch, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+
+    def attention_probabilities(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The attention weights this layer applies to input x: (B, nh, S, S), rows sum to 1.
+        Materialises the full matrix, so it is for analysis, not for the forward pass."""
+        q, k, _ = self._heads(x)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        if attention_mask is not None:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        return scores.softmax(dim=-1)
+
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, S, H); attention_mask: (B, 1, 1, S) bool, True on keys to attend, or None."""
         batch, frames, hidden = x.shape
-        h = self.attention_norm(x) if self.pre_layer_norm else x
-        # (B, S, 3H) -> 3 x (B, nh, S, hd)
-        q, k, v = self.qkv(h).view(batch, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = self._heads(x)
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attention_mask, dropout_p=self.attention_dropout if self.training else 0.0
         )
@@ -161,16 +174,34 @@ class TransformerEncoder(nn.Module):
             merged.append(full.reshape(batch, chunks * span, -1)[:, :frames])
         return merged, lengths
 
-    def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """x: (B, S, D * R) stacked frames, all within one attention span."""
-        batch, frames, _ = x.shape
+    def _embed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """x: (B, S, D * R) -> input representation (B, S, H), valid-frame mask (B, S), and
+        whether any frame is padding."""
+        frames = x.shape[1]
         h = self.input_projection(x)
         if self.embedding_projection is not None:
             h = self.embedding_projection(h)
         h = self.input_norm(h + sinusoid_positions(frames, self.config.hidden_size, h.device).to(h.dtype))
-        h = self.input_dropout(h)
-        padded = bool((lengths < frames).any())
-        valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]  # (B, S)
+        valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]
+        return self.input_dropout(h), valid, bool((lengths < frames).any())
+
+    def attention_weights(self, features: torch.Tensor, lengths: torch.Tensor, layer_index: int) -> torch.Tensor:
+        """Attention weights of layer ``layer_index`` (0-based) for the first ``max_frames``
+        stacked frames: (B, nh, S, S). For analysis and plots."""
+        if not 0 <= layer_index < self.config.num_layers:
+            raise ValueError(f"layer_index must be in [0, {self.config.num_layers - 1}], got {layer_index}")
+        x, lengths = stack_frames(features, lengths, self.config.downsample_rate)
+        if self.config.max_frames:
+            x, lengths = x[:, : self.config.max_frames], lengths.clamp(max=self.config.max_frames)
+        h, valid, padded = self._embed(x, lengths)
+        attention_mask = valid[:, None, None, :] if padded else None
+        for index in range(layer_index):
+            h = self.layer_at(index)(h, attention_mask)
+        return self.layer_at(layer_index).attention_probabilities(h, attention_mask)
+
+    def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """x: (B, S, D * R) stacked frames, all within one attention span."""
+        h, valid, padded = self._embed(x, lengths)
         attention_mask = valid[:, None, None, :] if padded else None
         states = [h]
         for index in range(self.config.num_layers):
