@@ -4,7 +4,9 @@ s3prl files (v0.1.0, v0.2.0, 0.4.x) are ``torch.save``d dicts that also pickle a
 ``argparse.Namespace`` and learning-rate schedule objects from a module named ``optimizers``.
 They are read with torch's own restricted (``weights_only``) unpickler, where exactly those
 class names are mapped to an inert stand-in that only stores its pickled state: no constructor,
-``__reduce__`` or ``__setstate__`` from the file runs, and any other global is refused.
+``__reduce__`` or ``__setstate__`` from the file runs, and any other global is refused. The
+names are found by scanning the pickle opcodes first (zip files and the legacy pre-zip format
+that files from before torch 1.6 use).
 
 Translation is two small pure steps: the file's config -> :class:`UpstreamConfig`, then the
 state-dict keys -> ours through the commented table below, which raises on anything it does
@@ -13,14 +15,14 @@ not know; the load that follows is strict.
 
 from __future__ import annotations
 
+import pickletools
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from .checkpoint import read_checkpoint_file
+from .checkpoint import read_checkpoint_file, torch_save_format
 from .config import EncoderConfig, FrontendConfig, UpstreamConfig
 
 # Pickled globals that s3prl files carry and that we map to an inert stand-in.
@@ -40,12 +42,36 @@ class PickledObjectStandIn:
 def read_s3prl_file(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint that may hold s3prl's pickled Namespace/scheduler objects."""
     path = Path(path)
-    names: list[str] = []
-    if path.is_file() and zipfile.is_zipfile(path):
-        # Lists the globals the file would import, without unpickling anything.
-        names = [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if _STANDIN_GLOBALS.match(name)]
+    names = [name for name in pickled_globals(path) if _STANDIN_GLOBALS.match(name)]
     with torch.serialization.safe_globals([(PickledObjectStandIn, name) for name in names]):
         return read_checkpoint_file(path)
+
+
+# A legacy (pre-zip) torch.save file is four pickles (magic number, protocol version, system
+# info, the object) followed by the raw storage bytes.
+_LEGACY_PICKLES = 4
+
+
+def pickled_globals(path: Path) -> list[str]:
+    """The ``module.name`` globals a torch.save file would import, read from its pickle opcodes
+    without unpickling anything. Only decides which names get the stand-in: a name missed here
+    is simply refused by the restricted unpickler."""
+    if torch_save_format(path) == "zip":
+        try:
+            return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except RuntimeError:  # a damaged archive: torch.load reports it
+            return []
+    # torch's scanner reads zip files only; pickletools walks the legacy pickles' opcodes.
+    names: list[str] = []
+    with open(path, "rb") as stream:
+        try:
+            for _ in range(_LEGACY_PICKLES):
+                for opcode, arg, _ in pickletools.genops(stream):
+                    if opcode.name == "GLOBAL":
+                        names.append(arg.replace(" ", "."))
+        except ValueError:  # a truncated file: keep what was found, torch.load reports the rest
+            pass
+    return names
 
 
 def is_s3prl_checkpoint(data: dict[str, Any]) -> bool:
