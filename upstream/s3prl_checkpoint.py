@@ -115,11 +115,17 @@ def _frontend_from_s3prl(audio: Any, where: str) -> FrontendConfig:
         order = int(delta.pop("order", 2))  # s3prl's Delta defaults to order 2
         if delta.get("win_length", 5) != 5 or set(delta) - {"win_length"}:
             raise ValueError(f"s3prl delta options {audio.get('delta')} are not supported (only order, win_length=5)")
+        options = dict(kaldi.get("fbank", {}))
+        cmvn = audio.get("cmvn", {})
         return FrontendConfig(
             feature="kaldi_fbank",
-            kaldi_options=dict(kaldi.get("fbank", {})),
+            # Frame counts follow the fbank window and shift (torchaudio's defaults: 25 / 10 ms).
+            win_ms=float(options.get("frame_length", 25.0)),
+            hop_ms=float(options.get("frame_shift", 10.0)),
+            kaldi_options=options,
             delta_order=order,
-            cmvn=bool(audio.get("cmvn", {}).get("use_cmvn", False)),
+            cmvn=bool(cmvn.get("use_cmvn", False)),
+            log_floor=float(cmvn.get("eps", 1e-10)),  # only CMVN's epsilon here: fbank takes its own log
         )
     feature = audio.get("input", {})
     if feature.get("feat_type") != "mel" or not feature.get("log", False):
@@ -134,6 +140,7 @@ def _frontend_from_s3prl(audio: Any, where: str) -> FrontendConfig:
         n_mels=int(audio.get("n_mels", 40)),
         delta_order=int(feature.get("delta", 0)),
         cmvn=bool(feature.get("cmvn", False)),
+        log_floor=float(audio.get("eps", 1e-10)),  # s3prl's preprocessor: log floor and CMVN epsilon
         target_level_db=float(audio["target_level"]) if audio.get("target_level") is not None else None,
         target="linear" if target.get("feat_type") == "linear" else "mel",
     )
