@@ -9,8 +9,8 @@ names are found by scanning the pickle opcodes first (zip files and the legacy p
 that files from before torch 1.6 use).
 
 Translation is two small pure steps: the file's config -> :class:`UpstreamConfig`, then the
-state-dict keys -> ours through the commented table below, which raises on anything it does
-not know; the load that follows is strict.
+state-dict keys -> ours through the commented table below, which raises with both the unknown
+and the missing keys; the load that follows is strict.
 """
 
 from __future__ import annotations
@@ -199,18 +199,20 @@ _LAYER_KEYS = {
     "output.LayerNorm": "ffn_norm",
 }
 # Pre-LN s3prl layers register the two LayerNorms a second time under these names
-# (the same tensors); they carry nothing new.
+# (the same tensors); they carry nothing new, but must agree with what they alias.
 _LAYER_ALIASES = {"attention.LayerNorm": "attention.output.LayerNorm", "LayerNorm": "output.LayerNorm"}
-# Keys outside the layers.
+# Keys outside the layers. Pre-LN files also hold one output LayerNorm per hidden state,
+# "encoder.LayerNorm.<i>" -> our "output_norms.<i>" (i = 0 .. N).
 _TOP_KEYS = {
     "input_representations.spec_transform": "input_projection",
     "input_representations.LayerNorm": "input_norm",
 }
+# SpecHead (pretraining head) key -> our PredictionHead key.
 _HEAD_KEYS = {"dense": "dense", "LayerNorm": "norm", "output": "output"}
 _QKV_ORDER = ("attention.self.query", "attention.self.key", "attention.self.value")
-
-_LAYER_PATTERN = re.compile(r"^encoder\.layer\.(?:(\d+)\.)?(.+)\.(weight|bias)$")
-_OUTPUT_NORM_PATTERN = re.compile(r"^encoder\.LayerNorm\.(\d+)\.(weight|bias)$")
+_PARAMS = ("weight", "bias")
+# The early shared-layer branch: "encoder.layer.attention...", no index.
+_UNINDEXED_LAYER = re.compile(r"^encoder\.layer\.[^\d]")
 
 
 def _rename_gamma_beta(key: str) -> str:
@@ -218,65 +220,76 @@ def _rename_gamma_beta(key: str) -> str:
     return re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))
 
 
+def _keys(modules: list[str]) -> set[str]:
+    return {f"{module}.{param}" for module in modules for param in _PARAMS}
+
+
 def s3prl_encoder_state(state: dict[str, torch.Tensor], config: EncoderConfig) -> dict[str, torch.Tensor]:
-    """Map an s3prl ``Transformer`` state dict to our encoder's keys. Raises on unknown keys.
+    """Map an s3prl ``Transformer`` state dict to our encoder's keys, strictly: keys the table
+    does not expect for this config, or expected keys that are absent, raise with both lists.
 
     Shared-layer files list the layer under every index (one storage); all copies must agree.
     An early branch stored one unindexed layer (``encoder.layer.attention...``).
     """
-    out: dict[str, torch.Tensor] = {}
-    layer_params: dict[tuple[Optional[int], str], torch.Tensor] = {}
-    unknown = []
+    renamed: dict[str, torch.Tensor] = {}
     for raw_key, tensor in state.items():
         key = _rename_gamma_beta(raw_key)
-        module, _, param = key.rpartition(".")
-        if module in _TOP_KEYS:
-            out[f"{_TOP_KEYS[module]}.{param}"] = tensor
-        elif match := _OUTPUT_NORM_PATTERN.match(key):
-            out[f"output_norms.{match.group(1)}.{match.group(2)}"] = tensor
-        elif (match := _LAYER_PATTERN.match(key)) and (
-            match.group(2) in _LAYER_KEYS or match.group(2) in _LAYER_ALIASES
-        ):
-            index = None if match.group(1) is None else int(match.group(1))
-            layer_params[(index, f"{match.group(2)}.{match.group(3)}")] = tensor
-        else:
-            unknown.append(raw_key)
-    if unknown:
-        raise ValueError(f"s3prl checkpoint has keys this loader does not know: {sorted(unknown)}")
+        if key in renamed:
+            raise ValueError(f"s3prl checkpoint holds {key} twice (also as {raw_key})")
+        renamed[key] = tensor
+    unindexed = any(_UNINDEXED_LAYER.match(key) for key in renamed)
+    if unindexed and not config.share_layer:
+        raise ValueError("s3prl checkpoint has an unindexed (shared) layer but its config says share_layer: False")
+    layers = ["encoder.layer"] if unindexed else [f"encoder.layer.{i}" for i in range(config.num_layers)]
+    expected = _keys(list(_TOP_KEYS)) | _keys([f"{layer}.{module}" for layer in layers for module in _LAYER_KEYS])
+    aliases: set[str] = set()
+    if config.pre_layer_norm:
+        expected |= _keys([f"encoder.LayerNorm.{i}" for i in range(config.num_layers + 1)])
+        aliases = _keys([f"{layer}.{alias}" for layer in layers for alias in _LAYER_ALIASES])
+    unknown = sorted(set(renamed) - expected - aliases)
+    missing = sorted(expected - set(renamed))
+    if unknown or missing:
+        shape = f"{config.num_layers}-layer{' shared-layer' if config.share_layer else ''}"
+        prenorm = " pre-LN" if config.pre_layer_norm else ""
+        raise ValueError(
+            f"s3prl checkpoint's Transformer weights do not fit the {shape}{prenorm} model its config describes: "
+            f"unknown keys {unknown}; missing keys {missing}"
+        )
 
-    indices = sorted({index for index, _ in layer_params}, key=lambda i: -1 if i is None else i)
-    for index in indices:
-        params = {name: tensor for (i, name), tensor in layer_params.items() if i == index}
-        for alias, target in _LAYER_ALIASES.items():
-            for param in ("weight", "bias"):
-                alias_tensor = params.pop(f"{alias}.{param}", None)
-                if alias_tensor is not None and not torch.equal(alias_tensor, params.get(f"{target}.{param}", alias_tensor)):
-                    raise ValueError(f"s3prl layer {index}: {alias}.{param} differs from {target}.{param}")
-        mapped = _map_layer(params, index)
-        if config.share_layer:
-            for name, tensor in mapped.items():
-                previous = out.setdefault(f"layer.{name}", tensor)
-                if not torch.equal(previous, tensor):
-                    raise ValueError(
-                        f"s3prl checkpoint says share_layer but layer {index} differs from layer 0 in {name}"
-                    )
-        else:
-            if index is None:
-                raise ValueError("s3prl checkpoint has an unindexed (shared) layer but share_layer is off")
+    out = {f"{ours}.{param}": renamed[f"{theirs}.{param}"] for theirs, ours in _TOP_KEYS.items() for param in _PARAMS}
+    if config.pre_layer_norm:
+        out.update(
+            {
+                f"output_norms.{i}.{param}": renamed[f"encoder.LayerNorm.{i}.{param}"]
+                for i in range(config.num_layers + 1)
+                for param in _PARAMS
+            }
+        )
+    for index, layer in enumerate(layers):
+        mapped = _map_layer(renamed, layer)
+        if not config.share_layer:
             out.update({f"layers.{index}.{name}": tensor for name, tensor in mapped.items()})
+            continue
+        for name, tensor in mapped.items():
+            previous = out.setdefault(f"layer.{name}", tensor)
+            if not torch.equal(previous, tensor):
+                raise ValueError(f"s3prl checkpoint says share_layer but {layer} differs from encoder.layer.0 in {name}")
     return out
 
 
-def _map_layer(params: dict[str, torch.Tensor], index: Optional[int]) -> dict[str, torch.Tensor]:
-    mapped: dict[str, torch.Tensor] = {}
-    for param in ("weight", "bias"):
-        parts = [params.pop(f"{name}.{param}", None) for name in _QKV_ORDER]
-        if any(part is None for part in parts):
-            raise ValueError(f"s3prl layer {index} lacks one of query/key/value {param}")
-        mapped[f"qkv.{param}"] = torch.cat(parts, dim=0)
-    for name, tensor in params.items():
-        module, _, param = name.rpartition(".")
-        mapped[f"{_LAYER_KEYS[module]}.{param}"] = tensor
+def _map_layer(state: dict[str, torch.Tensor], layer: str) -> dict[str, torch.Tensor]:
+    """One layer's s3prl keys (prefix ``layer``) -> our layer keys; checks the pre-LN aliases."""
+    for alias, target in _LAYER_ALIASES.items():
+        for param in _PARAMS:
+            alias_tensor = state.get(f"{layer}.{alias}.{param}")
+            if alias_tensor is not None and not torch.equal(alias_tensor, state[f"{layer}.{target}.{param}"]):
+                raise ValueError(f"s3prl checkpoint: {layer}.{alias}.{param} differs from {layer}.{target}.{param}")
+    mapped = {}
+    for param in _PARAMS:
+        mapped[f"qkv.{param}"] = torch.cat([state[f"{layer}.{name}.{param}"] for name in _QKV_ORDER], dim=0)
+    for theirs, ours in _LAYER_KEYS.items():
+        if ours != "qkv":
+            mapped.update({f"{ours}.{param}": state[f"{layer}.{theirs}.{param}"] for param in _PARAMS})
     return mapped
 
 
