@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import hub
+from conftest import REPO
 from upstream import build_upstream, read_audio
 from upstream.checkpoint import torch_save_format
 from upstream.encoder import PredictionHead
@@ -72,6 +73,14 @@ def test_fixture_matches_s3prl_expert_at_every_layer(name):
     deviation = max_deviation_per_state(model, reference(name))
     assert deviation.shape == (3,)
     assert deviation.max() < TOLERANCE, f"{name}: per-layer max deviation {deviation.tolist()}"
+
+
+def test_torch_hub_loads_s3prl_files():
+    path = str(fixture_path("v010_settings_dict"))
+    model = torch.hub.load(str(REPO), "from_checkpoint", source="local", ckpt=path)
+    wav = read_audio(DEMO_ROOT / f"{reference('v010_settings_dict')['utterances'][0]}.flac")
+    with torch.inference_mode():
+        assert torch.equal(model([wav])["last_hidden_state"], build_upstream(None, path)([wav])["last_hidden_state"])
 
 
 def test_long_inputs_are_chunked_like_s3prl():
