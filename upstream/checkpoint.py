@@ -45,12 +45,9 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint_file(path: str | Path, **load_options: Any) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with clear errors for missing, truncated and foreign files.
-
-    ``load_options`` are passed to ``torch.load`` (``map_location`` defaults to CPU).
-    """
-    path = Path(path)
+def torch_save_format(path: Path) -> str:
+    """``"zip"`` (torch.save since torch 1.6) or ``"legacy"`` (older torch.save), from the
+    first bytes; raises FileNotFoundError / ValueError for anything else."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
@@ -60,8 +57,19 @@ def read_checkpoint_file(path: str | Path, **load_options: Any) -> dict[str, Any
     if head.startswith(b"PK\x03\x04"):  # a zip archive, as torch.save writes
         if not zipfile.is_zipfile(path):
             raise ValueError(f"checkpoint {path} is corrupt or truncated (its zip directory is missing); re-save it")
-    elif head != _LEGACY_TORCH_PREFIX:
+        return "zip"
+    if head != _LEGACY_TORCH_PREFIX:
         raise ValueError(f"{path} is not a loadable checkpoint: it is not a file written by torch.save")
+    return "legacy"
+
+
+def read_checkpoint_file(path: str | Path, **load_options: Any) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with clear errors for missing, truncated and foreign files.
+
+    ``load_options`` are passed to ``torch.load`` (``map_location`` defaults to CPU).
+    """
+    path = Path(path)
+    torch_save_format(path)  # clear errors for missing, empty, truncated and foreign files
     load_options.setdefault("map_location", "cpu")
     try:
         data = torch.load(path, weights_only=True, **load_options)

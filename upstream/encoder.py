@@ -152,26 +152,33 @@ class TransformerEncoder(nn.Module):
         """features: (B, T, input_dim) frames, lengths: (B,) real frame counts.
 
         Returns N + 1 hidden states of (B, S, H), S = T // R, zero on padded frames, and the
-        (B,) real lengths in stacked frames. Inputs longer than ``max_frames`` stacked frames
-        are encoded as independent consecutive chunks (positions restart in each chunk).
+        (B,) real lengths in stacked frames. An item longer than ``max_frames`` stacked frames
+        is cut as s3prl's ``torch.chunk`` cuts it: into n = ceil(L / max_frames) chunks of
+        ceil(L / n) frames (the last one shorter), encoded independently (positions restart in
+        each chunk).
         """
         x, lengths = stack_frames(features, lengths, self.config.downsample_rate)
         batch, frames, _ = x.shape
         span = self.config.max_frames
         if not span or frames <= span:
             return self._encode(x, lengths), lengths
-        # Chunks at fixed offsets from each utterance's start, so batching cannot move them.
-        chunks = math.ceil(frames / span)
-        x = F.pad(x, (0, 0, 0, chunks * span - frames)).reshape(batch * chunks, span, -1)
-        offsets = torch.arange(chunks, device=lengths.device) * span
-        chunk_lengths = (lengths[:, None] - offsets[None, :]).clamp(0, span).reshape(-1)
-        keep = chunk_lengths > 0  # chunks holding only padding are not computed
-        states = self._encode(x[keep], chunk_lengths[keep])
+        # Each item's chunks depend on its own length only, so batching cannot move them.
+        counts = torch.div(lengths + span - 1, span, rounding_mode="floor").clamp(min=1)  # (B,) n
+        sizes = torch.div(lengths + counts - 1, counts, rounding_mode="floor")  # (B,) ceil(L / n)
+        item = torch.repeat_interleave(torch.arange(batch, device=x.device), counts)  # (C,) owner of each chunk
+        rank = torch.arange(item.numel(), device=x.device) - (torch.cumsum(counts, 0) - counts)[item]
+        starts = rank * sizes[item]
+        chunk_lengths = torch.minimum(sizes[item], lengths[item] - starts)  # (C,)
+        offsets = torch.arange(int(sizes.max()), device=x.device)
+        positions = starts[:, None] + offsets[None, :]  # (C, W) frame index of each chunk slot
+        valid = offsets[None, :] < chunk_lengths[:, None]  # (C, W)
+        states = self._encode(x[item[:, None], positions.clamp(max=frames - 1)], chunk_lengths)
+        rows, columns = item[:, None].expand_as(positions)[valid], positions[valid]
         merged = []
         for state in states:
-            full = state.new_zeros(batch * chunks, span, state.shape[-1])
-            full[keep] = state
-            merged.append(full.reshape(batch, chunks * span, -1)[:, :frames])
+            full = state.new_zeros(batch, frames, state.shape[-1])
+            full[rows, columns] = state[valid]
+            merged.append(full)
         return merged, lengths
 
     def _embed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
