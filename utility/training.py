@@ -1,0 +1,289 @@
+"""Pieces every training runner needs: seeding and RNG snapshots, device and process-group
+setup, mixed precision, the learning-rate schedule and a checkpoint keeper.
+
+Everything that goes into a checkpoint here is plain data (tensors, lists, numbers, strings),
+so checkpoints load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from upstream.checkpoint import save_atomic
+
+# ---------------------------------------------------------------------------------------------
+# Randomness
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, numpy's global generator and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Snapshot of every global generator as plain data (tensors, lists, numbers)."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": np_kind,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "python": {"version": py_version, "state": list(py_state), "gauss_next": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Put back a snapshot from :func:`capture_rng_state` (CUDA states only if GPUs exist)."""
+    torch.set_rng_state(state["torch"].cpu())
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and processes
+
+
+def resolve_device(arg: Optional[str] = None) -> torch.device:
+    """``None``/``"auto"``: the GPU if there is one, else the CPU; otherwise a torch device string
+    (``"cpu"``, ``"cuda"``, ``"cuda:1"``) checked against what this machine has."""
+    if arg is None or arg == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(arg)
+    except RuntimeError as error:
+        raise ValueError(f"--device {arg!r} is not a device; use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {arg!r}: no CUDA GPU is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {arg!r}: only {torch.cuda.device_count()} GPU(s) here")
+    return device
+
+
+@dataclass
+class DistributedContext:
+    """Where this process sits in a (possibly single-process) run.
+
+    ``rank``/``world_size`` are global; ``local_rank`` picks the GPU on a node.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the one process that logs, evaluates and writes checkpoints."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.is_distributed:
+            dist.barrier()
+
+
+def init_distributed(device_arg: Optional[str] = None) -> DistributedContext:
+    """Join the process group that ``torchrun`` describes (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), or return a single-process context.
+
+    Backend: NCCL when the device is a GPU, gloo on the CPU. Each process gets GPU ``LOCAL_RANK``.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_arg)
+    if world_size == 1:
+        return DistributedContext(device=device)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def cleanup_distributed(context: DistributedContext) -> None:
+    """Leave the process group (a no-op for a single process)."""
+    if context.is_distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixed precision
+
+
+@dataclass
+class MixedPrecision:
+    """Autocast settings and the matching gradient scaler.
+
+    bfloat16 needs no loss scaling; float16 does (``scaler`` is then enabled); on the CPU, or
+    when disabled, ``autocast()`` is a no-op and ``scaler`` passes gradients through unchanged.
+    """
+
+    device_type: str
+    dtype: Optional[torch.dtype]
+    scaler: torch.amp.GradScaler
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def mixed_precision(device: torch.device, enabled: bool = True) -> MixedPrecision:
+    """bf16 autocast on GPUs that support it, fp16 + GradScaler on older GPUs, nothing on CPU."""
+    dtype = None
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return MixedPrecision(device_type=device.type, dtype=dtype, scaler=scaler)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedule
+
+
+def linear_warmup_decay(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the optimizer's lr over ``warmup_steps`` updates, then linear decay
+    towards 0 at ``total_steps``. Call ``scheduler.step()`` after each optimizer update.
+
+    Update s (0-based) uses lr * (s + 1) / warmup_steps during warm-up, so no update is wasted
+    at lr 0, and lr * (total_steps - s) / (total_steps - warmup_steps) after it.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+class CheckpointKeeper:
+    """Writes ``<prefix>-<step>.ckpt`` files atomically, keeps the newest ``keep_last`` of them
+    and, separately, ``best.ckpt``: the one with the lowest (or highest) metric so far.
+
+    The keeper's own state (best metric and step) is stored inside every payload it writes
+    under ``"checkpoint_keeper"``, so :meth:`load_state_dict` after a resume continues it.
+    """
+
+    STATE_KEY = "checkpoint_keeper"
+
+    def __init__(self, directory: str | Path, keep_last: int = 3, prefix: str = "step", higher_is_better: bool = False):
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.prefix = prefix
+        self.higher_is_better = higher_is_better
+        self.best_metric: Optional[float] = None
+        self.best_step: Optional[int] = None
+        self._pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)\.ckpt$")
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / "best.ckpt"
+
+    def path_for(self, step: int) -> Path:
+        return self.directory / f"{self.prefix}-{step:08d}.ckpt"
+
+    def step_checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of the kept step checkpoints, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = self._pattern.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def latest(self) -> Optional[Path]:
+        """The newest step checkpoint, or None."""
+        found = self.step_checkpoints()
+        return found[-1][1] if found else None
+
+    def is_better(self, metric: float) -> bool:
+        if self.best_metric is None:
+            return True
+        return metric > self.best_metric if self.higher_is_better else metric < self.best_metric
+
+    def save(self, payload: dict[str, Any], step: int, metric: Optional[float] = None) -> Path:
+        """Write ``payload`` for ``step``; also as ``best.ckpt`` when ``metric`` improves."""
+        improved = metric is not None and self.is_better(metric)
+        if improved:
+            self.best_metric, self.best_step = float(metric), int(step)
+        payload[self.STATE_KEY] = self.state_dict()
+        path = save_atomic(payload, self.path_for(step))
+        if improved:
+            self._publish_best(path, payload)
+        for _, old in self.step_checkpoints()[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def _publish_best(self, path: Path, payload: dict[str, Any]) -> None:
+        # A hard link shares the bytes just written; the rename keeps the swap atomic.
+        temp = self.best_path.with_name(f".{self.best_path.name}.{os.getpid()}.link")
+        try:
+            temp.unlink(missing_ok=True)
+            os.link(path, temp)
+            os.replace(temp, self.best_path)
+        except OSError:  # file systems without hard links
+            temp.unlink(missing_ok=True)
+            save_atomic(payload, self.best_path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_metric": self.best_metric, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_metric = state.get("best_metric")
+        self.best_step = state.get("best_step")
+
