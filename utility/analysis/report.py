@@ -84,7 +84,7 @@ def write_report(
     layer_done = [(c, r) for c, r in done if c.proportion == 1.0 and not c.fine_tune]
     sweep_done = [(c, r) for c, r in done if c.task == args.proportion_task and c.layer is None and not c.fine_tune]
     tuned = [result_row(c, r) for c, r in done if c.fine_tune]
-    write_layerwise(layer_done, outdir / "cells", outdir)
+    pictures = write_layerwise(layer_done, outdir / "cells", outdir)
     write_proportions(sweep_done, outdir)
     weighted = [result_row(c, r) for c, r in layer_done if c.layer is None]
     layers = [result_row(c, r) for c, r in layer_done]
@@ -127,8 +127,7 @@ def write_report(
         "",
         "![test metric against layer](layerwise.png)",
         "",
-        "![learned layer weights](layer_weights.png)",
-        "",
+        *(["![learned layer weights](layer_weights.png)", ""] if "layer_weights" in pictures else []),
         markdown_table(layers, ["task", "upstream", "layer", "metric", "dev", "test"]),
         "",
         f"## Label-proportion sweep ({args.proportion_task})",
