@@ -189,6 +189,8 @@ def test_report_holds_every_upstream_and_table(report_run):
         assert f"]({picture})" in text and (path.parent / picture).is_file()
     rows = read_rows(path.parent / "results.csv")
     assert len(rows) == 2 + 5, "one row per hidden state and weighted sum, per upstream"
+    best = max((r for r in rows if r["upstream"] == "aalbert_3L" and r["layer"] != "weighted_sum"), key=lambda r: float(r["dev"]))
+    assert f"| speaker_utterance | aalbert_3L | accuracy | {best['layer']} | {float(best['test']):.4f} |" in text
 
 
 def test_report_layer_weights_come_from_the_probe(report_run):

@@ -148,6 +148,7 @@ def result_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
         "train_proportion": cell.proportion,
         "train_utterances": results["train_utterances"],
         "metric": metric,
+        "higher_is_better": results["higher_is_better"],
         "dev": results["dev"][metric],
         "test": results["test"][metric],
     }

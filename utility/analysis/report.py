@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from upstream import read_audio
+from upstream.audio import SAMPLE_RATE
 from utility.corpus import DEMO_ROOT, find_utterances
 
 from .cells import Cell, UpstreamChoice, add_probe_arguments, parse_upstreams, result_row, run_cells, settings_from_args
@@ -39,7 +40,8 @@ SPEED_SUBSET = "train-clean-100"
 
 def measure_upstream(choice: UpstreamChoice, root: Path, num_utterances: int) -> dict[str, Any]:
     """Parameter count, and seconds of extraction per minute of audio over the first
-    ``num_utterances`` utterances of the training subset (one at a time, after a warm-up)."""
+    ``num_utterances`` utterances of the training subset (on the CPU, one at a time, after a
+    warm-up)."""
     model = choice.build()
     utterances = find_utterances(root, [SPEED_SUBSET], progress=False)[:num_utterances]
     if not utterances:
@@ -52,7 +54,7 @@ def measure_upstream(choice: UpstreamChoice, root: Path, num_utterances: int) ->
             started = time.perf_counter()
             model([wav])
             seconds += time.perf_counter() - started
-    audio_minutes = sum(wav.numel() for wav in wavs) / 16000 / 60
+    audio_minutes = sum(wav.numel() for wav in wavs) / SAMPLE_RATE / 60
     return {
         "upstream": choice.label,
         "checkpoint": choice.ckpt or "(none)",
@@ -77,6 +79,24 @@ def report_cells(
     return list(dict.fromkeys(cells))
 
 
+def layer_summary(layer_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task and upstream: the best single hidden state on dev, against the last one and
+    the weighted sum (the claim to check: inner layers may hold more than the last)."""
+    summary = []
+    for key in dict.fromkeys((row["task"], row["upstream"]) for row in layer_rows):
+        mine = [row for row in layer_rows if (row["task"], row["upstream"]) == key]
+        single = [row for row in mine if row["layer"] != "weighted_sum"]
+        best = max(single, key=lambda row: row["dev"] if row["higher_is_better"] else -row["dev"])
+        last = max(single, key=lambda row: int(row["layer"].removeprefix("layer_")))
+        weighted = next(row for row in mine if row["layer"] == "weighted_sum")
+        summary.append({
+            "task": key[0], "upstream": key[1], "metric": best["metric"],
+            "best layer (dev)": best["layer"], "its test": best["test"],
+            "last layer test": last["test"], "weighted sum test": weighted["test"],
+        })
+    return summary
+
+
 def write_report(
     command: str, args: argparse.Namespace, facts: Sequence[dict[str, Any]], done: Sequence[tuple[Cell, dict[str, Any]]]
 ) -> Path:
@@ -89,8 +109,7 @@ def write_report(
     weighted = [result_row(c, r) for c, r in layer_done if c.layer is None]
     layers = [result_row(c, r) for c, r in layer_done]
     sweep = [result_row(c, r) for c, r in sweep_done]
-    for row in facts:
-        row["seconds_per_audio_minute"] = round(row["seconds_per_audio_minute"], 3)
+    facts = [{**row, "seconds_per_audio_minute": round(row["seconds_per_audio_minute"], 3)} for row in facts]
     lines = [
         "# Upstream comparison",
         "",
@@ -108,7 +127,7 @@ def write_report(
         "",
         "Extraction speed: seconds of computation per minute of audio, one utterance at a time, "
         f"on {facts[0]['timed_audio_seconds']:.0f} s of audio per upstream "
-        f"({facts[0]['threads']} CPU threads or the chosen device).",
+        f"on the CPU with {facts[0]['threads']} threads (shared with other work: a rough guide).",
         "",
         markdown_table(facts, ["upstream", "checkpoint", "parameters", "hidden_states", "seconds_per_audio_minute"]),
         "",
@@ -128,6 +147,8 @@ def write_report(
         "![test metric against layer](layerwise.png)",
         "",
         *(["![learned layer weights](layer_weights.png)", ""] if "layer_weights" in pictures else []),
+        markdown_table(layer_summary(layers), ["task", "upstream", "metric", "best layer (dev)", "its test", "last layer test", "weighted sum test"]),
+        "",
         markdown_table(layers, ["task", "upstream", "layer", "metric", "dev", "test"]),
         "",
         f"## Label-proportion sweep ({args.proportion_task})",
