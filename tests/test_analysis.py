@@ -233,3 +233,12 @@ def test_report_rerun_skips_finished_cells(report_run):
     report.main(argv)
     assert interrupted.is_file()
     assert all(p.stat().st_mtime_ns == before[p] for p in results if p != interrupted)
+
+
+def test_report_refuses_cells_trained_otherwise(report_run):
+    from utility.analysis import report
+
+    argv, _ = report_run
+    changed = [item.replace("runner.total_steps=2", "runner.total_steps=3") for item in argv]
+    with pytest.raises(ValueError, match="trained with other settings"):
+        report.main(changed)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 from tqdm import tqdm
 
 from downstream.discovery import TASKS_DIR, load_task
-from downstream.probe_checkpoint import BEST, STEP_PREFIX, RunSpec, locate_checkpoint, read_probe_checkpoint
+from downstream.probe_checkpoint import BEST, STEP_PREFIX, RunSpec, read_probe_checkpoint
 from downstream.runner import RESULTS, Runner
 from downstream.settings import load_task_config
 from upstream import Upstream, build_upstream, get_entry
@@ -118,14 +118,21 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
     ``upstream``: a built (e.g. cached) upstream to probe; None builds the one the cell names.
     """
     folder = cell.folder(root)
+    spec = cell.spec(settings)
+    steps = sorted(folder.glob(f"{STEP_PREFIX}-*.ckpt"))
+    checkpoint = read_probe_checkpoint(steps[-1]) if steps else None  # the newest: continue from it
+    stored = checkpoint or (read_probe_checkpoint(folder / BEST) if (folder / BEST).is_file() else None)
+    if stored is not None and stored["run"] != spec.to_dict():
+        # Folders are named by cell, not by every setting: a stored run must match exactly.
+        raise ValueError(
+            f"{folder} holds a probe trained with other settings (corpus, overrides, seed or "
+            "checkpoint) than this command's; use another output folder, or delete that one"
+        )
     if is_finished(cell, root):
         return json.loads((folder / RESULTS).read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = None
-    if any(folder.glob(f"{STEP_PREFIX}-*.ckpt")):
-        checkpoint = read_probe_checkpoint(locate_checkpoint(folder, prefer_best=False))
     context = DistributedContext(device=resolve_device(settings.device))
-    runner = Runner(cell.spec(settings), context, folder, settings.tasks_dir, upstream=upstream)
+    runner = Runner(spec, context, folder, settings.tasks_dir, upstream=upstream)
     return runner.train(checkpoint)
 
 
