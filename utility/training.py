@@ -280,6 +280,15 @@ class CheckpointKeeper:
             temp.unlink(missing_ok=True)
             save_atomic(payload, self.best_path)
 
+    def remove_partial_files(self) -> list[Path]:
+        """Delete temporary files left by writes that were killed midway (see save_atomic)."""
+        if not self.directory.is_dir():
+            return []
+        partial = [p for p in self.directory.glob(".*.ckpt.*") if p.suffix in (".tmp", ".link")]
+        for path in partial:
+            path.unlink(missing_ok=True)
+        return partial
+
     def state_dict(self) -> dict[str, Any]:
         return {"best_metric": self.best_metric, "best_step": self.best_step}
 
