@@ -24,6 +24,7 @@ from upstream.checkpoint import read_checkpoint_file
 from utility.corpus import DEMO_ROOT, find_utterances
 from utility.pretraining.data import BatchMaker, BatchPlan, seeded_generator
 from utility.pretraining.masking import mask_frames, masked_l1
+from utility.pretraining.model import MaskedAcousticModel
 from utility.pretraining.settings import MaskingSettings, load_settings
 from utility.training import CheckpointKeeper
 
@@ -159,6 +160,25 @@ def test_batches_are_length_bucketed_and_reproducible():
     assert plan.epoch(1) != epoch  # a new order every epoch
 
 
+def test_activation_checkpointing_gives_the_same_gradients():
+    settings = load_settings("mockingjay_3L", overrides=TINY)  # dropout 0.1: recomputation must replay it
+    inputs, lengths = torch.randn(2, 60, 160), torch.tensor([60, 45])
+    gradients, kept = [], []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = MaskedAcousticModel(Upstream(settings.model).encoder, settings.model.frontend.target_dim).train()
+        model.encoder.activation_checkpointing = recompute
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            loss = model(inputs, lengths).square().sum()
+        loss.backward()
+        gradients.append({name: p.grad for name, p in model.named_parameters()})
+        kept.append(sum(saved))
+    assert kept[1] < kept[0] / 2  # the layers' activations were not kept for backward
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-5, atol=1e-7)
+
+
 # ---------------------------------------------------------------------------------------------
 # The entry point
 
@@ -240,6 +260,17 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert max(float((one[k] - initial[k]).abs().max()) for k in one) > 1e-3  # training moved the weights
     for key, value in one.items():
         torch.testing.assert_close(two[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_accumulation_matches_one_big_micro_batch(tmp_path):
+    settings = overrides("runner.total_steps=2", "runner.save_every=2", "optimizer.lr=1e-3", "corpus.dev_subsets=[]")
+    states = []
+    for steps in (1, 2):
+        outcome = run_pretrain.main(["-u", "aalbert_3L", "-p", str(tmp_path / str(steps)), *settings,
+                                     "-o", f"runner.grad_accumulation={steps}"])
+        states.append(encoder_state(outcome.checkpoint))
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

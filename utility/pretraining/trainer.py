@@ -91,6 +91,7 @@ class Pretrainer:
 
         torch.manual_seed(runner.seed)  # initial weights
         self.upstream = Upstream(settings.model)
+        self.upstream.encoder.activation_checkpointing = runner.activation_checkpointing
         self.model = MaskedAcousticModel(self.upstream.encoder, settings.model.frontend.target_dim).to(self.device)
         self.network = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
