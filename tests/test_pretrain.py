@@ -5,6 +5,7 @@ Runs use a tiny encoder (hidden 32, 4 heads, FFN 64) on the demo corpus so they 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -25,8 +26,9 @@ from utility.corpus import DEMO_ROOT, find_utterances
 from utility.pretraining.data import BatchMaker, BatchPlan, seeded_generator
 from utility.pretraining.masking import mask_frames, masked_l1
 from utility.pretraining.model import MaskedAcousticModel
+from utility.pretraining.trainer import Pretrainer
 from utility.pretraining.settings import MaskingSettings, load_settings
-from utility.training import CheckpointKeeper
+from utility.training import CheckpointKeeper, init_distributed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,6 +56,11 @@ def encoder_state(path: Path) -> dict[str, torch.Tensor]:
 # Masking
 
 
+def masking(**changes) -> MaskingSettings:
+    """The shipped masking settings (config.yaml), with ``changes``."""
+    return dataclasses.replace(load_settings("aalbert_3L").masking, **changes)
+
+
 def _batch(lengths: list[int], dim: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct, non-zero frames (so replaced and kept frames can be told apart), zero padding."""
     inputs = torch.zeros(len(lengths), max(lengths), dim)
@@ -63,7 +70,7 @@ def _batch(lengths: list[int], dim: int = 6) -> tuple[torch.Tensor, torch.Tensor
 
 
 def test_spans_cover_about_the_proportion_and_never_padding():
-    settings = MaskingSettings()  # span 7 at R = 1
+    settings = masking()  # span 7 at R = 1
     inputs, lengths = _batch([400, 250, 120])
     masked, selected = mask_frames(inputs, lengths, [seeded_generator(1, b) for b in range(3)], settings, 1, 6)
     for b, length in enumerate(lengths.tolist()):
@@ -77,7 +84,7 @@ def test_spans_cover_about_the_proportion_and_never_padding():
 
 
 def test_one_choice_per_utterance_in_80_10_10_proportions():
-    settings = MaskingSettings(span=2)
+    settings = masking(span=2)
     count, length = 1500, 40
     inputs, lengths = _batch([length] * count)
     masked, selected = mask_frames(inputs, lengths, [seeded_generator(2, b) for b in range(count)], settings, 1, 6)
@@ -103,7 +110,7 @@ def test_one_choice_per_utterance_in_80_10_10_proportions():
 
 
 def test_mask_of_an_utterance_does_not_depend_on_its_batch():
-    settings = MaskingSettings(frequency_width=3, noise_proportion=1.0)
+    settings = masking(frequency_width=3, noise_proportion=1.0)
     inputs, lengths = _batch([90, 60])
     together, selected = mask_frames(inputs, lengths, [seeded_generator(3, 0), seeded_generator(3, 1)], settings, 3, 3)
     alone, alone_selected = mask_frames(inputs[1:, :60], lengths[1:], [seeded_generator(3, 1)], settings, 3, 3)
@@ -132,7 +139,7 @@ def test_loss_counts_every_selected_position_and_nothing_else():
 
 
 def test_too_short_utterance_is_refused_by_the_masker_and_skipped_by_the_corpus(tmp_path):
-    settings = MaskingSettings()
+    settings = masking()
     inputs, lengths = _batch([20])
     with pytest.raises(ValueError, match="too short to mask"):
         mask_frames(inputs, lengths, [seeded_generator(0)], settings, 1, 6)
@@ -273,6 +280,22 @@ def test_gradient_accumulation_matches_one_big_micro_batch(tmp_path):
         torch.testing.assert_close(states[1][key], value, rtol=1e-4, atol=1e-6)
 
 
+def test_non_finite_gradient_skips_the_update_and_counts_it(tmp_path):
+    settings = load_settings("aalbert_3L", overrides=TINY + ["corpus.dev_subsets=[]", "runner.total_steps=2"])
+    trainer = Pretrainer(settings, tmp_path, init_distributed("cpu"))
+    good = trainer.train_set[0]
+    poisoned = dataclasses.replace(good, inputs=good.inputs.clone())
+    poisoned.inputs[0, 0, 0] = float("inf")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    stats = trainer._update([poisoned], keep_picture=False)
+    assert not np.isfinite(stats.grad_norm) and trainer.counters["skipped_nonfinite"] == 1
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+    assert not trainer.optimizer.state  # AdamW never saw the poisoned gradient
+    stats = trainer._update([good], keep_picture=False)
+    assert np.isfinite(stats.grad_norm) and trainer.counters["skipped_nonfinite"] == 1
+    assert trainer.optimizer.state
+
+
 # ---------------------------------------------------------------------------------------------
 # Crashes and bad input
 
@@ -284,7 +307,7 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_readable(tmp_path):
         f"""
         import sys, time, torch
         sys.path.insert(0, {str(REPO)!r})
-        from utility.training import CheckpointKeeper
+        from utility.training import CheckpointKeeper, init_distributed
 
         class Stall:
             def __reduce__(self):

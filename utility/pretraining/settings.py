@@ -1,5 +1,8 @@
 """Typed pretraining settings: config.yaml <- families/<family>.yaml <- -c file <- -o overrides.
 
+The dataclasses have no defaults on purpose: every value comes from config.yaml, the one place
+each knob is written (and documented).
+
 The model section starts as the -u preset (``UpstreamConfig`` as a dict), so every field of
 the encoder and front end can be changed by name and a misspelt one raises.
 """
@@ -11,7 +14,7 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -26,27 +29,23 @@ UNREADABLE_ACTIONS = ("skip", "stop")
 
 @dataclass
 class CorpusSettings:
-    root: Optional[str] = None
-    subsets: list[str] = field(default_factory=lambda: ["train-clean-100"])
-    dev_subsets: list[str] = field(default_factory=lambda: ["dev-clean"])
-    dev_utterances: int = 32
-    on_unreadable: str = "skip"
+    root: Optional[str]
+    subsets: list[str]
+    dev_subsets: list[str]
+    dev_utterances: int
+    on_unreadable: str
 
     def __post_init__(self) -> None:
         if self.on_unreadable not in UNREADABLE_ACTIONS:
             raise ValueError(f"corpus.on_unreadable must be one of {UNREADABLE_ACTIONS}, got {self.on_unreadable!r}")
-        if isinstance(self.subsets, str):
-            self.subsets = [self.subsets]
-        if isinstance(self.dev_subsets, str):
-            self.dev_subsets = [self.dev_subsets]
 
 
 @dataclass
 class DataSettings:
-    batch_size: int = 32
-    max_seconds: float = 15.0
-    bucket_batches: int = 50
-    num_workers: int = 2
+    batch_size: int
+    max_seconds: float
+    bucket_batches: int
+    num_workers: int
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.bucket_batches < 1 or self.num_workers < 0:
@@ -57,13 +56,13 @@ class DataSettings:
 
 @dataclass
 class MaskingSettings:
-    proportion: float = 0.15
-    span: Optional[int] = None
-    zero_probability: float = 0.8
-    random_probability: float = 0.1
-    frequency_width: int = 0
-    noise_proportion: float = 0.0
-    noise_std: float = 0.2
+    proportion: float
+    span: Optional[int]
+    zero_probability: float
+    random_probability: float
+    frequency_width: int
+    noise_proportion: float
+    noise_std: float
 
     def __post_init__(self) -> None:
         if not 0 < self.proportion <= 1:
@@ -88,12 +87,12 @@ class MaskingSettings:
 
 @dataclass
 class OptimizerSettings:
-    lr: float = 2e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    warmup_proportion: float = 0.07
-    grad_clip: float = 5.0
+    lr: float
+    betas: list[float]
+    eps: float
+    weight_decay: float
+    warmup_proportion: float
+    grad_clip: float
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or not 0 <= self.warmup_proportion <= 1 or self.grad_clip < 0:
@@ -102,15 +101,16 @@ class OptimizerSettings:
 
 @dataclass
 class RunnerSettings:
-    total_steps: int = 500000
-    grad_accumulation: int = 1
-    log_every: int = 50
-    image_every: int = 1000
-    save_every: int = 10000
-    keep_last: int = 3
-    amp: bool = True
-    activation_checkpointing: bool = False
-    seed: int = 1337
+    total_steps: int
+    grad_accumulation: int
+    log_every: int
+    image_every: int
+    save_every: int
+    keep_last: int
+    amp: bool
+    cpu_bf16: bool
+    activation_checkpointing: bool
+    seed: int
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "grad_accumulation", "log_every", "save_every", "keep_last"):

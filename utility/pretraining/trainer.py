@@ -71,11 +71,14 @@ class UpdateStats:
     loss: float
     grad_norm: float
     frames: int
-    skipped: bool
     unreadable: list[str]
 
 
 class Pretrainer:
+    """Builds the model, optimizer, schedule and data of a run (or restores them from a
+    checkpoint dict) and trains with :meth:`run`. Only the main process evaluates, logs and
+    writes checkpoints."""
+
     def __init__(
         self,
         settings: PretrainSettings,
@@ -105,7 +108,7 @@ class Pretrainer:
             eps=settings.optimizer.eps,
         )
         self.scheduler = linear_warmup_decay(self.optimizer, settings.warmup_steps, runner.total_steps)
-        self.precision = mixed_precision(self.device, enabled=runner.amp)
+        self.precision = mixed_precision(self.device, enabled=runner.amp, cpu_bf16=runner.cpu_bf16)
         self.keeper = CheckpointKeeper(experiment, keep_last=runner.keep_last)
         if context.is_main:
             self.keeper.remove_partial_files()
@@ -210,8 +213,7 @@ class Pretrainer:
         scaler.unscale_(self.optimizer)
         clip = self.settings.optimizer.grad_clip or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        skipped = not bool(torch.isfinite(grad_norm))
-        if skipped:
+        if not torch.isfinite(grad_norm):
             self.counters["skipped_nonfinite"] += 1
             log.warning("step %d: non-finite gradient norm (%s), update skipped", self.step + 1, float(grad_norm))
         else:
@@ -223,7 +225,7 @@ class Pretrainer:
         self.counters["unreadable"] += int(totals[2])
         self.counters["frames"] += int(totals[1])
         loss = float(self._all_reduce(error_sum.detach().reshape(1).cpu())[0]) / count
-        return UpdateStats(loss=loss, grad_norm=float(grad_norm), frames=int(totals[1]), skipped=skipped, unreadable=unreadable)
+        return UpdateStats(loss=loss, grad_norm=float(grad_norm), frames=int(totals[1]), unreadable=unreadable)
 
     def _forward(self, batch: MaskedBatch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Sum of absolute errors on the masked positions, and the predictions."""
