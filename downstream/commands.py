@@ -59,6 +59,13 @@ def run_context(args: argparse.Namespace) -> DistributedContext:
 def train(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint: Optional[dict[str, Any]] = None
     if args.past_exp is not None:
+        fixed = [flag for flag, value in (("-u", args.upstream), ("-k", args.upstream_ckpt), ("-d", args.downstream),
+                 ("-c", args.config), ("-l", args.layer), ("-f", args.finetune or None)) if value is not None]
+        if fixed:
+            raise ValueError(
+                f"-e resumes a run with its own saved settings; {', '.join(fixed)} cannot change them "
+                "(config values can: -o key=value)"
+            )
         path = locate_checkpoint(args.past_exp, prefer_best=False)
         checkpoint = read_probe_checkpoint(path)
         spec, expdir = checkpoint_spec(checkpoint, args.override), path.parent

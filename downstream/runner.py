@@ -34,7 +34,7 @@ from utility.training import (
     seed_everything,
 )
 
-from .base import ProbeDataset, TaskData, UpstreamInfo
+from .base import Expert, ProbeDataset, TaskData, UpstreamInfo
 from .batches import epoch_batches, eval_batches
 from .discovery import TASKS_DIR, Task, load_task
 from .featurizer import Featurizer
@@ -115,7 +115,7 @@ class Runner:
         self.scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
 
     @property
-    def expert(self):
+    def expert(self) -> Expert:
         return self.model.expert
 
     # -----------------------------------------------------------------------------------------

@@ -19,6 +19,16 @@ from utility.run_config import apply_overrides, load_yaml
 from .subset import check_proportion
 
 SECTIONS = ("runner", "optimizer", "data", "expert")
+
+
+def as_float(name: str, value: Any) -> float:
+    """A number, also from strings like '3e-3' (YAML 1.1 reads those as text, not floats)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a number, got {value!r}") from error
 OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 SCHEDULES = ("constant", "linear")
 
@@ -43,11 +53,12 @@ class RunnerConfig:
         for name in ("total_steps", "batch_size", "eval_batch_size", "gradient_accumulate_steps", "log_step", "eval_step", "keep_last"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"runner.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        self.gradient_clipping = as_float("runner.gradient_clipping", self.gradient_clipping)
         if self.gradient_clipping <= 0:
             raise ValueError(f"runner.gradient_clipping must be > 0, got {self.gradient_clipping}")
         if self.num_workers < 0:
             raise ValueError(f"runner.num_workers must be >= 0, got {self.num_workers}")
-        self.train_proportion = check_proportion(self.train_proportion)
+        self.train_proportion = check_proportion(as_float("runner.train_proportion", self.train_proportion))
 
 
 @dataclass
@@ -63,6 +74,10 @@ class OptimizerConfig:
     upstream_lr: Optional[float] = None
 
     def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "warmup_proportion"):
+            setattr(self, name, as_float(f"optimizer.{name}", getattr(self, name)))
+        if self.upstream_lr is not None:
+            self.upstream_lr = as_float("optimizer.upstream_lr", self.upstream_lr)
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optimizer.name must be one of {sorted(OPTIMIZERS)}, got {self.name!r}")
         if self.schedule not in SCHEDULES:

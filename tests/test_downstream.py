@@ -16,11 +16,11 @@ import pytest
 import torch
 
 import run_downstream
+from conftest import REPO, tiny_config
 from downstream.discovery import TASKS_DIR, available_tasks
 from downstream.probe_checkpoint import read_probe_checkpoint
-from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, save_upstream
+from upstream import Upstream, save_upstream
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"
 
 # Few steps, small batches, small heads: each run takes seconds on two cores.
@@ -70,13 +70,8 @@ def test_task_trains_then_evaluate_reproduces_the_best_dev_metric(task, tmp_path
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random 2-layer AALBERT (hidden 32) saved as an upstream checkpoint."""
-    config = UpstreamConfig(
-        family="aalbert",
-        frontend=FrontendConfig(),
-        encoder=EncoderConfig(input_dim=160, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, share_layer=True),
-    )
     torch.manual_seed(0)
-    return save_upstream(Upstream(config), tmp_path_factory.mktemp("upstream") / "tiny.ckpt", name="tiny_aalbert")
+    return save_upstream(Upstream(tiny_config()), tmp_path_factory.mktemp("upstream") / "tiny.ckpt", name="tiny_aalbert")
 
 
 def test_tiny_transformer_checkpoint_one_layer(tiny_checkpoint, tmp_path):

@@ -12,28 +12,25 @@ import pytest
 import torch
 
 import run_downstream
+from conftest import REPO, tiny_config
 from downstream.discovery import TASKS_DIR, load_task, task_folders
 from downstream.featurizer import Featurizer
 from downstream.frames import FrameGrid
 from downstream.phone_ctc.dataset import ctc_frames_needed, phone_sequence
 from downstream.phone_ctc.expert import PaddedLSTM
 from downstream.phone_labels import PhoneDataConfig, build_phone_frame_datasets, load_phone_splits
+from downstream.settings import load_task_config, runner_sections
 from downstream.speaker_labels import SpeakerDataConfig, load_speaker_splits
 from downstream.subset import proportion_subset
-from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, build_upstream
+from upstream import FrontendConfig, Upstream, UpstreamConfig, build_upstream
 from utility.corpus import read_frame_labels
 
-DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
+DEMO = REPO / "data" / "demo"
 SUBSETS = ("train-clean-100", "dev-clean", "test-clean")
 
 
 def baseline(frontend: FrontendConfig) -> Upstream:
     return Upstream(UpstreamConfig(family="baseline", frontend=frontend))
-
-
-def tiny_transformer(rate: int) -> Upstream:
-    encoder = EncoderConfig(input_dim=160, downsample_rate=rate, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
-    return Upstream(UpstreamConfig(family="mockingjay", frontend=FrontendConfig(), encoder=encoder))
 
 
 def copy_corpus(tmp_path: Path) -> Path:
@@ -55,7 +52,7 @@ def copy_corpus(tmp_path: Path) -> Path:
     "upstream, first_label, step",
     [
         (baseline(FrontendConfig()), 0, 1),  # centred STFT: frame j centred on sample 160 j
-        (tiny_transformer(3), 1, 3),  # 3 stacked frames centred on raw frame 3 j + 1
+        (Upstream(tiny_config()), 1, 3),  # 3 stacked frames centred on raw frame 3 j + 1
         (build_upstream("fbank"), 1, 1),  # Kaldi snip_edges: centre at 200 + 160 j samples
     ],
 )
@@ -267,6 +264,15 @@ def test_bad_overrides_are_refused_before_training(tmp_path):
         run_downstream.main(["-u", "fbank", "-d", "phone_linear", "-p", str(tmp_path / "c"), "-c", str(bad_config(tmp_path))])
 
 
+def test_numbers_in_exponent_notation_are_numbers():
+    runner, optimizer = runner_sections(
+        load_task_config(TASKS_DIR / "phone_linear" / "config.yaml", ["optimizer.lr=3e-3", "runner.train_proportion=1e-2"])
+    )
+    assert optimizer.lr == 0.003 and runner.train_proportion == 0.01
+    with pytest.raises(TypeError, match=r"optimizer.lr must be a number, got 'fast'"):
+        runner_sections(load_task_config(TASKS_DIR / "phone_linear" / "config.yaml", ["optimizer.lr=fast"]))
+
+
 def bad_config(tmp_path: Path) -> Path:
     text = (TASKS_DIR / "phone_linear" / "config.yaml").read_text().replace("hidden_sizes: []", "hidden: []")
     path = tmp_path / "bad.yaml"
@@ -288,3 +294,8 @@ def test_an_existing_experiment_is_not_overwritten(tmp_path):
     (tmp_path / "exp" / "results.json").write_text("{}")
     with pytest.raises(ValueError, match=r"already holds a run; resume it with -e"):
         run_downstream.main(["-u", "fbank", "-d", "phone_linear", "-p", str(tmp_path / "exp")])
+
+
+def test_resume_refuses_settings_it_cannot_change(tmp_path):
+    with pytest.raises(ValueError, match=r"-e resumes a run with its own saved settings; -u, -l cannot change them"):
+        run_downstream.main(["-e", str(tmp_path), "-u", "fbank", "-l", "0"])

@@ -19,10 +19,12 @@ BLANK = 0  # CTC blank; phone class p is output p + 1
 class CtcHeadConfig:
     """``rnn_layers`` (bi)LSTM layers of ``rnn_hidden`` units; 0 makes the head one linear layer."""
 
-    rnn_hidden: int = 256
+    rnn_hidden: int = 128
     rnn_layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.0
+    # LayerNorm on the features first: plain filterbanks are far from zero mean, unit scale.
+    input_norm: bool = True
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -68,6 +70,7 @@ class DownstreamExpert(Expert):
         super().__init__(upstream, config, label_names)
         cfg = self.config
         size = upstream.hidden_size
+        self.input_norm = nn.LayerNorm(size) if cfg.input_norm else nn.Identity()
         self.rnn = nn.ModuleList()
         for _ in range(cfg.rnn_layers):
             self.rnn.append(PaddedLSTM(size, cfg.rnn_hidden, cfg.bidirectional))
@@ -77,7 +80,7 @@ class DownstreamExpert(Expert):
 
     def log_probs(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, S, H) -> (B, S, phones + 1) log-probabilities."""
-        x = features
+        x = self.input_norm(features)
         for layer in self.rnn:
             x = self.dropout(layer(x, lengths))
         return self.output(x).float().log_softmax(-1)
