@@ -53,10 +53,15 @@ def plot_proportions(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def write_proportions(done: Sequence[tuple[Cell, dict[str, Any]]], outdir: Path) -> dict[str, Path]:
+def proportion_rows(done: Sequence[tuple[Cell, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Table rows, upstreams in the order given, then by task and growing proportion."""
     rows = [result_row(cell, results) for cell, results in done]
     order = {name: index for index, name in enumerate(dict.fromkeys(row["upstream"] for row in rows))}
-    rows.sort(key=lambda row: (order[row["upstream"]], row["task"], row["train_proportion"]))
+    return sorted(rows, key=lambda row: (order[row["upstream"]], row["task"], row["train_proportion"]))
+
+
+def write_proportions(done: Sequence[tuple[Cell, dict[str, Any]]], outdir: Path) -> dict[str, Path]:
+    rows = proportion_rows(done)
     csv_path, json_path = write_table(rows, outdir, "proportion")
     return {"csv": csv_path, "json": json_path, "plot": plot_proportions(rows, outdir / "proportion.png")}
 

@@ -31,7 +31,7 @@ from utility.corpus import DEMO_ROOT, find_utterances
 
 from .cells import Cell, UpstreamChoice, add_probe_arguments, parse_upstreams, result_row, run_cells, settings_from_args
 from .layerwise import DEFAULT_TASKS, layer_cells, write_layerwise
-from .proportion import DEFAULT_PROPORTIONS, proportion_cells, write_proportions
+from .proportion import DEFAULT_PROPORTIONS, proportion_cells, proportion_rows, write_proportions
 from .tables import markdown_table
 
 REPORT = "report.md"
@@ -108,7 +108,7 @@ def write_report(
     write_proportions(sweep_done, outdir)
     weighted = [result_row(c, r) for c, r in layer_done if c.layer is None]
     layers = [result_row(c, r) for c, r in layer_done]
-    sweep = [result_row(c, r) for c, r in sweep_done]
+    sweep = proportion_rows(sweep_done)
     facts = [{**row, "seconds_per_audio_minute": round(row["seconds_per_audio_minute"], 3)} for row in facts]
     lines = [
         "# Upstream comparison",
