@@ -83,16 +83,25 @@ class Runner:
         context: this process's place in a (possibly single-process) run.
         expdir: the experiment folder (checkpoints, logs, results).
         tasks_dir: where task folders are looked up.
+        upstream: an already built upstream honouring the Upstream contract (e.g. one that
+            serves cached hidden states); None builds the one ``spec`` names.
     """
 
-    def __init__(self, spec: RunSpec, context: DistributedContext, expdir: Path, tasks_dir: Path = TASKS_DIR):
+    def __init__(
+        self,
+        spec: RunSpec,
+        context: DistributedContext,
+        expdir: Path,
+        tasks_dir: Path = TASKS_DIR,
+        upstream: Optional[Upstream] = None,
+    ):
         self.spec = spec
         self.context = context
         self.expdir = Path(expdir)
         self.task = load_task(spec.task, tasks_dir)
         self.runner_config, self.optimizer_config = runner_sections(spec.config)
         seed_everything(spec.seed)
-        upstream = build_upstream_for(spec, context.device)
+        upstream = build_upstream_for(spec, context.device) if upstream is None else upstream.to(context.device)
         self.data: TaskData = self.task.build_datasets(spec.config["data"], FrameGrid(upstream))
         self.train_indices = proportion_subset(self.data.train.classes, self.runner_config.train_proportion, spec.seed)
         self.model = build_probe(spec, self.task, upstream, self.data.label_names)

@@ -12,6 +12,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import EncoderConfig
 
@@ -134,6 +135,9 @@ class TransformerEncoder(nn.Module):
             if config.pre_layer_norm
             else None
         )
+        # Training-time switch, not part of the config: recompute each layer's activations in
+        # the backward pass instead of keeping them (less memory, about one more forward).
+        self.activation_checkpointing = False
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -212,7 +216,11 @@ class TransformerEncoder(nn.Module):
         attention_mask = valid[:, None, None, :] if padded else None
         states = [h]
         for index in range(self.config.num_layers):
-            h = self.layer_at(index)(h, attention_mask)
+            layer = self.layer_at(index)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                h = checkpoint(layer, h, attention_mask, use_reentrant=False)
+            else:
+                h = layer(h, attention_mask)
             states.append(h)
         if self.output_norms is not None:
             states = [norm(state) for norm, state in zip(self.output_norms, states)]

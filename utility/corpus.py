@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -63,11 +64,14 @@ def _write_cache(path: Path, entries: dict) -> None:
         pass  # a cache that cannot be written only costs time at the next start
 
 
-def find_utterances(root: str | Path, subsets: Sequence[str], progress: bool = True) -> list[Utterance]:
+def find_utterances(
+    root: str | Path, subsets: Sequence[str], progress: bool = True, skip_unreadable: bool = False
+) -> list[Utterance]:
     """All audio files of ``subsets`` under ``root``, sorted by id.
 
     Raises a clear error for a missing root, a missing subset, or a subset without audio.
-    Files whose header cannot be read raise, naming the file.
+    Files whose header cannot be read raise, naming the file; with ``skip_unreadable`` they
+    are left out with a warning naming each one instead.
     """
     root = Path(root)
     if not root.is_dir():
@@ -99,6 +103,9 @@ def find_utterances(root: str | Path, subsets: Sequence[str], progress: bool = T
             try:
                 info = soundfile.info(str(path))
             except (soundfile.LibsndfileError, RuntimeError) as error:
+                if skip_unreadable:
+                    warnings.warn(f"skipping unreadable audio file {path}: {error}", stacklevel=2)
+                    continue
                 raise ValueError(f"cannot read audio header of {path}: {error}") from error
             entry = [stat.st_size, stat.st_mtime_ns, info.frames, info.samplerate]
         fresh[key] = entry

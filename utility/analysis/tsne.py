@@ -1,9 +1,12 @@
 """t-SNE pictures of upstream representations (scikit-learn's TSNE, matplotlib).
 
 Utterance level: each utterance mean-pooled over its real frames (one chosen hidden state, or
-the average of all of them), coloured by speaker.
+the average of all of them), coloured by speaker. Frame level: a seeded random subset of
+frames, each coloured by the broad class of its phone (labels mapped to the upstream's frame
+rate by downstream's FrameGrid).
 
     python -m utility.analysis.tsne -u aalbert_3L -k model.ckpt --layer 2 -o tsne_speakers.png
+    python -m utility.analysis.tsne -u aalbert_3L -k model.ckpt --level frame -o tsne_phones.png
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import torch
 from sklearn.manifold import TSNE
 from tqdm import tqdm
 
+from downstream.frames import FrameGrid
+from downstream.phone_labels import read_phone_names
 from upstream import Upstream, build_upstream, read_audio
-from utility.corpus import DEMO_ROOT, Utterance, find_utterances
+from utility.corpus import DEMO_ROOT, Utterance, find_utterances, read_frame_labels
 
+from .phone_classes import broad_class_names
 from .plotting import plt, save_figure
 
 FIGURE_SIZE = (8, 7)  # inches; 100 dpi -> 800 x 700 pixels
@@ -77,6 +83,44 @@ def plot_speaker_tsne(model: Upstream, utterances: Sequence[Utterance], layer: O
     return plot_points(points, [utt.speaker for utt in utterances], title or f"utterances, {layer_name}", "speaker", path)
 
 
+def frame_embeddings(
+    model: Upstream, utterances: Sequence[Utterance], labels: dict[str, list[int]], layer: Optional[int],
+    max_frames: int, seed: int, batch_size: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, hidden) frames drawn at random (``seed``) from all real frames, at most
+    ``max_frames``, and (n,) the 10 ms label under each, aligned by :class:`FrameGrid`."""
+    missing = [utt.utt_id for utt in utterances if utt.utt_id not in labels]
+    if missing:
+        raise ValueError(f"no frame labels for {len(missing)} utterance(s), e.g. {missing[0]}; check --labels")
+    grid = FrameGrid(model)
+    vectors, classes = [], []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(utterances), batch_size), desc="extracting frames", leave=False):
+            batch = utterances[start : start + batch_size]
+            wavs = [read_audio(utt.path) for utt in batch]
+            out = model(wavs)
+            state = select_state(out["hidden_states"], layer)
+            for row, (utt, wav) in enumerate(zip(batch, wavs)):
+                count = int(out["lengths"][row])
+                vectors.append(state[row, :count])
+                classes.append(grid.align(torch.tensor(labels[utt.utt_id]), wav.numel(), utt.utt_id))
+    vectors_all, classes_all = torch.cat(vectors).numpy(), torch.cat(classes).numpy()
+    chosen = np.sort(np.random.default_rng(seed).choice(len(vectors_all), size=min(max_frames, len(vectors_all)), replace=False))
+    return vectors_all[chosen], classes_all[chosen]
+
+
+def plot_phone_tsne(
+    model: Upstream, utterances: Sequence[Utterance], labels: dict[str, list[int]], phone_names: list[str],
+    layer: Optional[int], path: str | Path, max_frames: int = 2000, seed: int = 0, title: str = "",
+) -> Path:
+    vectors, classes = frame_embeddings(model, utterances, labels, layer, max_frames, seed)
+    if len(vectors) < 5:
+        raise ValueError(f"t-SNE needs at least 5 frames, got {len(vectors)}")
+    broad = np.asarray(broad_class_names(phone_names))[classes]
+    layer_name = "average of all hidden states" if layer is None else f"hidden state {layer}"
+    return plot_points(embed_2d(vectors, seed), list(broad), title or f"{len(vectors)} frames, {layer_name}", "broad phone class", path)
+
+
 def main(argv: Optional[list[str]] = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-u", "--upstream", required=True)
@@ -84,13 +128,25 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--root", default=str(DEMO_ROOT), help="LibriSpeech-layout corpus (default: demo data)")
     parser.add_argument("--subsets", nargs="+", default=["train-clean-100"])
     parser.add_argument("--layer", default="average", help="hidden-state index (0 = input), or 'average'")
+    parser.add_argument("--level", choices=["utterance", "frame"], default="utterance", help="utterance: coloured by speaker; frame: by broad phone class")
+    parser.add_argument("--max-frames", type=int, default=2000, help="frame level: frames drawn at random (seeded)")
+    parser.add_argument("--labels", help="frame level: 10 ms label dir (default ROOT/alignments, SUBSET.frames.txt)")
+    parser.add_argument("--phones", help="frame level: 'name index' phone list (default ROOT/phones.txt)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-o", "--output", default="tsne_speakers.png")
+    parser.add_argument("-o", "--output", default="tsne.png")
     args = parser.parse_args(argv)
     model = build_upstream(args.upstream, args.ckpt)
     layer = None if args.layer == "average" else int(args.layer)
     utterances = find_utterances(args.root, args.subsets)
-    path = plot_speaker_tsne(model, utterances, layer, args.output, seed=args.seed)
+    if args.level == "utterance":
+        path = plot_speaker_tsne(model, utterances, layer, args.output, seed=args.seed)
+    else:
+        label_dir = Path(args.labels) if args.labels else Path(args.root) / "alignments"
+        labels = {}
+        for subset in args.subsets:
+            labels.update(read_frame_labels(label_dir / f"{subset}.frames.txt"))
+        phones = read_phone_names(Path(args.phones) if args.phones else Path(args.root) / "phones.txt")
+        path = plot_phone_tsne(model, utterances, labels, phones, layer, args.output, args.max_frames, args.seed)
     print(f"wrote {path}")
     return path
 

@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Pretrain a Mockingjay / AALBERT upstream with masked acoustic modelling.
+
+    python run_pretrain.py -u aalbert_3L -n demo                       # demo corpus, paper settings
+    python run_pretrain.py -u aalbert_6L -n ls360 -o corpus.root=/data/LibriSpeech \\
+        -o "corpus.subsets=[train-clean-360]"
+    python run_pretrain.py -e result/pretrain/ls360                    # continue exactly
+    torchrun --nproc_per_node 4 run_pretrain.py -u mockingjay_3L -n ddp  # several processes / GPUs
+
+Settings: utility/pretraining/config.yaml (all knobs, documented), the family's paper values
+in utility/pretraining/families/, then -c FILE, then -o key.sub=value. See
+utility/pretraining/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from upstream import entry_names
+from utility.pretraining.runner import pretrain
+from utility.pretraining.trainer import PretrainOutcome
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-u", "--upstream", help=f"model to pretrain: {', '.join(entry_names())}")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-n", "--name", help="experiment name: saved under result/pretrain/NAME")
+    where.add_argument("-p", "--expdir", help="experiment folder (instead of -n)")
+    parser.add_argument("-c", "--config", help="YAML file of run settings (overrides the defaults)")
+    parser.add_argument(
+        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="override one setting, e.g. -o runner.total_steps=1000 -o model.encoder.hidden_size=256 (repeatable)",
+    )
+    parser.add_argument("-e", "--resume", metavar="PATH", help="continue the run in this experiment folder or checkpoint")
+    parser.add_argument("--seed", type=int, help="random seed (default: runner.seed of the config)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--stop-at-step", type=int, metavar="STEP",
+        help="end this invocation at STEP with a checkpoint (for time-limited jobs); continue later with -e",
+    )
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> PretrainOutcome:
+    args = build_parser().parse_args(argv)
+    return pretrain(
+        upstream=args.upstream,
+        name=args.name,
+        experiment=args.expdir,
+        config_file=args.config,
+        overrides=args.override,
+        resume=args.resume,
+        seed=args.seed,
+        device=args.device,
+        stop_at_step=args.stop_at_step,
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        sys.exit(f"run_pretrain.py: error: {error}")

@@ -1,0 +1,183 @@
+"""Pretraining step benchmark: seconds per step, frames per second and peak memory.
+
+One step = forward, masked L1 loss, backward, gradient clipping and an AdamW update, on a
+batch of ``--batch`` utterances of ``--frames`` 10 ms frames (features precomputed: the
+DataLoader workers compute them in parallel during training). Each model runs in a fresh
+subprocess so that its peak resident memory (``ru_maxrss``) is its own.
+
+    python utility/benchmark_pretrain.py                        # presets, batch 8 x 10 s, 2 threads
+    python utility/benchmark_pretrain.py --setup s3prl          # R = 1, 80-dim, 1001 frames (s3prl's)
+    python utility/benchmark_pretrain.py --allocator tuned      # glibc malloc keeps freed blocks
+    python utility/benchmark_pretrain.py --cpu-bf16             # bf16 autocast on the CPU
+    python utility/benchmark_pretrain.py --device cuda          # GPU (bf16 autocast)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+PRESETS = ["mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "aalbert_3L", "aalbert_6L", "aalbert_12L"]
+
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> None:
+    """Let glibc malloc keep large freed blocks instead of returning them to the OS and faulting
+    them back in at the next step (activations are freed and re-allocated every step)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+
+
+def measure(
+    name: str, setup: str, batch: int, frames: int, steps: int, device_name: str, recompute: bool, bf16: bool
+) -> dict:
+    """Time ``steps`` training steps of one preset (after one warm-up step) in this process."""
+    import torch
+
+    from upstream import Upstream, get_entry
+    from utility.pretraining.data import seeded_generator
+    from utility.pretraining.masking import mask_frames, masked_l1
+    from utility.pretraining.model import MaskedAcousticModel
+    from utility.pretraining.settings import load_settings
+    from utility.training import mixed_precision
+
+    config = get_entry(name).preset()
+    if setup == "s3prl":
+        # s3prl's comparison setting: 80 log-mel in, the same 80 dims out, no stacking.
+        config.frontend.delta_order, config.frontend.target = 0, "mel"
+        config.encoder.input_dim, config.encoder.downsample_rate = 80, 1
+    config.encoder.max_frames = 0  # attend over the whole input, as s3prl does at these lengths
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    model = MaskedAcousticModel(Upstream(config).encoder, config.frontend.target_dim)
+    model.encoder.activation_checkpointing = recompute
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    precision = mixed_precision(device, enabled=bf16 or device.type == "cuda", cpu_bf16=bf16)
+    rate = config.encoder.downsample_rate
+    inputs = torch.randn(batch, frames, config.frontend.feature_dim)
+    targets = torch.randn(batch, frames, config.frontend.target_dim, device=device)
+    lengths = torch.full((batch,), frames)
+    generators = [seeded_generator(0, b) for b in range(batch)]
+    inputs, selected = mask_frames(inputs, lengths, generators, load_settings(name).masking, rate, config.frontend.base_dim)
+    inputs, lengths, selected = inputs.to(device), lengths.to(device), selected.to(device)
+
+    cpu_times = []
+
+    def step() -> float:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with precision.autocast():
+            prediction = model(inputs, lengths)
+        total, count = masked_l1(prediction, targets, lengths, selected, rate)
+        precision.scaler.scale(total / count).backward()
+        precision.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        cpu_times.append(time.process_time() - cpu_start)
+        return time.perf_counter() - start
+
+    step()  # warm-up: allocator, kernels, optimizer state
+    times = [step() for _ in range(steps)]
+    # On a shared machine other processes slow some steps down: the fastest step is the best
+    # estimate of what the model itself costs; the median is reported beside it.
+    seconds = min(times)
+    result = {
+        "model": name,
+        "setup": setup,
+        "batch": batch,
+        "frames": frames,
+        "seconds_per_step": seconds,
+        "median_seconds_per_step": statistics.median(times),
+        # CPU time of all threads: the work itself, whatever else runs on the machine
+        "cpu_seconds_per_step": min(cpu_times[1:]),
+        "steps_per_second": 1 / seconds,
+        "frames_per_second": batch * frames / seconds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "parameters": sum(p.numel() for p in model.encoder.parameters()),
+    }
+    if device.type == "cuda":
+        result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def run_in_subprocess(args: argparse.Namespace, name: str) -> dict:
+    command = [
+        sys.executable, __file__, "--worker", name, "--setup", args.setup, "--batch", str(args.batch),
+        "--frames", str(args.frames), "--steps", str(args.steps), "--threads", str(args.threads),
+        "--device", args.device, "--allocator", args.allocator,
+    ] + (["--recompute"] if args.recompute else []) + (["--cpu-bf16"] if args.cpu_bf16 else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"model": name, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=None, help=f"presets (default: all of {PRESETS})")
+    parser.add_argument("--setup", choices=["preset", "s3prl"], default="preset",
+                        help="preset: the model as named (160-dim, R = 3); s3prl: R = 1, 80-dim in and out")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=None, help="frames per utterance (default 1000; s3prl: 1001)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--allocator", choices=["default", "tuned"], default="default",
+                        help="tuned: glibc malloc keeps freed blocks (see keep_freed_memory)")
+    parser.add_argument("--recompute", action="store_true", help="activation checkpointing (runner.activation_checkpointing)")
+    parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (runner.cpu_bf16)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.frames = args.frames or (1001 if args.setup == "s3prl" else 1000)
+
+    if args.worker:
+        if args.allocator == "tuned":
+            keep_freed_memory()
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(json.dumps(measure(
+            args.worker, args.setup, args.batch, args.frames, args.steps, args.device, args.recompute, args.cpu_bf16
+        )))
+        return []
+
+    results = []
+    print(f"setup={args.setup} batch={args.batch} frames={args.frames} threads={args.threads} "
+          f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}")
+    print(f"{'model':<16}{'s/step':>9}{'median':>9}{'cpu s':>9}{'steps/s':>9}{'frames/s':>10}{'peak GB':>9}")
+    for name in args.models or PRESETS:
+        result = run_in_subprocess(args, name)
+        results.append(result)
+        if "error" in result:
+            print(f"{name:<16} failed: {result['error']}")
+            continue
+        memory = result.get("peak_gpu_gb", result["peak_rss_gb"])
+        print(f"{name:<16}{result['seconds_per_step']:>9.2f}{result['median_seconds_per_step']:>9.2f}"
+              f"{result['cpu_seconds_per_step']:>9.2f}{result['steps_per_second']:>9.3f}"
+              f"{result['frames_per_second']:>10.0f}{memory:>9.2f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
