@@ -53,3 +53,43 @@ for _name in entry_names():
     globals()[_name] = _make_entry(_name)
 
 __all__ = [*entry_names(), "from_checkpoint"]
+
+
+def _describe_entries() -> str:
+    """One line per entry: name and summary (torch.hub.list/help read GitHub repos only)."""
+    lines = [f"{name:16s} {get_entry(name).description.splitlines()[0]}" for name in entry_names()]
+    lines.append(f"{'from_checkpoint':16s} {from_checkpoint.__doc__.splitlines()[0]}")
+    return "\n".join(lines)
+
+
+def _main() -> None:
+    """``python hub.py``: list the entries; ``python hub.py NAME [-k CKPT] AUDIO...``: extract."""
+    import argparse
+
+    import torch
+
+    from upstream import read_audio
+
+    parser = argparse.ArgumentParser(description="List the upstreams, or extract hidden states from audio files.")
+    parser.add_argument("name", nargs="?", help="upstream name (omit to list them)")
+    parser.add_argument("audio", nargs="*", help="wav/flac files")
+    parser.add_argument("-k", "--ckpt", help="checkpoint (ours or s3prl's)")
+    args = parser.parse_args()
+    if args.name is None:
+        print(_describe_entries())
+        return
+    if not args.audio:
+        parser.error("give at least one audio file to extract")
+    model = build_upstream(args.name, args.ckpt)
+    with torch.inference_mode():
+        out = model([read_audio(path) for path in args.audio])
+    print(f"{args.name}: {len(out['hidden_states'])} hidden states, one frame per {model.downsample_rate} samples")
+    for path, length in zip(args.audio, out["lengths"].tolist()):
+        print(f"  {path}: {length} frames")
+    for index, state in enumerate(out["hidden_states"]):
+        real = state[0, : out["lengths"][0]]
+        print(f"  state {index:2d}: {tuple(state.shape)}  first item mean {real.mean():+.4f} std {real.std():.4f}")
+
+
+if __name__ == "__main__":
+    _main()

@@ -23,6 +23,8 @@ import torch
 
 FORMAT = "mam-checkpoint"
 VERSION = 1
+# torch.save writes zip archives; files from before torch 1.6 start with this pickled magic number.
+_LEGACY_TORCH_PREFIX = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
@@ -43,16 +45,31 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def torch_save_format(path: Path) -> str:
+    """``"zip"`` (torch.save since torch 1.6) or ``"legacy"`` (older torch.save), from the
+    first bytes; raises FileNotFoundError / ValueError for anything else."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes); was its writing interrupted?")
+    with open(path, "rb") as stream:
+        head = stream.read(len(_LEGACY_TORCH_PREFIX))
+    if head.startswith(b"PK\x03\x04"):  # a zip archive, as torch.save writes
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"checkpoint {path} is corrupt or truncated (its zip directory is missing); re-save it")
+        return "zip"
+    if head != _LEGACY_TORCH_PREFIX:
+        raise ValueError(f"{path} is not a loadable checkpoint: it is not a file written by torch.save")
+    return "legacy"
+
+
 def read_checkpoint_file(path: str | Path, **load_options: Any) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with clear errors for missing, truncated and foreign files.
 
     ``load_options`` are passed to ``torch.load`` (``map_location`` defaults to CPU).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint {path} is empty (0 bytes); was its writing interrupted?")
+    torch_save_format(path)  # clear errors for missing, empty, truncated and foreign files
     load_options.setdefault("map_location", "cpu")
     try:
         data = torch.load(path, weights_only=True, **load_options)
@@ -61,7 +78,7 @@ def read_checkpoint_file(path: str | Path, **load_options: Any) -> dict[str, Any
             f"{path} is not a loadable checkpoint: it is not a PyTorch file, or it stores Python "
             f"objects that are refused for safety ({error})"
         ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
         raise ValueError(f"checkpoint {path} is corrupt or truncated ({error}); re-download or re-save it") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path} holds a {type(data).__name__}, not a checkpoint dict")

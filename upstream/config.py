@@ -91,8 +91,9 @@ class EncoderConfig:
     ``embedding_size`` > 0 adds ALBERT's factorised input projection
     (input_dim * R -> embedding_size -> hidden_size); 0 keeps the papers' single projection.
     ``max_frames`` (stacked frames, 0 = unlimited) is the longest span attended at once:
-    longer inputs are cut into consecutive chunks of that many frames encoded independently,
-    as s3prl does with its ``sequence_length``.
+    a longer input of L frames is cut into ceil(L / max_frames) equal consecutive chunks
+    (the last one shorter) encoded independently, exactly as s3prl does with its
+    ``sequence_length``.
     """
 
     input_dim: int = 160

@@ -68,12 +68,25 @@ class TransformerLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, S, H) layer input -> query, key, value, each (B, nh, S, hd)."""
+        batch, frames, _ = x.shape
+        h = self.attention_norm(x) if self.pre_layer_norm else x
+        return self.qkv(h).view(batch, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+
+    def attention_probabilities(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The attention weights this layer applies to input x: (B, nh, S, S), rows sum to 1.
+        Materialises the full matrix, so it is for analysis, not for the forward pass."""
+        q, k, _ = self._heads(x)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        if attention_mask is not None:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        return scores.softmax(dim=-1)
+
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, S, H); attention_mask: (B, 1, 1, S) bool, True on keys to attend, or None."""
         batch, frames, hidden = x.shape
-        h = self.attention_norm(x) if self.pre_layer_norm else x
-        # (B, S, 3H) -> 3 x (B, nh, S, hd)
-        q, k, v = self.qkv(h).view(batch, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = self._heads(x)
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attention_mask, dropout_p=self.attention_dropout if self.training else 0.0
         )
@@ -143,38 +156,63 @@ class TransformerEncoder(nn.Module):
         """features: (B, T, input_dim) frames, lengths: (B,) real frame counts.
 
         Returns N + 1 hidden states of (B, S, H), S = T // R, zero on padded frames, and the
-        (B,) real lengths in stacked frames. Inputs longer than ``max_frames`` stacked frames
-        are encoded as independent consecutive chunks (positions restart in each chunk).
+        (B,) real lengths in stacked frames. An item longer than ``max_frames`` stacked frames
+        is cut as s3prl's ``torch.chunk`` cuts it: into n = ceil(L / max_frames) chunks of
+        ceil(L / n) frames (the last one shorter), encoded independently (positions restart in
+        each chunk).
         """
         x, lengths = stack_frames(features, lengths, self.config.downsample_rate)
         batch, frames, _ = x.shape
         span = self.config.max_frames
         if not span or frames <= span:
             return self._encode(x, lengths), lengths
-        # Chunks at fixed offsets from each utterance's start, so batching cannot move them.
-        chunks = math.ceil(frames / span)
-        x = F.pad(x, (0, 0, 0, chunks * span - frames)).reshape(batch * chunks, span, -1)
-        offsets = torch.arange(chunks, device=lengths.device) * span
-        chunk_lengths = (lengths[:, None] - offsets[None, :]).clamp(0, span).reshape(-1)
-        keep = chunk_lengths > 0  # chunks holding only padding are not computed
-        states = self._encode(x[keep], chunk_lengths[keep])
+        # Each item's chunks depend on its own length only, so batching cannot move them.
+        counts = torch.div(lengths + span - 1, span, rounding_mode="floor").clamp(min=1)  # (B,) n
+        sizes = torch.div(lengths + counts - 1, counts, rounding_mode="floor")  # (B,) ceil(L / n)
+        item = torch.repeat_interleave(torch.arange(batch, device=x.device), counts)  # (C,) owner of each chunk
+        rank = torch.arange(item.numel(), device=x.device) - (torch.cumsum(counts, 0) - counts)[item]
+        starts = rank * sizes[item]
+        chunk_lengths = torch.minimum(sizes[item], lengths[item] - starts)  # (C,)
+        offsets = torch.arange(int(sizes.max()), device=x.device)
+        positions = starts[:, None] + offsets[None, :]  # (C, W) frame index of each chunk slot
+        valid = offsets[None, :] < chunk_lengths[:, None]  # (C, W)
+        states = self._encode(x[item[:, None], positions.clamp(max=frames - 1)], chunk_lengths)
+        rows, columns = item[:, None].expand_as(positions)[valid], positions[valid]
         merged = []
         for state in states:
-            full = state.new_zeros(batch * chunks, span, state.shape[-1])
-            full[keep] = state
-            merged.append(full.reshape(batch, chunks * span, -1)[:, :frames])
+            full = state.new_zeros(batch, frames, state.shape[-1])
+            full[rows, columns] = state[valid]
+            merged.append(full)
         return merged, lengths
 
-    def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """x: (B, S, D * R) stacked frames, all within one attention span."""
-        batch, frames, _ = x.shape
+    def _embed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """x: (B, S, D * R) -> input representation (B, S, H), valid-frame mask (B, S), and
+        whether any frame is padding."""
+        frames = x.shape[1]
         h = self.input_projection(x)
         if self.embedding_projection is not None:
             h = self.embedding_projection(h)
         h = self.input_norm(h + sinusoid_positions(frames, self.config.hidden_size, h.device).to(h.dtype))
-        h = self.input_dropout(h)
-        padded = bool((lengths < frames).any())
-        valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]  # (B, S)
+        valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]
+        return self.input_dropout(h), valid, bool((lengths < frames).any())
+
+    def attention_weights(self, features: torch.Tensor, lengths: torch.Tensor, layer_index: int) -> torch.Tensor:
+        """Attention weights of layer ``layer_index`` (0-based) for the first ``max_frames``
+        stacked frames: (B, nh, S, S). For analysis and plots."""
+        if not 0 <= layer_index < self.config.num_layers:
+            raise ValueError(f"layer_index must be in [0, {self.config.num_layers - 1}], got {layer_index}")
+        x, lengths = stack_frames(features, lengths, self.config.downsample_rate)
+        if self.config.max_frames:
+            x, lengths = x[:, : self.config.max_frames], lengths.clamp(max=self.config.max_frames)
+        h, valid, padded = self._embed(x, lengths)
+        attention_mask = valid[:, None, None, :] if padded else None
+        for index in range(layer_index):
+            h = self.layer_at(index)(h, attention_mask)
+        return self.layer_at(layer_index).attention_probabilities(h, attention_mask)
+
+    def _encode(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """x: (B, S, D * R) stacked frames, all within one attention span."""
+        h, valid, padded = self._embed(x, lengths)
         attention_mask = valid[:, None, None, :] if padded else None
         states = [h]
         for index in range(self.config.num_layers):

@@ -11,8 +11,9 @@ import torch
 from . import presets  # noqa: F401  (registers the named upstreams)
 from .checkpoint import FORMAT, VERSION, check_own_checkpoint, is_own_checkpoint, save_atomic
 from .config import UpstreamConfig
+from .cpu_allocator import keep_freed_memory_for_reuse
 from .model import Upstream
-from .registry import UpstreamEntry, get_entry
+from .registry import UpstreamEntry, entry_names, get_entry
 from .s3prl_checkpoint import is_s3prl_checkpoint, read_s3prl_file, s3prl_config, s3prl_encoder_state
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -58,9 +59,11 @@ def _check_fits_entry(entry: UpstreamEntry, config: UpstreamConfig, path: str | 
         )
     depth = config.encoder.num_layers if config.encoder is not None else None
     if entry.num_layers is not None and depth != entry.num_layers:
+        fitting = f"{config.family}_{depth}L"
+        hint = f"'{fitting}' or " if fitting in entry_names() else ""  # only names that exist
         raise ValueError(
             f"{path} holds a {depth}-layer {config.family} model, but '{entry.name}' has {entry.num_layers} layers; "
-            f"use '{config.family}_{depth}L' or the generic 'from_checkpoint' entry"
+            f"use {hint}the generic 'from_checkpoint' entry"
         )
 
 
@@ -82,6 +85,7 @@ def build_upstream(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    keep_freed_memory_for_reuse()  # ~20 % faster CPU passes; see cpu_allocator.py
     entry = get_entry(name) if name is not None else None
     if entry is not None and entry.missing_requirements():
         missing = entry.missing_requirements()

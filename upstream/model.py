@@ -27,8 +27,9 @@ class Upstream(nn.Module):
 
     Each item gets the same values alone as in any batch (padding never leaks). Frames are
     ``downsample_rate`` samples apart. Inputs longer than ``config.encoder.max_frames`` stacked
-    frames are encoded in independent consecutive chunks of that length, so hours of audio
-    extract in memory linear in their length.
+    frames are encoded in independent consecutive chunks of at most that length (s3prl's
+    layout: ceil(L / max_frames) equal chunks), so hours of audio extract in memory linear in
+    their length.
 
     Run it under ``torch.inference_mode()`` unless you fine-tune it. For bfloat16 inference,
     cast the encoder: ``model.encoder.to(torch.bfloat16)`` (outputs stay float32).

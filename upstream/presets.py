@@ -33,8 +33,10 @@ def transformer_preset(family: str, num_layers: int) -> UpstreamConfig:
 
 
 def fbank_preset() -> UpstreamConfig:
-    """Kaldi fbank (80 bins) + delta + delta-delta = 240 dims, without CMVN: per-utterance
-    normalisation strips much of the speaker information plain features carry."""
+    """Kaldi fbank, 80 bins + delta + delta-delta (240 dims), no CMVN.
+
+    Without CMVN: per-utterance normalisation strips much of the speaker information that
+    plain features carry."""
     return UpstreamConfig(
         family="baseline",
         frontend=FrontendConfig(
@@ -51,24 +53,20 @@ def mel_preset() -> UpstreamConfig:
     return UpstreamConfig(family="baseline", frontend=FrontendConfig(**PAPER_FRONTEND))
 
 
-for _depth in (3, 6, 12):
-    register(
-        UpstreamEntry(
-            name=f"mockingjay_{_depth}L",
-            family="mockingjay",
-            num_layers=_depth,
-            preset=lambda depth=_depth: transformer_preset("mockingjay", depth),
-            description=f"Mockingjay, {_depth} Transformer layers (768 hidden, 12 heads, R = 3).",
+_DESCRIPTIONS = {
+    "mockingjay": "Mockingjay, {depth} Transformer layers (768 hidden, 12 heads, R = 3).",
+    "aalbert": "Audio ALBERT: one shared Transformer layer applied {depth} times (768 hidden, R = 3).",
+}
+for _family, _description in _DESCRIPTIONS.items():
+    for _depth in (3, 6, 12):
+        register(
+            UpstreamEntry(
+                name=f"{_family}_{_depth}L",
+                family=_family,
+                num_layers=_depth,
+                preset=lambda family=_family, depth=_depth: transformer_preset(family, depth),
+                description=_description.format(depth=_depth),
+            )
         )
-    )
-    register(
-        UpstreamEntry(
-            name=f"aalbert_{_depth}L",
-            family="aalbert",
-            num_layers=_depth,
-            preset=lambda depth=_depth: transformer_preset("aalbert", depth),
-            description=f"Audio ALBERT: one shared Transformer layer applied {_depth} times (768 hidden, R = 3).",
-        )
-    )
 register(UpstreamEntry(name="fbank", family="baseline", preset=fbank_preset, description=fbank_preset.__doc__))
 register(UpstreamEntry(name="mel", family="baseline", preset=mel_preset, description=mel_preset.__doc__))

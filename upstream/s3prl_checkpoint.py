@@ -4,23 +4,25 @@ s3prl files (v0.1.0, v0.2.0, 0.4.x) are ``torch.save``d dicts that also pickle a
 ``argparse.Namespace`` and learning-rate schedule objects from a module named ``optimizers``.
 They are read with torch's own restricted (``weights_only``) unpickler, where exactly those
 class names are mapped to an inert stand-in that only stores its pickled state: no constructor,
-``__reduce__`` or ``__setstate__`` from the file runs, and any other global is refused.
+``__reduce__`` or ``__setstate__`` from the file runs, and any other global is refused. The
+names are found by scanning the pickle opcodes first (zip files and the legacy pre-zip format
+that files from before torch 1.6 use).
 
 Translation is two small pure steps: the file's config -> :class:`UpstreamConfig`, then the
-state-dict keys -> ours through the commented table below, which raises on anything it does
-not know; the load that follows is strict.
+state-dict keys -> ours through the commented table below, which raises with both the unknown
+and the missing keys; the load that follows is strict.
 """
 
 from __future__ import annotations
 
+import pickletools
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from .checkpoint import read_checkpoint_file
+from .checkpoint import read_checkpoint_file, torch_save_format
 from .config import EncoderConfig, FrontendConfig, UpstreamConfig
 
 # Pickled globals that s3prl files carry and that we map to an inert stand-in.
@@ -40,12 +42,36 @@ class PickledObjectStandIn:
 def read_s3prl_file(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint that may hold s3prl's pickled Namespace/scheduler objects."""
     path = Path(path)
-    names: list[str] = []
-    if path.is_file() and zipfile.is_zipfile(path):
-        # Lists the globals the file would import, without unpickling anything.
-        names = [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if _STANDIN_GLOBALS.match(name)]
+    names = [name for name in pickled_globals(path) if _STANDIN_GLOBALS.match(name)]
     with torch.serialization.safe_globals([(PickledObjectStandIn, name) for name in names]):
         return read_checkpoint_file(path)
+
+
+# A legacy (pre-zip) torch.save file is four pickles (magic number, protocol version, system
+# info, the object) followed by the raw storage bytes.
+_LEGACY_PICKLES = 4
+
+
+def pickled_globals(path: Path) -> list[str]:
+    """The ``module.name`` globals a torch.save file would import, read from its pickle opcodes
+    without unpickling anything. Only decides which names get the stand-in: a name missed here
+    is simply refused by the restricted unpickler."""
+    if torch_save_format(path) == "zip":
+        try:
+            return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except RuntimeError:  # a damaged archive: torch.load reports it
+            return []
+    # torch's scanner reads zip files only; pickletools walks the legacy pickles' opcodes.
+    names: list[str] = []
+    with open(path, "rb") as stream:
+        try:
+            for _ in range(_LEGACY_PICKLES):
+                for opcode, arg, _ in pickletools.genops(stream):
+                    if opcode.name == "GLOBAL":
+                        names.append(arg.replace(" ", "."))
+        except ValueError:  # a truncated file: keep what was found, torch.load reports the rest
+            pass
+    return names
 
 
 def is_s3prl_checkpoint(data: dict[str, Any]) -> bool:
@@ -89,11 +115,17 @@ def _frontend_from_s3prl(audio: Any, where: str) -> FrontendConfig:
         order = int(delta.pop("order", 2))  # s3prl's Delta defaults to order 2
         if delta.get("win_length", 5) != 5 or set(delta) - {"win_length"}:
             raise ValueError(f"s3prl delta options {audio.get('delta')} are not supported (only order, win_length=5)")
+        options = dict(kaldi.get("fbank", {}))
+        cmvn = audio.get("cmvn", {})
         return FrontendConfig(
             feature="kaldi_fbank",
-            kaldi_options=dict(kaldi.get("fbank", {})),
+            # Frame counts follow the fbank window and shift (torchaudio's defaults: 25 / 10 ms).
+            win_ms=float(options.get("frame_length", 25.0)),
+            hop_ms=float(options.get("frame_shift", 10.0)),
+            kaldi_options=options,
             delta_order=order,
-            cmvn=bool(audio.get("cmvn", {}).get("use_cmvn", False)),
+            cmvn=bool(cmvn.get("use_cmvn", False)),
+            log_floor=float(cmvn.get("eps", 1e-10)),  # only CMVN's epsilon here: fbank takes its own log
         )
     feature = audio.get("input", {})
     if feature.get("feat_type") != "mel" or not feature.get("log", False):
@@ -108,6 +140,7 @@ def _frontend_from_s3prl(audio: Any, where: str) -> FrontendConfig:
         n_mels=int(audio.get("n_mels", 40)),
         delta_order=int(feature.get("delta", 0)),
         cmvn=bool(feature.get("cmvn", False)),
+        log_floor=float(audio.get("eps", 1e-10)),  # s3prl's preprocessor: log floor and CMVN epsilon
         target_level_db=float(audio["target_level"]) if audio.get("target_level") is not None else None,
         target="linear" if target.get("feat_type") == "linear" else "mel",
     )
@@ -166,18 +199,20 @@ _LAYER_KEYS = {
     "output.LayerNorm": "ffn_norm",
 }
 # Pre-LN s3prl layers register the two LayerNorms a second time under these names
-# (the same tensors); they carry nothing new.
+# (the same tensors); they carry nothing new, but must agree with what they alias.
 _LAYER_ALIASES = {"attention.LayerNorm": "attention.output.LayerNorm", "LayerNorm": "output.LayerNorm"}
-# Keys outside the layers.
+# Keys outside the layers. Pre-LN files also hold one output LayerNorm per hidden state,
+# "encoder.LayerNorm.<i>" -> our "output_norms.<i>" (i = 0 .. N).
 _TOP_KEYS = {
     "input_representations.spec_transform": "input_projection",
     "input_representations.LayerNorm": "input_norm",
 }
+# SpecHead (pretraining head) key -> our PredictionHead key.
 _HEAD_KEYS = {"dense": "dense", "LayerNorm": "norm", "output": "output"}
 _QKV_ORDER = ("attention.self.query", "attention.self.key", "attention.self.value")
-
-_LAYER_PATTERN = re.compile(r"^encoder\.layer\.(?:(\d+)\.)?(.+)\.(weight|bias)$")
-_OUTPUT_NORM_PATTERN = re.compile(r"^encoder\.LayerNorm\.(\d+)\.(weight|bias)$")
+_PARAMS = ("weight", "bias")
+# The early shared-layer branch: "encoder.layer.attention...", no index.
+_UNINDEXED_LAYER = re.compile(r"^encoder\.layer\.[^\d]")
 
 
 def _rename_gamma_beta(key: str) -> str:
@@ -185,65 +220,76 @@ def _rename_gamma_beta(key: str) -> str:
     return re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))
 
 
+def _keys(modules: list[str]) -> set[str]:
+    return {f"{module}.{param}" for module in modules for param in _PARAMS}
+
+
 def s3prl_encoder_state(state: dict[str, torch.Tensor], config: EncoderConfig) -> dict[str, torch.Tensor]:
-    """Map an s3prl ``Transformer`` state dict to our encoder's keys. Raises on unknown keys.
+    """Map an s3prl ``Transformer`` state dict to our encoder's keys, strictly: keys the table
+    does not expect for this config, or expected keys that are absent, raise with both lists.
 
     Shared-layer files list the layer under every index (one storage); all copies must agree.
     An early branch stored one unindexed layer (``encoder.layer.attention...``).
     """
-    out: dict[str, torch.Tensor] = {}
-    layer_params: dict[tuple[Optional[int], str], torch.Tensor] = {}
-    unknown = []
+    renamed: dict[str, torch.Tensor] = {}
     for raw_key, tensor in state.items():
         key = _rename_gamma_beta(raw_key)
-        module, _, param = key.rpartition(".")
-        if module in _TOP_KEYS:
-            out[f"{_TOP_KEYS[module]}.{param}"] = tensor
-        elif match := _OUTPUT_NORM_PATTERN.match(key):
-            out[f"output_norms.{match.group(1)}.{match.group(2)}"] = tensor
-        elif (match := _LAYER_PATTERN.match(key)) and (
-            match.group(2) in _LAYER_KEYS or match.group(2) in _LAYER_ALIASES
-        ):
-            index = None if match.group(1) is None else int(match.group(1))
-            layer_params[(index, f"{match.group(2)}.{match.group(3)}")] = tensor
-        else:
-            unknown.append(raw_key)
-    if unknown:
-        raise ValueError(f"s3prl checkpoint has keys this loader does not know: {sorted(unknown)}")
+        if key in renamed:
+            raise ValueError(f"s3prl checkpoint holds {key} twice (also as {raw_key})")
+        renamed[key] = tensor
+    unindexed = any(_UNINDEXED_LAYER.match(key) for key in renamed)
+    if unindexed and not config.share_layer:
+        raise ValueError("s3prl checkpoint has an unindexed (shared) layer but its config says share_layer: False")
+    layers = ["encoder.layer"] if unindexed else [f"encoder.layer.{i}" for i in range(config.num_layers)]
+    expected = _keys(list(_TOP_KEYS)) | _keys([f"{layer}.{module}" for layer in layers for module in _LAYER_KEYS])
+    aliases: set[str] = set()
+    if config.pre_layer_norm:
+        expected |= _keys([f"encoder.LayerNorm.{i}" for i in range(config.num_layers + 1)])
+        aliases = _keys([f"{layer}.{alias}" for layer in layers for alias in _LAYER_ALIASES])
+    unknown = sorted(set(renamed) - expected - aliases)
+    missing = sorted(expected - set(renamed))
+    if unknown or missing:
+        shape = f"{config.num_layers}-layer{' shared-layer' if config.share_layer else ''}"
+        prenorm = " pre-LN" if config.pre_layer_norm else ""
+        raise ValueError(
+            f"s3prl checkpoint's Transformer weights do not fit the {shape}{prenorm} model its config describes: "
+            f"unknown keys {unknown}; missing keys {missing}"
+        )
 
-    indices = sorted({index for index, _ in layer_params}, key=lambda i: -1 if i is None else i)
-    for index in indices:
-        params = {name: tensor for (i, name), tensor in layer_params.items() if i == index}
-        for alias, target in _LAYER_ALIASES.items():
-            for param in ("weight", "bias"):
-                alias_tensor = params.pop(f"{alias}.{param}", None)
-                if alias_tensor is not None and not torch.equal(alias_tensor, params.get(f"{target}.{param}", alias_tensor)):
-                    raise ValueError(f"s3prl layer {index}: {alias}.{param} differs from {target}.{param}")
-        mapped = _map_layer(params, index)
-        if config.share_layer:
-            for name, tensor in mapped.items():
-                previous = out.setdefault(f"layer.{name}", tensor)
-                if not torch.equal(previous, tensor):
-                    raise ValueError(
-                        f"s3prl checkpoint says share_layer but layer {index} differs from layer 0 in {name}"
-                    )
-        else:
-            if index is None:
-                raise ValueError("s3prl checkpoint has an unindexed (shared) layer but share_layer is off")
+    out = {f"{ours}.{param}": renamed[f"{theirs}.{param}"] for theirs, ours in _TOP_KEYS.items() for param in _PARAMS}
+    if config.pre_layer_norm:
+        out.update(
+            {
+                f"output_norms.{i}.{param}": renamed[f"encoder.LayerNorm.{i}.{param}"]
+                for i in range(config.num_layers + 1)
+                for param in _PARAMS
+            }
+        )
+    for index, layer in enumerate(layers):
+        mapped = _map_layer(renamed, layer)
+        if not config.share_layer:
             out.update({f"layers.{index}.{name}": tensor for name, tensor in mapped.items()})
+            continue
+        for name, tensor in mapped.items():
+            previous = out.setdefault(f"layer.{name}", tensor)
+            if not torch.equal(previous, tensor):
+                raise ValueError(f"s3prl checkpoint says share_layer but {layer} differs from encoder.layer.0 in {name}")
     return out
 
 
-def _map_layer(params: dict[str, torch.Tensor], index: Optional[int]) -> dict[str, torch.Tensor]:
-    mapped: dict[str, torch.Tensor] = {}
-    for param in ("weight", "bias"):
-        parts = [params.pop(f"{name}.{param}", None) for name in _QKV_ORDER]
-        if any(part is None for part in parts):
-            raise ValueError(f"s3prl layer {index} lacks one of query/key/value {param}")
-        mapped[f"qkv.{param}"] = torch.cat(parts, dim=0)
-    for name, tensor in params.items():
-        module, _, param = name.rpartition(".")
-        mapped[f"{_LAYER_KEYS[module]}.{param}"] = tensor
+def _map_layer(state: dict[str, torch.Tensor], layer: str) -> dict[str, torch.Tensor]:
+    """One layer's s3prl keys (prefix ``layer``) -> our layer keys; checks the pre-LN aliases."""
+    for alias, target in _LAYER_ALIASES.items():
+        for param in _PARAMS:
+            alias_tensor = state.get(f"{layer}.{alias}.{param}")
+            if alias_tensor is not None and not torch.equal(alias_tensor, state[f"{layer}.{target}.{param}"]):
+                raise ValueError(f"s3prl checkpoint: {layer}.{alias}.{param} differs from {layer}.{target}.{param}")
+    mapped = {}
+    for param in _PARAMS:
+        mapped[f"qkv.{param}"] = torch.cat([state[f"{layer}.{name}.{param}"] for name in _QKV_ORDER], dim=0)
+    for theirs, ours in _LAYER_KEYS.items():
+        if ours != "qkv":
+            mapped.update({f"{ours}.{param}": state[f"{layer}.{theirs}.{param}"] for param in _PARAMS})
     return mapped
 
 

@@ -1,0 +1,107 @@
+"""Finding task folders: ``<tasks dir>/<task>/{config.yaml, dataset.py, expert.py}``.
+
+The core never lists tasks: any folder holding these files is one. A folder holding some of
+them but not all is an error naming the folder, and so is an ``expert.py`` without a
+``DownstreamExpert(Expert)`` class or a ``dataset.py`` without ``build_datasets``.
+Task folders are imported by path, so a tasks directory anywhere works the same way
+(``expert.py`` may import from its own folder with ``from .dataset import ...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+from .base import Expert, TaskData
+from .frames import FrameGrid
+
+TASKS_DIR = Path(__file__).resolve().parent
+REQUIRED_FILES = ("config.yaml", "dataset.py", "expert.py")
+EXPERT_CLASS = "DownstreamExpert"
+DATASET_FUNCTION = "build_datasets"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    folder: Path
+    expert_class: type[Expert]
+    build_datasets: Callable[[dict, FrameGrid], TaskData]
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / "config.yaml"
+
+
+def task_folders(tasks_dir: Path = TASKS_DIR) -> dict[str, Path]:
+    """Task name -> folder, for every folder of ``tasks_dir`` holding the task files.
+
+    Raises ValueError naming the folder when one holds some of the files but not all.
+    """
+    tasks_dir = Path(tasks_dir)
+    if not tasks_dir.is_dir():
+        raise FileNotFoundError(f"tasks directory not found: {tasks_dir}")
+    found = {}
+    for folder in sorted(p for p in tasks_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        present = [name for name in REQUIRED_FILES if (folder / name).is_file()]
+        if not present:
+            continue  # not a task folder (core code, caches)
+        missing = [name for name in REQUIRED_FILES if name not in present]
+        if missing:
+            raise ValueError(
+                f"task folder {folder} is missing {', '.join(missing)}; a task folder needs "
+                f"{', '.join(REQUIRED_FILES)} (copy downstream/example to start one)"
+            )
+        found[folder.name] = folder
+    return found
+
+
+def available_tasks(tasks_dir: Path = TASKS_DIR) -> list[str]:
+    return sorted(task_folders(tasks_dir))
+
+
+def _import_from_folder(folder: Path, module: str) -> ModuleType:
+    """Import ``folder/<module>.py`` as a submodule of a package made for ``folder``."""
+    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    package = f"downstream_task_{folder.name}_{digest}"
+    if package not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        sys.modules[package] = importlib.util.module_from_spec(spec)
+    try:
+        return importlib.import_module(f"{package}.{module}")
+    except ImportError as error:
+        raise ImportError(f"task folder {folder}: cannot import {module}.py ({error})") from error
+
+
+def load_task(name: str, tasks_dir: Path = TASKS_DIR) -> Task:
+    """Import and check one task; unknown names raise listing the available tasks."""
+    folders = task_folders(tasks_dir)
+    if name not in folders:
+        raise ValueError(f"unknown task {name!r}; available tasks: {', '.join(sorted(folders)) or '(none)'}")
+    folder = folders[name]
+    expert_module = _import_from_folder(folder, "expert")
+    expert_class = getattr(expert_module, EXPERT_CLASS, None)
+    if not (inspect.isclass(expert_class) and issubclass(expert_class, Expert)):
+        raise TypeError(
+            f"task folder {folder}: expert.py must define class {EXPERT_CLASS}, a subclass of "
+            f"downstream.base.Expert (found {expert_class!r})"
+        )
+    if inspect.isabstract(expert_class):
+        missing = sorted(expert_class.__abstractmethods__)
+        raise TypeError(f"task folder {folder}: {EXPERT_CLASS} does not implement {missing}")
+    dataset_module = _import_from_folder(folder, "dataset")
+    build = getattr(dataset_module, DATASET_FUNCTION, None)
+    if not callable(build):
+        raise TypeError(
+            f"task folder {folder}: dataset.py must define {DATASET_FUNCTION}(config, grid) -> TaskData"
+        )
+    return Task(name, folder, expert_class, build)

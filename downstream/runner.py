@@ -1,0 +1,346 @@
+"""Training and evaluation of a probe: the core every task folder plugs into.
+
+One run = upstream (frozen under inference_mode, or fine-tuned) -> featurizer -> the task's
+expert. Training evaluates dev every ``runner.eval_step`` updates, keeps the best-dev
+checkpoint (``best.ckpt``) and the newest step checkpoints, and at the end evaluates test
+with the best-dev weights and writes ``results.json``. Under ``torchrun`` each process trains
+on its shard of every epoch (DDP) and evaluation statistics are summed over processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from tensorboardX import SummaryWriter
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from upstream import Upstream, build_upstream
+from utility.training import (
+    CheckpointKeeper,
+    DistributedContext,
+    capture_rng_state,
+    linear_warmup_decay,
+    mixed_precision,
+    restore_rng_state,
+    seed_everything,
+)
+
+from .base import Expert, ProbeDataset, TaskData, UpstreamInfo
+from .batches import epoch_batches, eval_batches
+from .discovery import TASKS_DIR, Task, load_task
+from .featurizer import Featurizer
+from .frames import FrameGrid
+from .probe import ProbeModel
+from .probe_checkpoint import FORMAT, STEP_PREFIX, VERSION, RunSpec, read_probe_checkpoint
+from .settings import OPTIMIZERS, OptimizerConfig, RunnerConfig, runner_sections
+from .subset import proportion_subset
+
+RESULTS = "results.json"
+
+
+def build_upstream_for(spec: RunSpec, device: torch.device) -> Upstream:
+    if spec.upstream is None and spec.upstream_ckpt is None:
+        raise ValueError("give an upstream name (-u) or an upstream checkpoint (-k)")
+    return build_upstream(spec.upstream, spec.upstream_ckpt).to(device)
+
+
+def build_probe(spec: RunSpec, task: Task, upstream: Upstream, label_names: list[str]) -> ProbeModel:
+    info = UpstreamInfo(upstream.hidden_size, upstream.num_hidden_states, FrameGrid(upstream))
+    featurizer = Featurizer(upstream.num_hidden_states, spec.layer)
+    expert = task.expert_class(info, spec.config["expert"], label_names)
+    return ProbeModel(upstream, featurizer, expert, spec.fine_tune).to(upstream.frontend.window.device)
+
+
+def stored_weights(spec: RunSpec, model: ProbeModel) -> dict[str, dict[str, torch.Tensor]]:
+    """Trainable weights, plus the upstream's encoder when no checkpoint could rebuild it."""
+    weights = model.trainable_state()
+    if spec.upstream_ckpt is None and model.upstream.encoder is not None:
+        weights["upstream"] = model.upstream.encoder.state_dict()
+    return {part: {k: v.detach().cpu() for k, v in state.items()} for part, state in weights.items()}
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Written to a temporary name, then renamed: a reader never sees half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temp, path)
+
+
+class Runner:
+    """Builds a run from its spec and trains or evaluates it.
+
+    Args:
+        spec: task, upstream, layer mode, fine-tuning, seed and the task config.
+        context: this process's place in a (possibly single-process) run.
+        expdir: the experiment folder (checkpoints, logs, results).
+        tasks_dir: where task folders are looked up.
+        upstream: an already built upstream honouring the Upstream contract (e.g. one that
+            serves cached hidden states); None builds the one ``spec`` names.
+    """
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        context: DistributedContext,
+        expdir: Path,
+        tasks_dir: Path = TASKS_DIR,
+        upstream: Optional[Upstream] = None,
+    ):
+        self.spec = spec
+        self.context = context
+        self.expdir = Path(expdir)
+        self.task = load_task(spec.task, tasks_dir)
+        self.runner_config, self.optimizer_config = runner_sections(spec.config)
+        seed_everything(spec.seed)
+        upstream = build_upstream_for(spec, context.device) if upstream is None else upstream.to(context.device)
+        self.data: TaskData = self.task.build_datasets(spec.config["data"], FrameGrid(upstream))
+        self.train_indices = proportion_subset(self.data.train.classes, self.runner_config.train_proportion, spec.seed)
+        self.model = build_probe(spec, self.task, upstream, self.data.label_names)
+        self.precision = mixed_precision(context.device)
+        self.keeper = CheckpointKeeper(
+            self.expdir, self.runner_config.keep_last, prefix=STEP_PREFIX, higher_is_better=self.expert.higher_is_better
+        )
+        self.step = self.epoch = self.batch_in_epoch = self.skipped_steps = 0
+        self.train_seconds = 0.0
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
+
+    @property
+    def expert(self) -> Expert:
+        return self.model.expert
+
+    # -----------------------------------------------------------------------------------------
+    # Evaluation
+
+    def loader(self, dataset: ProbeDataset, batches: list[list[int]]) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset, batch_sampler=batches, collate_fn=dataset.collate, num_workers=self.runner_config.num_workers
+        )
+
+    def sum_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
+        """Statistics summed over every process (a process may have had no batch at all)."""
+        if not self.context.is_distributed:
+            return stats
+        gathered: list[dict[str, float]] = [{} for _ in range(self.context.world_size)]
+        dist.all_gather_object(gathered, stats)
+        total: dict[str, float] = {}
+        for part in gathered:
+            add_stats(total, part)
+        return total
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Metrics of the current weights on one split (summed over all processes)."""
+        dataset = self.data.split(split)
+        batches = eval_batches(len(dataset), self.runner_config.eval_batch_size, self.context.rank, self.context.world_size)
+        was_training = self.model.training
+        self.model.eval()
+        stats: dict[str, float] = {}
+        for batch in tqdm(self.loader(dataset, batches), desc=f"eval {split}", leave=False, disable=not self.context.is_main):
+            with self.precision.autocast():
+                output = self.model(batch)
+            add_stats(stats, output.stats)
+        self.model.train(was_training)
+        return self.expert.summarize(self.sum_over_processes(stats))
+
+    # -----------------------------------------------------------------------------------------
+    # Training state
+
+    def build_optimizer(self) -> None:
+        config: OptimizerConfig = self.optimizer_config
+        groups = [{"params": [p for p in (*self.model.featurizer.parameters(), *self.expert.parameters()) if p.requires_grad]}]
+        if self.spec.fine_tune:
+            groups.append({"params": list(self.model.upstream.parameters()), "lr": config.upstream_lr or config.lr})
+        self.optimizer = OPTIMIZERS[config.name](groups, lr=config.lr, weight_decay=config.weight_decay)
+        total = self.runner_config.total_steps
+        if config.schedule == "linear":
+            self.scheduler = linear_warmup_decay(self.optimizer, round(config.warmup_proportion * total), total)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+
+    def payload(self, dev_metrics: dict[str, float]) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "run": self.spec.to_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "skipped_steps": self.skipped_steps,
+            "train_seconds": self.train_seconds,
+            "label_names": self.data.label_names,
+            "weights": stored_weights(self.spec, self.model),
+            "layer_weights": self.model.featurizer.layer_weights(),
+            "dev_metrics": dev_metrics,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
+            "rng": capture_rng_state(),
+        }
+
+    def load_weights(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_trainable_state(checkpoint["weights"])
+
+    def resume_from(self, checkpoint: dict[str, Any]) -> None:
+        """Continue a run exactly where ``checkpoint`` left it."""
+        self.load_weights(checkpoint)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.precision.scaler.load_state_dict(checkpoint["scaler"])
+        self.keeper.load_state_dict(checkpoint[CheckpointKeeper.STATE_KEY])
+        for name in ("step", "epoch", "batch_in_epoch", "skipped_steps", "train_seconds"):
+            setattr(self, name, checkpoint[name])
+        restore_rng_state(checkpoint["rng"])
+
+    # -----------------------------------------------------------------------------------------
+    # Training
+
+    def train(self, checkpoint: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """Train to ``runner.total_steps`` (continuing ``checkpoint`` if given), then evaluate
+        test with the best-dev weights. Returns the results (also written to results.json)."""
+        config: RunnerConfig = self.runner_config
+        self.build_optimizer()
+        if checkpoint is not None:
+            self.resume_from(checkpoint)
+        if self.step >= config.total_steps:
+            self.log(f"{self.expdir} already finished at step {self.step}; nothing to do")
+            return self.finish()
+        train_set = self.data.train.subset(self.train_indices)
+        if len(train_set) < self.context.world_size:
+            raise ValueError(f"{len(train_set)} training utterance(s) cannot feed {self.context.world_size} processes")
+        network = self.model
+        if self.context.is_distributed:
+            device_ids = [self.context.device] if self.context.device.type == "cuda" else None
+            network = DistributedDataParallel(self.model, device_ids=device_ids)
+        writer = SummaryWriter(str(self.expdir / "log")) if self.context.is_main else None
+        bar = tqdm(total=config.total_steps, initial=self.step, desc=f"{self.spec.task} train", disable=not self.context.is_main)
+        stats: dict[str, float] = {}
+        micro = 0
+        started = time.monotonic()
+        self.model.train()
+        while self.step < config.total_steps:
+            plan = epoch_batches(len(train_set), config.batch_size, self.spec.seed, self.epoch, self.context.rank, self.context.world_size)
+            for batch in self.loader(train_set, plan[self.batch_in_epoch :]):
+                self.batch_in_epoch += 1
+                micro += 1
+                update = micro == config.gradient_accumulate_steps
+                # Gradients are exchanged between processes only on the micro-batch that updates.
+                sync = contextlib.nullcontext() if update or network is self.model else network.no_sync()
+                with sync:
+                    with self.precision.autocast():
+                        output = network(batch)
+                    self.precision.scaler.scale(output.loss / config.gradient_accumulate_steps).backward()
+                add_stats(stats, output.stats)
+                if not update:
+                    continue
+                micro = 0
+                grad_norm = self.update()
+                bar.update(1)
+                if self.step % config.log_step == 0 and writer is not None:
+                    metrics = self.expert.summarize(stats)
+                    self.write_scalars(writer, "train", {**metrics, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]})
+                    bar.set_postfix(loss=f"{metrics.get('loss', float(output.loss.detach())):.3f}")
+                    stats = {}
+                if self.step % config.eval_step == 0 or self.step == config.total_steps:
+                    self.train_seconds += time.monotonic() - started
+                    started = time.monotonic()
+                    self.checkpoint(writer)
+                if self.step >= config.total_steps:
+                    break
+            else:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return self.finish()
+
+    def update(self) -> float:
+        """Clip, step (skipping non-finite gradients), schedule; returns the gradient norm."""
+        scaler = self.precision.scaler
+        scaler.unscale_(self.optimizer)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.runner_config.gradient_clipping))
+        if math.isfinite(grad_norm):
+            scaler.step(self.optimizer)
+        else:
+            self.skipped_steps += 1
+            self.log(f"step {self.step + 1}: non-finite gradient norm, update skipped ({self.skipped_steps} so far)")
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return grad_norm
+
+    def checkpoint(self, writer: Optional[SummaryWriter]) -> None:
+        """Evaluate dev, then save a step checkpoint (and best.ckpt when dev improved)."""
+        metrics = self.evaluate("dev")
+        if self.context.is_main:
+            self.write_scalars(writer, "dev", metrics)
+            self.write_scalars(writer, "featurizer", {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())})
+            self.keeper.save(self.payload(metrics), self.step, metrics[self.expert.metric])
+            best = "best so far" if self.keeper.best_step == self.step else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
+            self.log(f"step {self.step}: dev {self.expert.metric} {metrics[self.expert.metric]:.4f} ({best})")
+        # Other processes read best.ckpt from disk at the end: they only wait for it here.
+        self.context.barrier()
+
+    def finish(self) -> dict[str, Any]:
+        """Reload the best-dev weights, evaluate test, write results.json."""
+        best = read_probe_checkpoint(self.keeper.best_path)
+        self.load_weights(best)
+        test_metrics = self.evaluate("test")
+        results = {
+            "task": self.spec.task,
+            "upstream": self.spec.upstream_label,
+            "upstream_checkpoint": self.spec.upstream_ckpt,
+            "layer": self.model.featurizer.mode,
+            "fine_tune": self.spec.fine_tune,
+            "train_proportion": self.runner_config.train_proportion,
+            "train_utterances": len(self.train_indices),
+            "seed": self.spec.seed,
+            "metric": self.expert.metric,
+            "higher_is_better": self.expert.higher_is_better,
+            "dev": best["dev_metrics"],
+            "test": test_metrics,
+            "best_step": best["step"],
+            "steps": self.step,
+            "skipped_steps": self.skipped_steps,
+            "layer_weights": best["layer_weights"],
+            "train_seconds": round(self.train_seconds, 1),
+        }
+        if self.context.is_main:
+            write_json(results, self.expdir / RESULTS)
+            self.log(
+                f"{self.spec.task}: dev {self.expert.metric} {results['dev'][self.expert.metric]:.4f} "
+                f"(step {results['best_step']}), test {test_metrics[self.expert.metric]:.4f}; "
+                f"results in {self.expdir / RESULTS}"
+            )
+        return results
+
+    # -----------------------------------------------------------------------------------------
+    # Output
+
+    def write_scalars(self, writer: Optional[SummaryWriter], prefix: str, values: dict[str, float]) -> None:
+        if writer is not None:
+            for name, value in values.items():
+                writer.add_scalar(f"{prefix}/{name}", value, self.step)
+
+    def log(self, message: str) -> None:
+        if self.context.is_main:
+            tqdm.write(message)
+
+
+def add_stats(total: dict[str, float], stats: dict[str, float]) -> None:
+    """Sum one batch's (or one process's) statistics into ``total``."""
+    for name, value in stats.items():
+        total[name] = total.get(name, 0.0) + float(value)
+

@@ -1,0 +1,7 @@
+"""Frame-level speaker identification: one linear layer on every frame."""
+
+from downstream.frame_classifier import FrameClassificationExpert
+
+
+class DownstreamExpert(FrameClassificationExpert):
+    """Every real frame carries its utterance's speaker; metric: frame accuracy."""

@@ -1,0 +1,72 @@
+"""Probe what an upstream's representations hold: train, evaluate or apply a downstream task.
+
+    python run_downstream.py -u aalbert_6L -d speaker_frame            # train on the demo data
+    python run_downstream.py -m evaluate -e result/downstream/speaker_frame_aalbert_6L
+    python run_downstream.py -m inference -e result/downstream/phone_linear_fbank -i a.flac
+
+Options follow s3prl's run_downstream.py where they can; see downstream/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from downstream.base import SPLITS
+from downstream.commands import MODES
+from downstream.discovery import TASKS_DIR, available_tasks
+from upstream import entry_names
+
+
+def _tasks_line(tasks_dir: Path) -> str:
+    try:
+        return ", ".join(available_tasks(tasks_dir))
+    except (ValueError, FileNotFoundError) as error:  # -h must still show the options
+        return f"(cannot list tasks: {error})"
+
+
+def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train, evaluate or apply a probe on an upstream's hidden states.",
+        epilog=f"tasks: {_tasks_line(tasks_dir)}\nupstreams: {', '.join(entry_names())}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-m", "--mode", choices=sorted(MODES), default="train")
+    parser.add_argument("-u", "--upstream", help="upstream name (listed below); optional with -k")
+    parser.add_argument("-k", "--upstream_ckpt", help="upstream checkpoint (this project's or s3prl's)")
+    parser.add_argument("-d", "--downstream", help="task folder name (listed below)")
+    parser.add_argument("-c", "--config", help="task config YAML (default: the task folder's config.yaml)")
+    parser.add_argument("-n", "--expname", help="experiment name: result/downstream/NAME")
+    parser.add_argument("-p", "--expdir", help="experiment folder (instead of -n)")
+    parser.add_argument(
+        "-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+        help="config override, e.g. -o runner.total_steps=1000 data.root=/data/LibriSpeech",
+    )
+    parser.add_argument("-f", "--finetune", action="store_true", help="train the upstream too")
+    parser.add_argument(
+        "-l", "--layer", type=int, default=None,
+        help="use one hidden state (0: input representation, -1: last layer); default: learnable weighted sum",
+    )
+    parser.add_argument("-e", "--past_exp", help="experiment folder or .ckpt: resume (train), or the probe to evaluate / apply")
+    parser.add_argument("-t", "--split", action="append", choices=SPLITS, help="evaluate: split(s) to score (default dev and test)")
+    parser.add_argument("-i", "--inputs", nargs="+", help="inference: audio files")
+    parser.add_argument("--output", help="inference: write predictions here instead of printing them")
+    parser.add_argument("--seed", type=int, default=1337, help="seeds weights, batches and the train_proportion draw (default 1337)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
+    parser.add_argument("--tasks-dir", type=Path, default=tasks_dir, help="where task folders are looked up")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Any:
+    # The task list in -h comes from --tasks-dir, so read that option first.
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--tasks-dir", type=Path, default=TASKS_DIR)
+    args = build_parser(early.parse_known_args(argv)[0].tasks_dir).parse_args(argv)
+    args.override = [item for group in args.override for item in group]
+    return MODES[args.mode](args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny model configurations and demo-corpus audio."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, read_audio  # noqa: E402
+from utility.corpus import DEMO_ROOT, find_utterances  # noqa: E402
+
+
+def tiny_config(family: str = "aalbert", num_layers: int = 2, **encoder_fields) -> UpstreamConfig:
+    """The papers' front end with a 32-wide, 2-layer encoder: real code paths, test speed."""
+    fields = dict(
+        input_dim=160,
+        downsample_rate=3,
+        hidden_size=32,
+        num_layers=num_layers,
+        num_heads=4,
+        intermediate_size=64,
+        share_layer=family == "aalbert",
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
+    fields.update(encoder_fields)
+    return UpstreamConfig(family=family, frontend=FrontendConfig(), encoder=EncoderConfig(**fields))
+
+
+@pytest.fixture
+def tiny_upstream() -> Upstream:
+    torch.manual_seed(0)
+    return Upstream(tiny_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def demo_wavs() -> list[torch.Tensor]:
+    """Three demo utterances of different lengths."""
+    utterances = find_utterances(DEMO_ROOT, ["dev-clean"], progress=False)[:3]
+    return [read_audio(utt.path) for utt in utterances]

@@ -1,0 +1,1 @@
+"""Analysis of upstream representations: attention maps, t-SNE, layer-wise probing, reports."""
