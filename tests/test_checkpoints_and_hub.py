@@ -147,3 +147,10 @@ def test_bad_options_are_refused():
         build_upstream("mel", precision="fp8")
     with pytest.raises(TypeError):
         hub.aalbert_3L(colour="blue")
+
+
+def test_saved_checkpoints_get_ordinary_permissions(tmp_path):
+    _, path = _tiny_checkpoint(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
