@@ -141,8 +141,18 @@ def init_distributed(device_arg: Optional[str] = None) -> DistributedContext:
 
 
 def cleanup_distributed(context: DistributedContext) -> None:
-    """Leave the process group (a no-op for a single process)."""
+    """Leave the process group (a no-op for a single process).
+
+    All processes meet at a barrier first: a process that tears its gloo connections down
+    while a peer is still finishing its last collective makes that peer abort (SIGABRT).
+    If a peer has already failed, the barrier raises and the group is left all the same
+    (torchrun stops the remaining processes of a failed run).
+    """
     if context.is_distributed and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:
+            pass  # a peer is gone: nothing left to wait for
         dist.destroy_process_group()
 
 
