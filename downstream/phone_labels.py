@@ -195,6 +195,11 @@ def frame_label_dataset(items: list[LabelledUtterance], grid: FrameGrid) -> Prob
         .to(torch.int32)
         for item in items
     ]
+    return labelled_dataset(items, targets)
+
+
+def labelled_dataset(items: list[LabelledUtterance], targets: list[torch.Tensor]) -> ProbeDataset:
+    """One target tensor per utterance; the classes each one holds drive proportion subsets."""
     return ProbeDataset(
         [item.utterance.utt_id for item in items],
         [item.utterance.path for item in items],

@@ -9,7 +9,7 @@ import torch
 
 from downstream.base import ProbeDataset, TaskData
 from downstream.frames import FrameGrid, resampled_length
-from downstream.phone_labels import LabelledUtterance, PhoneDataConfig, load_phone_splits
+from downstream.phone_labels import LabelledUtterance, PhoneDataConfig, labelled_dataset, load_phone_splits
 from upstream.config import dataclass_from_dict
 
 
@@ -38,12 +38,7 @@ def sequence_dataset(items: list[LabelledUtterance], grid: FrameGrid, silence_in
                 f"utterance {item.utterance.utt_id}: {sequence.numel()} phones need at least "
                 f"{ctc_frames_needed(sequence)} frames for CTC, but the upstream gives {count}"
             )
-    return ProbeDataset(
-        [item.utterance.utt_id for item in items],
-        [item.utterance.path for item in items],
-        sequences,
-        [sequence.unique().numpy() for sequence in sequences],
-    )
+    return labelled_dataset(items, sequences)
 
 
 def build_datasets(config: dict, grid: FrameGrid) -> TaskData:
