@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .attention import attention
 from .config import EncoderConfig
 
 
@@ -87,9 +88,7 @@ class TransformerLayer(nn.Module):
         """x: (B, S, H); attention_mask: (B, 1, 1, S) bool, True on keys to attend, or None."""
         batch, frames, hidden = x.shape
         q, k, v = self._heads(x)
-        context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attention_mask, dropout_p=self.attention_dropout if self.training else 0.0
-        )
+        context = attention(q, k, v, attention_mask, self.attention_dropout if self.training else 0.0)
         context = context.transpose(1, 2).reshape(batch, frames, hidden)
         x = x + self.dropout(self.attention_output(context))
         if not self.pre_layer_norm:
