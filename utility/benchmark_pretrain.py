@@ -10,6 +10,8 @@ subprocess so that its peak resident memory (``ru_maxrss``) is its own.
     python utility/benchmark_pretrain.py --allocator tuned      # glibc malloc keeps freed blocks
     python utility/benchmark_pretrain.py --cpu-bf16             # bf16 autocast on the CPU
     python utility/benchmark_pretrain.py --device cuda          # GPU (bf16 autocast)
+    python utility/benchmark_pretrain.py --setup s3prl --s3prl-python /tmp/s3prl-venv/bin/python
+                                  # also s3prl 0.4.18's step, same run (an interpreter with s3prl)
 """
 
 from __future__ import annotations
@@ -118,12 +120,68 @@ def measure(
     return result
 
 
-def run_in_subprocess(args: argparse.Namespace, name: str) -> dict:
+def measure_s3prl(name: str, batch: int, frames: int, steps: int) -> dict:
+    """The same step with s3prl 0.4.18's model (its ``TransformerModel`` and
+    ``TransformerSpecPredictionHead``, R = 1, 80-dim in and out) and its objective: L1 over
+    ``masked_select`` of the masked values, as its Mockingjay pretrain expert computes it."""
+    import torch
+    from s3prl.upstream.mockingjay.model import TransformerConfig, TransformerModel, TransformerSpecPredictionHead
+
+    from upstream import get_entry
+
+    encoder = get_entry(name).preset().encoder
+    config = TransformerConfig({
+        "hidden_size": encoder.hidden_size, "num_hidden_layers": encoder.num_layers,
+        "num_attention_heads": encoder.num_heads, "hidden_act": "gelu",
+        "intermediate_size": encoder.intermediate_size, "hidden_dropout_prob": encoder.hidden_dropout,
+        "attention_probs_dropout_prob": encoder.attention_dropout, "initializer_range": encoder.initializer_range,
+        "layer_norm_eps": encoder.layer_norm_eps, "share_layer": encoder.share_layer,
+        "pre_layer_norm": encoder.pre_layer_norm,
+    })
+    torch.manual_seed(0)
+    transformer, head = TransformerModel(config, 80), TransformerSpecPredictionHead(config, 80)
+    parameters = list(transformer.parameters()) + list(head.parameters())
+    transformer.train(), head.train()
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+    inputs, targets = torch.randn(batch, frames, 80), torch.randn(batch, frames, 80)
+    masked = (torch.rand(batch, frames, 1) < 0.15).expand(batch, frames, 80)
+    position = torch.randn(frames, encoder.hidden_size).expand(batch, frames, encoder.hidden_size)
+    attention_mask = torch.ones(batch, frames)
+
+    cpu_times = []
+
+    def step() -> float:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        hidden = transformer(inputs, position, attention_mask, output_all_encoded_layers=False)
+        prediction, _ = head(hidden[-1] if isinstance(hidden, list) else hidden)
+        loss = torch.nn.functional.l1_loss(prediction.masked_select(masked), targets.masked_select(masked))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 5.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        cpu_times.append(time.process_time() - cpu_start)
+        return time.perf_counter() - start
+
+    step()
+    times = [step() for _ in range(steps)]
+    return {
+        "model": f"s3prl {name}", "setup": "s3prl", "batch": batch, "frames": frames,
+        "seconds_per_step": min(times), "median_seconds_per_step": statistics.median(times),
+        "cpu_seconds_per_step": min(cpu_times[1:]), "steps_per_second": 1 / min(times),
+        "frames_per_second": batch * frames / min(times),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "parameters": sum(p.numel() for p in transformer.parameters()),
+    }
+
+
+def run_in_subprocess(args: argparse.Namespace, name: str, python: str = sys.executable) -> dict:
     command = [
-        sys.executable, __file__, "--worker", name, "--setup", args.setup, "--batch", str(args.batch),
+        python, __file__, "--worker", name, "--setup", args.setup, "--batch", str(args.batch),
         "--frames", str(args.frames), "--steps", str(args.steps), "--threads", str(args.threads),
         "--device", args.device, "--allocator", args.allocator,
     ] + (["--recompute"] if args.recompute else []) + (["--cpu-bf16"] if args.cpu_bf16 else [])
+    if python != sys.executable:
+        command.append("--s3prl-worker")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         return {"model": name, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -144,10 +202,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="tuned: glibc malloc keeps freed blocks (see keep_freed_memory)")
     parser.add_argument("--recompute", action="store_true", help="activation checkpointing (runner.activation_checkpointing)")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (runner.cpu_bf16)")
+    parser.add_argument("--s3prl-python", help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
+                        "each model's step is then also timed with s3prl's model, same run, same threads")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--s3prl-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.frames = args.frames or (1001 if args.setup == "s3prl" else 1000)
+    if args.s3prl_python and args.setup != "s3prl":
+        parser.error("--s3prl-python compares in s3prl's setting: add --setup s3prl")
 
     if args.worker:
         if args.allocator == "tuned":
@@ -155,9 +218,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         import torch
 
         torch.set_num_threads(args.threads)
-        print(json.dumps(measure(
-            args.worker, args.setup, args.batch, args.frames, args.steps, args.device, args.recompute, args.cpu_bf16
-        )))
+        if args.s3prl_worker:
+            result = measure_s3prl(args.worker, args.batch, args.frames, args.steps)
+        else:
+            result = measure(
+                args.worker, args.setup, args.batch, args.frames, args.steps, args.device, args.recompute, args.cpu_bf16
+            )
+        print(json.dumps(result))
         return []
 
     results = []
@@ -165,15 +232,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}")
     print(f"{'model':<16}{'s/step':>9}{'median':>9}{'cpu s':>9}{'steps/s':>9}{'frames/s':>10}{'peak GB':>9}")
     for name in args.models or PRESETS:
-        result = run_in_subprocess(args, name)
-        results.append(result)
-        if "error" in result:
-            print(f"{name:<16} failed: {result['error']}")
-            continue
-        memory = result.get("peak_gpu_gb", result["peak_rss_gb"])
-        print(f"{name:<16}{result['seconds_per_step']:>9.2f}{result['median_seconds_per_step']:>9.2f}"
-              f"{result['cpu_seconds_per_step']:>9.2f}{result['steps_per_second']:>9.3f}"
-              f"{result['frames_per_second']:>10.0f}{memory:>9.2f}", flush=True)
+        for python in [sys.executable] + ([args.s3prl_python] if args.s3prl_python else []):
+            result = run_in_subprocess(args, name, python)
+            results.append(result)
+            label = result["model"] if python == sys.executable else f"s3prl {name}"
+            if "error" in result:
+                print(f"{label:<16} failed: {result['error']}")
+                continue
+            memory = result.get("peak_gpu_gb", result["peak_rss_gb"])
+            print(f"{label:<16}{result['seconds_per_step']:>9.2f}{result['median_seconds_per_step']:>9.2f}"
+                  f"{result['cpu_seconds_per_step']:>9.2f}{result['steps_per_second']:>9.3f}"
+                  f"{result['frames_per_second']:>10.0f}{memory:>9.2f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results
