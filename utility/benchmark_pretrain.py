@@ -7,7 +7,7 @@ subprocess so that its peak resident memory (``ru_maxrss``) is its own.
 
     python utility/benchmark_pretrain.py                        # presets, batch 8 x 10 s, 2 threads
     python utility/benchmark_pretrain.py --setup s3prl          # R = 1, 80-dim, 1001 frames (s3prl's)
-    python utility/benchmark_pretrain.py --allocator tuned      # glibc malloc keeps freed blocks
+    python utility/benchmark_pretrain.py --allocator default    # glibc malloc untuned
     python utility/benchmark_pretrain.py --cpu-bf16             # bf16 autocast on the CPU
     python utility/benchmark_pretrain.py --device cuda          # GPU (bf16 autocast)
     python utility/benchmark_pretrain.py --setup s3prl --s3prl-python /tmp/s3prl-venv/bin/python
@@ -17,7 +17,6 @@ subprocess so that its peak resident memory (``ru_maxrss``) is its own.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import resource
 import statistics
@@ -31,18 +30,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 PRESETS = ["mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "aalbert_3L", "aalbert_6L", "aalbert_12L"]
-
-# glibc mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-
-
-def keep_freed_memory() -> None:
-    """Let glibc malloc keep large freed blocks instead of returning them to the OS and faulting
-    them back in at the next step (activations are freed and re-allocated every step)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
-
 
 def measure(
     name: str, setup: str, batch: int, frames: int, steps: int, device_name: str, recompute: bool, bf16: bool
@@ -198,8 +185,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--allocator", choices=["default", "tuned"], default="default",
-                        help="tuned: glibc malloc keeps freed blocks (see keep_freed_memory)")
+    parser.add_argument("--allocator", choices=["default", "tuned"], default="tuned",
+                        help="tuned (as run_pretrain.py): glibc malloc keeps freed blocks for reuse, "
+                        "see upstream/cpu_allocator.py; default: glibc as it comes")
     parser.add_argument("--recompute", action="store_true", help="activation checkpointing (runner.activation_checkpointing)")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (runner.cpu_bf16)")
     parser.add_argument("--s3prl-python", help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
@@ -214,7 +202,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     if args.worker:
         if args.allocator == "tuned":
-            keep_freed_memory()
+            from upstream.cpu_allocator import keep_freed_memory_for_reuse
+
+            if not keep_freed_memory_for_reuse():
+                print("note: glibc malloc could not be tuned here (not glibc, or MAM_KEEP_GLIBC_DEFAULTS=1)", file=sys.stderr)
         import torch
 
         torch.set_num_threads(args.threads)

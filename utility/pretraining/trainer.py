@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from upstream import Upstream, upstream_checkpoint
+from upstream.cpu_allocator import keep_freed_memory_for_reuse
 
 from .data import (
     DROPOUT_STREAM,
@@ -92,6 +93,7 @@ class Pretrainer:
         self.device = context.device
         runner = settings.runner
 
+        keep_freed_memory_for_reuse()  # 3-23 % faster CPU steps; see upstream/cpu_allocator.py
         torch.manual_seed(runner.seed)  # initial weights
         self.upstream = Upstream(settings.model)
         self.upstream.encoder.activation_checkpointing = runner.activation_checkpointing
