@@ -31,6 +31,32 @@ if str(REPO) not in sys.path:
 
 PRESETS = ["mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "aalbert_3L", "aalbert_6L", "aalbert_12L"]
 
+def time_steps(step, steps: int, batch: int, frames: int) -> dict:
+    """Run ``step`` once to warm up (allocator, kernels, optimizer state), then ``steps`` times.
+
+    On a shared machine other processes slow some steps down: the fastest step is the best
+    estimate of what the model itself costs; the median is reported beside it. CPU time counts
+    all threads: the work itself, whatever else runs on the machine.
+    """
+    walls, cpus = [], []
+    for _ in range(steps + 1):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        step()
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    seconds = min(walls[1:])
+    return {
+        "batch": batch,
+        "frames": frames,
+        "seconds_per_step": seconds,
+        "median_seconds_per_step": statistics.median(walls[1:]),
+        "cpu_seconds_per_step": min(cpus[1:]),
+        "steps_per_second": 1 / seconds,
+        "frames_per_second": batch * frames / seconds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
 def measure(
     name: str, setup: str, batch: int, frames: int, steps: int, device_name: str, recompute: bool, bf16: bool
 ) -> dict:
@@ -65,10 +91,7 @@ def measure(
     inputs, selected = mask_frames(inputs, lengths, generators, load_settings(name).masking, rate, config.frontend.base_dim)
     inputs, lengths, selected = inputs.to(device), lengths.to(device), selected.to(device)
 
-    cpu_times = []
-
-    def step() -> float:
-        start, cpu_start = time.perf_counter(), time.process_time()
+    def step() -> None:
         with precision.autocast():
             prediction = model(inputs, lengths)
         total, count = masked_l1(prediction, targets, lengths, selected, rate)
@@ -80,28 +103,9 @@ def measure(
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        cpu_times.append(time.process_time() - cpu_start)
-        return time.perf_counter() - start
 
-    step()  # warm-up: allocator, kernels, optimizer state
-    times = [step() for _ in range(steps)]
-    # On a shared machine other processes slow some steps down: the fastest step is the best
-    # estimate of what the model itself costs; the median is reported beside it.
-    seconds = min(times)
-    result = {
-        "model": name,
-        "setup": setup,
-        "batch": batch,
-        "frames": frames,
-        "seconds_per_step": seconds,
-        "median_seconds_per_step": statistics.median(times),
-        # CPU time of all threads: the work itself, whatever else runs on the machine
-        "cpu_seconds_per_step": min(cpu_times[1:]),
-        "steps_per_second": 1 / seconds,
-        "frames_per_second": batch * frames / seconds,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "parameters": sum(p.numel() for p in model.encoder.parameters()),
-    }
+    result = {"model": name, "setup": setup, **time_steps(step, steps, batch, frames),
+              "parameters": sum(p.numel() for p in model.encoder.parameters())}
     if device.type == "cuda":
         result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return result
@@ -135,10 +139,7 @@ def measure_s3prl(name: str, batch: int, frames: int, steps: int) -> dict:
     position = torch.randn(frames, encoder.hidden_size).expand(batch, frames, encoder.hidden_size)
     attention_mask = torch.ones(batch, frames)
 
-    cpu_times = []
-
-    def step() -> float:
-        start, cpu_start = time.perf_counter(), time.process_time()
+    def step() -> None:
         hidden = transformer(inputs, position, attention_mask, output_all_encoded_layers=False)
         prediction, _ = head(hidden[-1] if isinstance(hidden, list) else hidden)
         loss = torch.nn.functional.l1_loss(prediction.masked_select(masked), targets.masked_select(masked))
@@ -146,19 +147,9 @@ def measure_s3prl(name: str, batch: int, frames: int, steps: int) -> dict:
         torch.nn.utils.clip_grad_norm_(parameters, 5.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        cpu_times.append(time.process_time() - cpu_start)
-        return time.perf_counter() - start
 
-    step()
-    times = [step() for _ in range(steps)]
-    return {
-        "model": f"s3prl {name}", "setup": "s3prl", "batch": batch, "frames": frames,
-        "seconds_per_step": min(times), "median_seconds_per_step": statistics.median(times),
-        "cpu_seconds_per_step": min(cpu_times[1:]), "steps_per_second": 1 / min(times),
-        "frames_per_second": batch * frames / min(times),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "parameters": sum(p.numel() for p in transformer.parameters()),
-    }
+    return {"model": f"s3prl {name}", "setup": "s3prl", **time_steps(step, steps, batch, frames),
+            "parameters": sum(p.numel() for p in transformer.parameters())}
 
 
 def run_in_subprocess(args: argparse.Namespace, name: str, python: str = sys.executable) -> dict:
@@ -226,7 +217,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for python in [sys.executable] + ([args.s3prl_python] if args.s3prl_python else []):
             result = run_in_subprocess(args, name, python)
             results.append(result)
-            label = result["model"] if python == sys.executable else f"s3prl {name}"
+            label = name if python == sys.executable else f"s3prl {name}"
             if "error" in result:
                 print(f"{label:<16} failed: {result['error']}")
                 continue
