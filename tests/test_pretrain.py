@@ -404,6 +404,8 @@ def test_bad_corpus_and_config_files(tmp_path):
         run_pretrain.main(["-u", "aalbert_3L", "-p", str(tmp_path / "x"), "-c", str(config)])
     with pytest.raises(ValueError, match="plain-feature baseline"):
         run_pretrain.main(["-u", "fbank", "-p", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match=r"encoder.attention_dropout is a probability in \[0, 1\), got 1.0"):
+        run_pretrain.main(["-u", "mockingjay_3L", "-p", str(tmp_path / "x"), "-o", "model.encoder.attention_dropout=1.0"])
 
 
 def test_resume_refuses_another_model_and_non_training_checkpoints(trained, tmp_path):

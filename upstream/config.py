@@ -120,6 +120,9 @@ class EncoderConfig:
         for name in ("input_dim", "downsample_rate", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"encoder.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"encoder.{name} is a probability in [0, 1), got {getattr(self, name)}")
 
 
 @dataclass
