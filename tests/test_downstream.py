@@ -180,3 +180,24 @@ def test_two_process_ddp_run_matches_a_single_process_evaluation(tmp_path):
     assert results["steps"] == 4
     evaluated = run_downstream.main(["-m", "evaluate", "-e", str(expdir), "-t", "dev"])
     assert evaluated["dev"]["accuracy"] == results["dev"]["accuracy"]
+
+
+def test_standardized_speaker_probe_trains_and_keeps_its_statistics(tmp_path):
+    results = train("speaker_utterance", tmp_path / "exp", "expert.standardize=true")
+    state = read_probe_checkpoint(tmp_path / "exp" / "best.ckpt")["weights"]["expert"]
+    assert "standardizer.running_mean" in state and "standardizer.weight" not in state  # nothing learned
+    assert state["standardizer.running_mean"].abs().sum() > 0  # statistics gathered while training
+    evaluated = run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp"), "-t", "dev"])
+    assert evaluated["dev"]["accuracy"] == results["dev"]["accuracy"]
+
+
+def test_feature_standardizer_handles_a_one_utterance_batch():
+    from downstream.heads import FeatureStandardizer
+
+    standardizer = FeatureStandardizer(3)
+    batch = torch.tensor([[1.0, 2.0, 3.0], [3.0, 6.0, 9.0]])
+    standardized = standardizer(batch)
+    assert torch.allclose(standardized, torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), atol=1e-3)
+    single = standardizer(batch[:1])  # training mode, one item: the running statistics
+    standardizer.eval()
+    assert torch.equal(single, standardizer(batch[:1]))

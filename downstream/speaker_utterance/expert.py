@@ -7,15 +7,17 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from downstream.base import Batch, Expert, StepOutput, UpstreamInfo
-from downstream.heads import build_mlp, mean_pool
+from downstream.heads import FeatureStandardizer, build_mlp, mean_pool
 
 
 @dataclass
 class UtteranceClassifierConfig:
     hidden_sizes: list[int] = field(default_factory=list)  # []: one linear layer (the protocol)
     dropout: float = 0.0
+    standardize: bool = False  # standardise pooled features first (no learned parameters; see README)
 
 
 class DownstreamExpert(Expert):
@@ -27,11 +29,17 @@ class DownstreamExpert(Expert):
 
     def __init__(self, upstream: UpstreamInfo, config: dict, label_names: Sequence[str]):
         super().__init__(upstream, config, label_names)
+        # Identity when off: checkpoints of the plain probe keep their parameter names.
+        self.standardizer = FeatureStandardizer(upstream.hidden_size) if self.config.standardize else nn.Identity()
         self.classifier = build_mlp(upstream.hidden_size, self.config.hidden_sizes, len(label_names), self.config.dropout)
+
+    def logits(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """features (B, S, H), lengths (B,) -> (B, C) speaker scores."""
+        return self.classifier(self.standardizer(mean_pool(features, lengths)))
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, batch: Batch) -> StepOutput:
         targets = torch.stack(batch.targets).long().to(features.device)  # (B,)
-        logits = self.classifier(mean_pool(features, lengths))  # (B, C)
+        logits = self.logits(features, lengths)
         loss = F.cross_entropy(logits, targets)
         stats = {
             "loss_sum": float(loss.detach()) * len(batch),
@@ -44,5 +52,5 @@ class DownstreamExpert(Expert):
         return {"accuracy": stats["correct"] / stats["utterances"], "loss": stats["loss_sum"] / stats["utterances"]}
 
     def predict(self, features: torch.Tensor, lengths: torch.Tensor) -> list[list[str]]:
-        best = self.classifier(mean_pool(features, lengths)).argmax(-1)
+        best = self.logits(features, lengths).argmax(-1)
         return [[self.label_names[i]] for i in best.tolist()]
