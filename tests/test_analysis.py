@@ -242,3 +242,18 @@ def test_report_refuses_cells_trained_otherwise(report_run):
     changed = [item.replace("runner.total_steps=2", "runner.total_steps=3") for item in argv]
     with pytest.raises(ValueError, match="trained with other settings"):
         report.main(changed)
+
+
+def test_a_switch_added_to_a_task_keeps_finished_cells_valid():
+    from utility.analysis.cells import same_settings
+
+    stored = {"seed": 1, "config": {"expert": {"dropout": 0.0}, "runner": {"total_steps": 500}}}
+    defaults = {"config": {"expert": {"dropout": 0.0, "standardize": False}, "runner": {"total_steps": 60}}}
+    current = {"seed": 1, "config": {"expert": {"dropout": 0.0, "standardize": False}, "runner": {"total_steps": 500}}}
+    assert same_settings(stored, current, defaults)  # the new switch sits at its default
+    switched = {**current, "config": {**current["config"], "expert": {"dropout": 0.0, "standardize": True}}}
+    assert not same_settings(stored, switched, defaults)  # the new switch is used: not that run
+    longer = {**current, "config": {**current["config"], "runner": {"total_steps": 600}}}
+    assert not same_settings(stored, longer, defaults)
+    assert not same_settings({**stored, "removed": 3}, current, defaults)
+    assert not same_settings(stored, {**current, "seed": 2}, defaults)

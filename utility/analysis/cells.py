@@ -108,6 +108,26 @@ class Cell:
         )
 
 
+def same_settings(stored: Any, current: Any, defaults: Any) -> bool:
+    """Whether a stored run's settings equal this command's. A setting missing from the stored
+    run (added to the task's config.yaml since it was trained) counts as equal when this
+    command leaves it at its default, so adding a switch does not invalidate finished cells.
+
+    ``defaults``: the same structure as ``current`` without any override.
+    """
+    if not (isinstance(stored, dict) and isinstance(current, dict)):
+        return stored == current
+    if not set(stored) <= set(current):
+        return False  # a setting was removed: the stored run used something this one cannot
+    defaults = defaults if isinstance(defaults, dict) else {}
+    return all(
+        same_settings(stored[key], value, defaults.get(key))
+        if key in stored
+        else key in defaults and value == defaults[key]
+        for key, value in current.items()
+    )
+
+
 def is_finished(cell: Cell, root: Path) -> bool:
     return (cell.folder(root) / RESULTS).is_file()
 
@@ -122,7 +142,8 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
     steps = sorted(folder.glob(f"{STEP_PREFIX}-*.ckpt"))
     checkpoint = read_probe_checkpoint(steps[-1]) if steps else None  # the newest: continue from it
     stored = checkpoint or (read_probe_checkpoint(folder / BEST) if (folder / BEST).is_file() else None)
-    if stored is not None and stored["run"] != spec.to_dict():
+    task_defaults = load_task_config(load_task(cell.task, settings.tasks_dir).config_path)
+    if stored is not None and not same_settings(stored["run"], spec.to_dict(), {"config": task_defaults}):
         # Folders are named by cell, not by every setting: a stored run must match exactly.
         raise ValueError(
             f"{folder} holds a probe trained with other settings (corpus, overrides, seed or "
