@@ -19,6 +19,8 @@ from utility.run_config import apply_overrides, load_yaml
 from .subset import check_proportion
 
 SECTIONS = ("runner", "optimizer", "data", "expert")
+OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
+SCHEDULES = ("constant", "linear")
 
 
 def as_float(name: str, value: Any) -> float:
@@ -29,8 +31,6 @@ def as_float(name: str, value: Any) -> float:
         return float(value)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a number, got {value!r}") from error
-OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
-SCHEDULES = ("constant", "linear")
 
 
 @dataclass

@@ -144,7 +144,7 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
     stored = checkpoint or (read_probe_checkpoint(folder / BEST) if (folder / BEST).is_file() else None)
     task_defaults = load_task_config(load_task(cell.task, settings.tasks_dir).config_path)
     if stored is not None and not same_settings(stored["run"], spec.to_dict(), {"config": task_defaults}):
-        # Folders are named by cell, not by every setting: a stored run must match exactly.
+        # Folders are named by cell, not by every setting: a stored run must match this one.
         raise ValueError(
             f"{folder} holds a probe trained with other settings (corpus, overrides, seed or "
             "checkpoint) than this command's; use another output folder, or delete that one"
