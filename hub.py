@@ -1,58 +1,74 @@
-"""torch.hub entries, generated from the upstream registry.
+"""torch.hub entries: one plain function per registered upstream.
 
     model = torch.hub.load(REPO, "aalbert_12L", source="local", ckpt="path/to/file.ckpt")
     with torch.inference_mode():
         out = model([wav])          # wav: 1-D float tensor, 16 kHz
     out["hidden_states"]            # N + 1 tensors of (batch, frames, hidden)
 
-Every entry takes ``ckpt`` (ours or s3prl's), ``precision`` ("float32" or "bfloat16") and
-``max_frames`` (attention span in stacked frames; longer inputs are chunked).
+Every entry takes ``ckpt`` (ours or s3prl's) and the options of ``upstream.build_upstream``:
+``precision`` ("float32" or "bfloat16") and ``max_frames`` (attention span in stacked frames;
+longer inputs are chunked). Without ``ckpt`` the weights are random, and a warning says so.
+Each entry returns an ``upstream.Upstream``; ``model(wavs)`` maps a list of 1-D 16 kHz float
+tensors to a dict with ``hidden_states``, ``last_hidden_state`` and ``lengths``.
+
+Loading changes nothing in the calling process beyond building the model (no allocator,
+thread or warnings-filter settings).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from upstream import Upstream, build_upstream, entry_names, get_entry
 
-_ENTRY_DOC = """{description}
 
-Args:
-    ckpt: checkpoint path (this project's format or an s3prl {family} file). Without it the
-        weights are random and a warning says so.
-    precision: "float32" (default) or "bfloat16" for faster CPU/GPU inference.
-    max_frames: attention span in stacked frames (0: attend over the whole input).
-
-Returns:
-    Upstream: ``model(wavs)`` maps a list of 1-D 16 kHz float tensors to a dict with
-    ``hidden_states`` ({states} tensors), ``last_hidden_state`` and ``lengths``.
-"""
+def aalbert_3L(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """Audio ALBERT: one shared Transformer layer applied 3 times (768 hidden, R = 3); 4 hidden states."""
+    return build_upstream("aalbert_3L", ckpt, **options)
 
 
-def _make_entry(name: str) -> Callable[..., Upstream]:
-    entry = get_entry(name)
+def aalbert_6L(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """Audio ALBERT: one shared Transformer layer applied 6 times (768 hidden, R = 3); 7 hidden states."""
+    return build_upstream("aalbert_6L", ckpt, **options)
 
-    def load(ckpt: Optional[str] = None, **options: Any) -> Upstream:
-        return build_upstream(name, ckpt, **options)
 
-    states = f"{entry.num_layers + 1}" if entry.num_layers else "1"
-    load.__name__ = load.__qualname__ = name
-    load.__doc__ = _ENTRY_DOC.format(description=entry.description, family=entry.family, states=states)
-    return load
+def aalbert_12L(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """Audio ALBERT: one shared Transformer layer applied 12 times (768 hidden, R = 3); 13 hidden states."""
+    return build_upstream("aalbert_12L", ckpt, **options)
+
+
+def mockingjay_3L(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """Mockingjay, 3 Transformer layers (768 hidden, 12 heads, R = 3); 4 hidden states."""
+    return build_upstream("mockingjay_3L", ckpt, **options)
+
+
+def mockingjay_6L(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """Mockingjay, 6 Transformer layers (768 hidden, 12 heads, R = 3); 7 hidden states."""
+    return build_upstream("mockingjay_6L", ckpt, **options)
+
+
+def mockingjay_12L(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """Mockingjay, 12 Transformer layers (768 hidden, 12 heads, R = 3); 13 hidden states."""
+    return build_upstream("mockingjay_12L", ckpt, **options)
+
+
+def fbank(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """Kaldi fbank, 80 bins + delta + delta-delta (240 dims), no CMVN; 1 hidden state."""
+    return build_upstream("fbank", ckpt, **options)
+
+
+def mel(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """Exactly the Transformer models' input: 80 log-mel + delta, per-utterance CMVN; 1 hidden state."""
+    return build_upstream("mel", ckpt, **options)
 
 
 def from_checkpoint(ckpt: str, **options: Any) -> Upstream:
-    """Build whatever model a checkpoint describes (ours or s3prl's), any family or depth.
-
-    Takes the same options as the named entries (precision, max_frames).
-    """
+    """Build whatever model a checkpoint describes (ours or s3prl's), any family or depth."""
     return build_upstream(None, ckpt, **options)
 
 
-for _name in entry_names():
-    globals()[_name] = _make_entry(_name)
-
-__all__ = [*entry_names(), "from_checkpoint"]
+ENTRIES = ("aalbert_3L", "aalbert_6L", "aalbert_12L", "mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "fbank", "mel")
+__all__ = [*ENTRIES, "from_checkpoint"]
 
 
 def _describe_entries() -> str:
@@ -69,17 +85,19 @@ def _main() -> None:
     import torch
 
     from upstream import read_audio
+    from utility.cpu_allocator import keep_freed_memory_for_reuse
 
     parser = argparse.ArgumentParser(description="List the upstreams, or extract hidden states from audio files.")
     parser.add_argument("name", nargs="?", help="upstream name (omit to list them)")
     parser.add_argument("audio", nargs="*", help="wav/flac files")
     parser.add_argument("-k", "--ckpt", help="checkpoint (ours or s3prl's)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.name is None:
         print(_describe_entries())
         return
     if not args.audio:
         parser.error("give at least one audio file to extract")
+    keep_freed_memory_for_reuse()  # a command of its own: faster CPU passes (utility/cpu_allocator.py)
     model = build_upstream(args.name, args.ckpt)
     with torch.inference_mode():
         out = model([read_audio(path) for path in args.audio])

@@ -18,6 +18,7 @@ from downstream.base import SPLITS
 from downstream.commands import MODES
 from downstream.discovery import TASKS_DIR, available_tasks
 from upstream import entry_names
+from utility.cpu_allocator import keep_freed_memory_for_reuse
 
 
 def _tasks_line(tasks_dir: Path) -> str:
@@ -65,6 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
     early.add_argument("--tasks-dir", type=Path, default=TASKS_DIR)
     args = build_parser(early.parse_known_args(argv)[0].tasks_dir).parse_args(argv)
     args.override = [item for group in args.override for item in group]
+    keep_freed_memory_for_reuse()  # faster CPU passes; see utility/cpu_allocator.py
     return MODES[args.mode](args)
 
 

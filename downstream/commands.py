@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from upstream import get_entry
-from utility.run_config import apply_overrides
+from utility.config import apply_overrides
 from utility.training import DistributedContext, cleanup_distributed, init_distributed
 
 from .discovery import load_task
 from .inference import format_predictions, load_probe, predict_files
 from .probe_checkpoint import RunSpec, locate_checkpoint, read_probe_checkpoint
 from .runner import RESULTS, Runner, write_json
-from .settings import load_task_config
+from .settings import RENAMED, complete_task_config, load_task_config
 
 DEFAULT_ROOT = Path("result") / "downstream"
 EVALUATION = "evaluation.json"
@@ -33,7 +33,6 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.upstream is not None:
         get_entry(args.upstream)  # an unknown name raises here, listing the available ones
     task = load_task(args.downstream, args.tasks_dir)
-    config_path = Path(args.config) if args.config else task.config_path
     return RunSpec(
         task=args.downstream,
         upstream=args.upstream,
@@ -41,14 +40,15 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         layer=args.layer,
         fine_tune=args.finetune,
         seed=args.seed,
-        config=load_task_config(config_path, args.override),
+        config=load_task_config(task, args.config, args.override),
     )
 
 
-def checkpoint_spec(checkpoint: dict[str, Any], overrides: list[str]) -> RunSpec:
-    """The saved run, with command-line overrides applied to its config."""
+def checkpoint_spec(checkpoint: dict[str, Any], overrides: list[str], tasks_dir: Path, source: Path) -> RunSpec:
+    """The saved run (its config brought up to date), with command-line overrides applied."""
     spec = RunSpec.from_dict(checkpoint["run"])
-    spec.config = apply_overrides(spec.config, overrides)
+    config = complete_task_config(load_task(spec.task, tasks_dir), spec.config, str(source))
+    spec.config = apply_overrides(config, overrides, RENAMED)
     return spec
 
 
@@ -68,7 +68,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             )
         path = locate_checkpoint(args.past_exp, prefer_best=False)
         checkpoint = read_probe_checkpoint(path)
-        spec, expdir = checkpoint_spec(checkpoint, args.override), path.parent
+        spec, expdir = checkpoint_spec(checkpoint, args.override, args.tasks_dir, path), path.parent
     else:
         if args.downstream is None:
             raise ValueError("choose a task with -d (see -h for the list), or resume a run with -e EXPDIR")
@@ -92,7 +92,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         raise ValueError("evaluate needs the experiment to evaluate: -e EXPDIR (its best.ckpt) or -e FILE.ckpt")
     path = locate_checkpoint(args.past_exp, prefer_best=True)
     checkpoint = read_probe_checkpoint(path)
-    spec = checkpoint_spec(checkpoint, args.override)
+    spec = checkpoint_spec(checkpoint, args.override, args.tasks_dir, path)
     context = run_context(args)
     try:
         runner = Runner(spec, context, path.parent, args.tasks_dir)

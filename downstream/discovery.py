@@ -3,12 +3,19 @@
 The core never lists tasks: any folder holding these files is one. A folder holding some of
 them but not all is an error naming the folder, and so is an ``expert.py`` without a
 ``DownstreamExpert(Expert)`` class or a ``dataset.py`` without ``build_datasets``.
+``dataset.py`` may also name its ``data`` section's dataclass ``DataConfig``; then every data
+key has its default there and the task's YAML states only what differs.
+
+A *variant* is a folder holding only a ``config.yaml`` whose first key is ``extends: TASK``:
+it runs TASK's code with TASK's config, then its own on top (``phone_1hidden`` is
+``phone_linear`` with one hidden layer).
 Task folders are imported by path, so a tasks directory anywhere works the same way
 (``expert.py`` may import from its own folder with ``from .dataset import ...``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.machinery
@@ -18,7 +25,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Optional
+
+from utility.config import load_yaml
 
 from .base import Expert, TaskData
 from .frames import FrameGrid
@@ -27,6 +36,8 @@ TASKS_DIR = Path(__file__).resolve().parent
 REQUIRED_FILES = ("config.yaml", "dataset.py", "expert.py")
 EXPERT_CLASS = "DownstreamExpert"
 DATASET_FUNCTION = "build_datasets"
+DATA_CONFIG_CLASS = "DataConfig"
+EXTENDS = "extends"
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,8 @@ class Task:
     folder: Path
     expert_class: type[Expert]
     build_datasets: Callable[[dict, FrameGrid], TaskData]
+    data_config_class: Optional[type] = None
+    config_files: tuple[Path, ...] = ()  # the base task's first, for a variant
 
     @property
     def config_path(self) -> Path:
@@ -55,13 +68,24 @@ def task_folders(tasks_dir: Path = TASKS_DIR) -> dict[str, Path]:
         if not present:
             continue  # not a task folder (core code, caches)
         missing = [name for name in REQUIRED_FILES if name not in present]
-        if missing:
+        if missing and not (present == ["config.yaml"] and base_task(folder) is not None):
             raise ValueError(
                 f"task folder {folder} is missing {', '.join(missing)}; a task folder needs "
-                f"{', '.join(REQUIRED_FILES)} (copy downstream/example to start one)"
+                f"{', '.join(REQUIRED_FILES)} (copy downstream/example to start one), or a config.yaml "
+                f"starting with '{EXTENDS}: TASK' to run another task's code with other settings"
             )
         found[folder.name] = folder
     return found
+
+
+def base_task(folder: Path) -> Optional[str]:
+    """The task a variant folder extends, or None for a folder with its own code."""
+    if (folder / "expert.py").is_file() or (folder / "dataset.py").is_file():
+        return None
+    base = load_yaml(folder / "config.yaml").get(EXTENDS)
+    if base is not None and not isinstance(base, str):
+        raise ValueError(f"{folder / 'config.yaml'}: '{EXTENDS}' must name a task, got {base!r}")
+    return base
 
 
 def available_tasks(tasks_dir: Path = TASKS_DIR) -> list[str]:
@@ -88,6 +112,13 @@ def load_task(name: str, tasks_dir: Path = TASKS_DIR) -> Task:
     if name not in folders:
         raise ValueError(f"unknown task {name!r}; available tasks: {', '.join(sorted(folders)) or '(none)'}")
     folder = folders[name]
+    base = base_task(folder)
+    if base is not None:
+        if base == name or (base in folders and base_task(folders[base]) is not None):
+            raise ValueError(f"{folder / 'config.yaml'}: '{EXTENDS}: {base}' must name a task with its own code")
+        task = load_task(base, tasks_dir)
+        return Task(name, folder, task.expert_class, task.build_datasets, task.data_config_class,
+                    (*task.config_files, folder / "config.yaml"))
     expert_module = _import_from_folder(folder, "expert")
     expert_class = getattr(expert_module, EXPERT_CLASS, None)
     if not (inspect.isclass(expert_class) and issubclass(expert_class, Expert)):
@@ -104,4 +135,7 @@ def load_task(name: str, tasks_dir: Path = TASKS_DIR) -> Task:
         raise TypeError(
             f"task folder {folder}: dataset.py must define {DATASET_FUNCTION}(config, grid) -> TaskData"
         )
-    return Task(name, folder, expert_class, build)
+    data_config = getattr(dataset_module, DATA_CONFIG_CLASS, None)
+    if data_config is not None and not dataclasses.is_dataclass(data_config):
+        raise TypeError(f"task folder {folder}: dataset.py's {DATA_CONFIG_CLASS} must be a dataclass")
+    return Task(name, folder, expert_class, build, data_config, (folder / "config.yaml",))

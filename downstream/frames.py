@@ -43,20 +43,13 @@ class FrameGrid:
     """
 
     def __init__(self, upstream: Upstream):
-        frontend = upstream.config.frontend
-        self._count_raw_frames = upstream.frontend.num_frames
-        self.frames_per_step = upstream.frames_per_step
+        self._count_frames = upstream.num_frames
         self.hop = upstream.downsample_rate
-        snip_edges = frontend.feature == "kaldi_fbank" and frontend.kaldi_options.get("snip_edges", True)
-        # Raw frame 0 is centred on sample 0 (centred STFT) or on the middle of the first window.
-        raw_first_centre = frontend.win_length / 2 if snip_edges else 0.0
-        # A stacked frame is R raw frames side by side: its centre is their mean centre.
-        self.first_centre = raw_first_centre + frontend.hop_length * (self.frames_per_step - 1) / 2
+        self.first_centre = upstream.first_frame_centre
 
     def num_frames(self, num_samples: Sequence[int]) -> torch.Tensor:
         """(utterances,) sample counts -> (utterances,) output frame counts of the upstream."""
-        raw = self._count_raw_frames(torch.as_tensor(list(num_samples), dtype=torch.long))
-        return torch.div(raw, self.frames_per_step, rounding_mode="floor")
+        return self._count_frames(torch.as_tensor(list(num_samples), dtype=torch.long))
 
     def label_positions(self, num_frames: int) -> torch.Tensor:
         """(num_frames,) index of the 10 ms label under each output frame's centre."""

@@ -41,7 +41,7 @@ def format_predictions(model: ProbeModel, spec: RunSpec, paths: Sequence[str | P
     """A header naming the task and the label unit, then ``path<TAB>labels`` per file."""
     unit = model.expert.prediction_unit
     if unit == "frames":
-        shift_ms = 1000 * model.upstream.downsample_rate / model.upstream.config.frontend.sample_rate
+        shift_ms = 1000 * model.upstream.downsample_rate / model.upstream.sample_rate
         unit = f"one label per {shift_ms:g} ms frame"
     lines = [f"# {spec.task} ({spec.upstream_label}): {unit}"]
     lines += [f"{path}\t{' '.join(labels)}" for path, labels in zip(paths, predictions)]

@@ -47,7 +47,7 @@ class ProbeModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.upstream.frontend.buffers()).device
+        return self.upstream.device
 
     def forward(self, batch: Batch) -> StepOutput:
         features, lengths = self.features(batch.wavs)

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from upstream.checkpoint import read_checkpoint_file
+from utility.training import CheckpointKeeper
 
 FORMAT = "downstream-probe"
 VERSION = 1
 BEST = "best.ckpt"
-STEP_PREFIX = "states"
 
 
 @dataclass
@@ -59,12 +59,12 @@ def locate_checkpoint(path: str | Path, prefer_best: bool) -> Path:
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"no experiment folder or checkpoint at {path}")
-    steps = sorted(path.glob(f"{STEP_PREFIX}-*.ckpt"))
+    steps = [step_path for _, step_path in CheckpointKeeper(path).step_checkpoints()]
     candidates = ([path / BEST] if prefer_best else []) + steps[::-1]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{path} holds no probe checkpoint ({BEST} or {STEP_PREFIX}-*.ckpt); was it trained?")
+    raise FileNotFoundError(f"{path} holds no probe checkpoint ({BEST} or {CheckpointKeeper.PREFIX}-*.ckpt); was it trained?")
 
 
 def read_probe_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -9,9 +9,7 @@ on its shard of every epoch (DDP) and evaluation statistics are summed over proc
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -24,15 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from upstream import Upstream, build_upstream
-from utility.training import (
-    CheckpointKeeper,
-    DistributedContext,
-    capture_rng_state,
-    linear_warmup_decay,
-    mixed_precision,
-    restore_rng_state,
-    seed_everything,
-)
+from utility.training import LOG_DIR, CheckpointKeeper, DistributedContext, UpdateStep, linear_warmup_decay, mixed_precision
+from utility.training import capture_rng_state, restore_rng_state, seed_everything
 
 from .base import Expert, ProbeDataset, TaskData, UpstreamInfo
 from .batches import epoch_batches, eval_batches
@@ -40,7 +31,7 @@ from .discovery import TASKS_DIR, Task, load_task
 from .featurizer import Featurizer
 from .frames import FrameGrid
 from .probe import ProbeModel
-from .probe_checkpoint import FORMAT, STEP_PREFIX, VERSION, RunSpec, read_probe_checkpoint
+from .probe_checkpoint import FORMAT, VERSION, RunSpec, read_probe_checkpoint
 from .settings import OPTIMIZERS, OptimizerConfig, RunnerConfig, runner_sections
 from .subset import proportion_subset
 
@@ -57,7 +48,7 @@ def build_probe(spec: RunSpec, task: Task, upstream: Upstream, label_names: list
     info = UpstreamInfo(upstream.hidden_size, upstream.num_hidden_states, FrameGrid(upstream))
     featurizer = Featurizer(upstream.num_hidden_states, spec.layer)
     expert = task.expert_class(info, spec.config["expert"], label_names)
-    return ProbeModel(upstream, featurizer, expert, spec.fine_tune).to(upstream.frontend.window.device)
+    return ProbeModel(upstream, featurizer, expert, spec.fine_tune).to(upstream.device)
 
 
 def stored_weights(spec: RunSpec, model: ProbeModel) -> dict[str, dict[str, torch.Tensor]]:
@@ -106,13 +97,10 @@ class Runner:
         self.train_indices = proportion_subset(self.data.train.classes, self.runner_config.train_proportion, spec.seed)
         self.model = build_probe(spec, self.task, upstream, self.data.label_names)
         self.precision = mixed_precision(context.device)
-        self.keeper = CheckpointKeeper(
-            self.expdir, self.runner_config.keep_last, prefix=STEP_PREFIX, higher_is_better=self.expert.higher_is_better
-        )
-        self.step = self.epoch = self.batch_in_epoch = self.skipped_steps = 0
+        self.keeper = CheckpointKeeper(self.expdir, self.runner_config.max_keep, higher_is_better=self.expert.higher_is_better)
+        self.step = self.epoch = self.batch_in_epoch = 0
         self.train_seconds = 0.0
-        self.optimizer: Optional[torch.optim.Optimizer] = None
-        self.scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
+        self.update: Optional[UpdateStep] = None
 
     @property
     def expert(self) -> Expert:
@@ -155,17 +143,18 @@ class Runner:
     # -----------------------------------------------------------------------------------------
     # Training state
 
-    def build_optimizer(self) -> None:
+    def build_update(self, network: torch.nn.Module) -> UpdateStep:
         config: OptimizerConfig = self.optimizer_config
         groups = [{"params": [p for p in (*self.model.featurizer.parameters(), *self.expert.parameters()) if p.requires_grad]}]
         if self.spec.fine_tune:
             groups.append({"params": list(self.model.upstream.parameters()), "lr": config.upstream_lr or config.lr})
-        self.optimizer = OPTIMIZERS[config.name](groups, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = OPTIMIZERS[config.name](groups, lr=config.lr, weight_decay=config.weight_decay)
         total = self.runner_config.total_steps
         if config.schedule == "linear":
-            self.scheduler = linear_warmup_decay(self.optimizer, round(config.warmup_proportion * total), total)
+            scheduler = linear_warmup_decay(optimizer, round(config.warmup_proportion * total), total)
         else:
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        return UpdateStep(network, optimizer, scheduler, self.precision, self.runner_config.gradient_clipping)
 
     def payload(self, dev_metrics: dict[str, float]) -> dict[str, Any]:
         return {
@@ -175,15 +164,13 @@ class Runner:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
-            "skipped_steps": self.skipped_steps,
+            "skipped_steps": self.update.skipped,
             "train_seconds": self.train_seconds,
             "label_names": self.data.label_names,
             "weights": stored_weights(self.spec, self.model),
             "layer_weights": self.model.featurizer.layer_weights(),
             "dev_metrics": dev_metrics,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.precision.scaler.state_dict(),
+            **self.update.state_dict(),
             "rng": capture_rng_state(),
         }
 
@@ -193,11 +180,10 @@ class Runner:
     def resume_from(self, checkpoint: dict[str, Any]) -> None:
         """Continue a run exactly where ``checkpoint`` left it."""
         self.load_weights(checkpoint)
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.precision.scaler.load_state_dict(checkpoint["scaler"])
+        self.update.load_state_dict(checkpoint)
+        self.update.skipped = checkpoint["skipped_steps"]
         self.keeper.load_state_dict(checkpoint[CheckpointKeeper.STATE_KEY])
-        for name in ("step", "epoch", "batch_in_epoch", "skipped_steps", "train_seconds"):
+        for name in ("step", "epoch", "batch_in_epoch", "train_seconds"):
             setattr(self, name, checkpoint[name])
         restore_rng_state(checkpoint["rng"])
 
@@ -208,7 +194,11 @@ class Runner:
         """Train to ``runner.total_steps`` (continuing ``checkpoint`` if given), then evaluate
         test with the best-dev weights. Returns the results (also written to results.json)."""
         config: RunnerConfig = self.runner_config
-        self.build_optimizer()
+        network = self.model
+        if self.context.is_distributed:
+            device_ids = [self.context.device] if self.context.device.type == "cuda" else None
+            network = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.update = self.build_update(network)
         if checkpoint is not None:
             self.resume_from(checkpoint)
         if self.step >= config.total_steps:
@@ -217,11 +207,7 @@ class Runner:
         train_set = self.data.train.subset(self.train_indices)
         if len(train_set) < self.context.world_size:
             raise ValueError(f"{len(train_set)} training utterance(s) cannot feed {self.context.world_size} processes")
-        network = self.model
-        if self.context.is_distributed:
-            device_ids = [self.context.device] if self.context.device.type == "cuda" else None
-            network = DistributedDataParallel(self.model, device_ids=device_ids)
-        writer = SummaryWriter(str(self.expdir / "log")) if self.context.is_main else None
+        writer = SummaryWriter(str(self.expdir / LOG_DIR)) if self.context.is_main else None
         bar = tqdm(total=config.total_steps, initial=self.step, desc=f"{self.spec.task} train", disable=not self.context.is_main)
         stats: dict[str, float] = {}
         micro = 0
@@ -232,28 +218,31 @@ class Runner:
             for batch in self.loader(train_set, plan[self.batch_in_epoch :]):
                 self.batch_in_epoch += 1
                 micro += 1
-                update = micro == config.gradient_accumulate_steps
-                # Gradients are exchanged between processes only on the micro-batch that updates.
-                sync = contextlib.nullcontext() if update or network is self.model else network.no_sync()
-                with sync:
+                last = micro == config.gradient_accumulate_steps
+                with self.update.micro_batch(last):
                     with self.precision.autocast():
                         output = network(batch)
-                    self.precision.scaler.scale(output.loss / config.gradient_accumulate_steps).backward()
+                    self.update.backward(output.loss / config.gradient_accumulate_steps)
                 add_stats(stats, output.stats)
-                if not update:
+                if not last:
                     continue
                 micro = 0
-                grad_norm = self.update()
+                skipped = self.update.skipped
+                grad_norm = self.update.step()
+                self.step += 1
+                if self.update.skipped > skipped:
+                    self.log(f"step {self.step}: non-finite gradient norm, update skipped ({self.update.skipped} so far)")
                 bar.update(1)
                 if self.step % config.log_step == 0 and writer is not None:
                     metrics = self.expert.summarize(stats)
-                    self.write_scalars(writer, "train", {**metrics, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]})
+                    self.write_scalars(writer, "train", {**metrics, "grad_norm": grad_norm, "lr": self.update.scheduler.get_last_lr()[0]})
                     bar.set_postfix(loss=f"{metrics.get('loss', float(output.loss.detach())):.3f}")
                     stats = {}
-                if self.step % config.eval_step == 0 or self.step == config.total_steps:
+                evaluate = self.step % config.eval_step == 0 or self.step == config.total_steps
+                if evaluate or self.step % config.save_step == 0:
                     self.train_seconds += time.monotonic() - started
+                    self.checkpoint(writer, evaluate)
                     started = time.monotonic()
-                    self.checkpoint(writer)
                 if self.step >= config.total_steps:
                     break
             else:
@@ -264,32 +253,17 @@ class Runner:
             writer.close()
         return self.finish()
 
-    def update(self) -> float:
-        """Clip, step (skipping non-finite gradients), schedule; returns the gradient norm."""
-        scaler = self.precision.scaler
-        scaler.unscale_(self.optimizer)
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.runner_config.gradient_clipping))
-        if math.isfinite(grad_norm):
-            scaler.step(self.optimizer)
-        else:
-            self.skipped_steps += 1
-            self.log(f"step {self.step + 1}: non-finite gradient norm, update skipped ({self.skipped_steps} so far)")
-        scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        self.step += 1
-        return grad_norm
-
-    def checkpoint(self, writer: Optional[SummaryWriter]) -> None:
-        """Evaluate dev, then save a step checkpoint (and best.ckpt when dev improved)."""
-        metrics = self.evaluate("dev")
+    def checkpoint(self, writer: Optional[SummaryWriter], evaluate: bool = True) -> None:
+        """Save a step checkpoint; with ``evaluate``, score dev first (best.ckpt when it improved)."""
+        metrics = self.evaluate("dev") if evaluate else {}
         if self.context.is_main:
-            self.write_scalars(writer, "dev", metrics)
-            self.write_scalars(writer, "featurizer", {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())})
-            self.keeper.save(self.payload(metrics), self.step, metrics[self.expert.metric])
-            best = "best so far" if self.keeper.best_step == self.step else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
-            self.log(f"step {self.step}: dev {self.expert.metric} {metrics[self.expert.metric]:.4f} ({best})")
+            metric = metrics.get(self.expert.metric)
+            self.keeper.save(self.payload(metrics), self.step, metric)
+            if evaluate:
+                self.write_scalars(writer, "dev", metrics)
+                self.write_scalars(writer, "featurizer", {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())})
+                best = "best so far" if self.keeper.best_step == self.step else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
+                self.log(f"step {self.step}: dev {self.expert.metric} {metric:.4f} ({best})")
         # Other processes read best.ckpt from disk at the end: they only wait for it here.
         self.context.barrier()
 
@@ -313,7 +287,7 @@ class Runner:
             "test": test_metrics,
             "best_step": best["step"],
             "steps": self.step,
-            "skipped_steps": self.skipped_steps,
+            "skipped_steps": self.update.skipped,
             "layer_weights": best["layer_weights"],
             "train_seconds": round(self.train_seconds, 1),
         }

@@ -1,12 +1,13 @@
-"""A task's run settings: ``config.yaml`` with four sections, overrides, typed runner sections.
+"""A task's run settings: dataclass defaults <- the task's ``config.yaml`` (or ``-c FILE``) <- ``-o``.
 
-``runner`` and ``optimizer`` are read here (typed below); ``data`` goes to the task's
-``build_datasets`` and ``expert`` to its ``DownstreamExpert``, each typed by the task.
+A task config has up to four sections. ``runner`` and ``optimizer`` are typed below and read by
+the runner; ``data`` goes to the task's ``build_datasets`` (typed by the task's ``DataConfig``)
+and ``expert`` to its ``DownstreamExpert`` (typed by its ``config_class``). A task's YAML states
+only what differs from these defaults; every key can still be overridden with ``-o``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -14,51 +15,44 @@ from typing import Any, Iterable, Optional
 import torch
 
 from upstream.config import dataclass_from_dict
-from utility.run_config import apply_overrides, load_yaml
+from utility.config import apply_overrides, defaults, load_yaml, merge_strict, rename_keys
+from utility.training import LoopConfig
 
+from .discovery import Task
 from .subset import check_proportion
 
 SECTIONS = ("runner", "optimizer", "data", "expert")
 OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 SCHEDULES = ("constant", "linear")
-
-
-def as_float(name: str, value: Any) -> float:
-    """A number, also from strings like '3e-3' (YAML 1.1 reads those as text, not floats)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be a number, got {value!r}") from error
+# Keys renamed when both runners took s3prl's names: old name -> new name.
+RENAMED = {"runner.keep_last": "runner.max_keep"}
 
 
 @dataclass
-class RunnerConfig:
+class RunnerConfig(LoopConfig):
     """Steps count optimizer updates; each update sees ``batch_size`` x
-    ``gradient_accumulate_steps`` utterances (per process under torchrun)."""
+    ``gradient_accumulate_steps`` utterances (per process under torchrun). Dev is evaluated
+    every ``eval_step`` updates, with a step checkpoint; ``save_step`` adds checkpoints between."""
 
     total_steps: int = 1000
-    batch_size: int = 8
-    eval_batch_size: int = 8
-    gradient_accumulate_steps: int = 1
     gradient_clipping: float = 1.0
     log_step: int = 50
+    save_step: int = 1000
+    max_keep: int = 1
+    batch_size: int = 8
+    eval_batch_size: int = 8
     eval_step: int = 200
-    keep_last: int = 1  # step checkpoints kept besides best.ckpt
     train_proportion: float = 1.0  # seeded share of the training utterances, in (0, 1]
     num_workers: int = 0  # DataLoader processes reading audio
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "batch_size", "eval_batch_size", "gradient_accumulate_steps", "log_step", "eval_step", "keep_last"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+        super().__post_init__()
+        for name in ("batch_size", "eval_batch_size", "eval_step"):
+            if getattr(self, name) < 1:
                 raise ValueError(f"runner.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        self.gradient_clipping = as_float("runner.gradient_clipping", self.gradient_clipping)
-        if self.gradient_clipping <= 0:
-            raise ValueError(f"runner.gradient_clipping must be > 0, got {self.gradient_clipping}")
         if self.num_workers < 0:
             raise ValueError(f"runner.num_workers must be >= 0, got {self.num_workers}")
-        self.train_proportion = check_proportion(as_float("runner.train_proportion", self.train_proportion))
+        self.train_proportion = check_proportion(self.train_proportion)
 
 
 @dataclass
@@ -74,38 +68,55 @@ class OptimizerConfig:
     upstream_lr: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("lr", "weight_decay", "warmup_proportion"):
-            setattr(self, name, as_float(f"optimizer.{name}", getattr(self, name)))
-        if self.upstream_lr is not None:
-            self.upstream_lr = as_float("optimizer.upstream_lr", self.upstream_lr)
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optimizer.name must be one of {sorted(OPTIMIZERS)}, got {self.name!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"optimizer.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.lr <= 0 or (self.upstream_lr is not None and self.upstream_lr <= 0):
+            raise ValueError(f"optimizer.lr and upstream_lr must be > 0, got {self.lr} and {self.upstream_lr}")
         if not 0 <= self.warmup_proportion <= 1:
             raise ValueError(f"optimizer.warmup_proportion must be in [0, 1], got {self.warmup_proportion}")
 
 
-def load_task_config(path: Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Read a task's YAML, check its sections and apply ``key.sub=value`` overrides."""
-    config = load_yaml(path)
-    missing = [name for name in SECTIONS if name not in config]
-    unknown = sorted(set(config) - set(SECTIONS))
-    if missing or unknown:
-        raise ValueError(
-            f"{path}: a task config has exactly the sections {list(SECTIONS)}; "
-            f"missing {missing}, unknown {unknown}"
-        )
-    for name in SECTIONS:
-        if config[name] is None:
-            config[name] = {}
-        if not isinstance(config[name], dict):
-            raise ValueError(f"{path}: section {name!r} must be a mapping")
-    # Every runner and optimizer knob exists (with its default) even when the YAML leaves it
-    # out, so any of them can be overridden; data and expert keys are the task's own.
-    for name, config_class in (("runner", RunnerConfig), ("optimizer", OptimizerConfig)):
-        config[name] = {**dataclasses.asdict(config_class()), **config[name]}
-    return apply_overrides(config, overrides)
+def task_defaults(task: Task) -> dict[str, Any]:
+    """Every section with every key at its default (data: ``{}`` when the task types none)."""
+    return {
+        "runner": defaults(RunnerConfig),
+        "optimizer": defaults(OptimizerConfig),
+        "data": defaults(task.data_config_class) if task.data_config_class is not None else {},
+        "expert": defaults(task.expert_class.config_class),
+    }
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], task: Task, source: str) -> dict[str, Any]:
+    unknown = sorted(set(update) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{source}: unknown section(s) {unknown}; a task config has {list(SECTIONS)}")
+    update = rename_keys({name: value or {} for name, value in update.items()}, RENAMED, source)
+    for name, section in update.items():
+        if not isinstance(section, dict):
+            raise ValueError(f"{source}: section {name!r} must be a mapping")
+    if task.data_config_class is None:  # an untyped data section is the task's own business
+        base = {**base, "data": {**base["data"], **update.get("data", {})}}
+        update = {name: value for name, value in update.items() if name != "data"}
+    return merge_strict(base, update, source)
+
+
+def load_task_config(task: Task, config_file: Optional[Path] = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The defaults, then the task's YAML files (a variant's after its base's) or ``config_file``
+    instead, then the ``key.sub=value`` overrides."""
+    config = task_defaults(task)
+    for path in [Path(config_file)] if config_file is not None else task.config_files:
+        data = load_yaml(path)
+        data.pop("extends", None)
+        config = _merge(config, data, task, str(path))
+    return apply_overrides(config, overrides, RENAMED)
+
+
+def complete_task_config(task: Task, stored: dict[str, Any], source: str) -> dict[str, Any]:
+    """A config stored by an earlier run, with keys renamed since and keys added since (at
+    their defaults) filled in."""
+    return _merge(task_defaults(task), stored, task, source)
 
 
 def runner_sections(config: dict[str, Any]) -> tuple[RunnerConfig, OptimizerConfig]:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, read_audio
+from utility.corpus import DEMO_ROOT, find_utterances
 
-from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, read_audio  # noqa: E402
-from utility.corpus import DEMO_ROOT, find_utterances  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def tiny_config(family: str = "aalbert", num_layers: int = 2, **encoder_fields) -> UpstreamConfig:

@@ -12,7 +12,6 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .attention import attention
 from .config import EncoderConfig
@@ -134,9 +133,6 @@ class TransformerEncoder(nn.Module):
             if config.pre_layer_norm
             else None
         )
-        # Training-time switch, not part of the config: recompute each layer's activations in
-        # the backward pass instead of keeping them (less memory, about one more forward).
-        self.activation_checkpointing = False
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -216,10 +212,7 @@ class TransformerEncoder(nn.Module):
         states = [h]
         for index in range(self.config.num_layers):
             layer = self.layer_at(index)
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(layer, h, attention_mask, use_reentrant=False)
-            else:
-                h = layer(h, attention_mask)
+            h = layer(h, attention_mask)
             states.append(h)
         if self.output_norms is not None:
             states = [norm(state) for norm, state in zip(self.output_norms, states)]
@@ -227,19 +220,3 @@ class TransformerEncoder(nn.Module):
             keep = valid[:, :, None].to(h.dtype)
             states = [state * keep for state in states]
         return states
-
-
-class PredictionHead(nn.Module):
-    """Pretraining head: (B, S, H) -> (B, S, target_dim * R), one output per stacked raw frame."""
-
-    def __init__(self, config: EncoderConfig, target_dim: int):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.output = nn.Linear(config.hidden_size, target_dim * config.downsample_rate)
-        for linear in (self.dense, self.output):
-            nn.init.normal_(linear.weight, mean=0.0, std=config.initializer_range)
-            nn.init.zeros_(linear.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.output(self.norm(F.gelu(self.dense(hidden))))

@@ -13,6 +13,13 @@ from .encoder import TransformerEncoder
 from .frontend import FeatureExtractor
 
 
+# What code outside upstream/ may use besides ``forward``: wrappers (caches) forward these.
+INTERFACE = (
+    "device", "sample_rate", "downsample_rate", "hidden_size", "hidden_sizes", "num_hidden_states",
+    "min_samples", "num_frames", "first_frame_centre", "encoder",
+)
+
+
 class Upstream(nn.Module):
     """Feature extractor for probing and fine-tuning.
 
@@ -41,6 +48,19 @@ class Upstream(nn.Module):
         self.frontend = FeatureExtractor(config.frontend)
         self.encoder = TransformerEncoder(config.encoder) if config.encoder is not None else None
 
+    # The interface that downstream, analysis and caches rely on; nothing outside upstream/
+    # reads the front end's or the encoder's internals.
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights and buffers live (inputs may come from any device)."""
+        return self.frontend.window.device
+
+    @property
+    def sample_rate(self) -> int:
+        """Samples per second of the waveforms ``forward`` expects."""
+        return self.config.frontend.sample_rate
+
     @property
     def frames_per_step(self) -> int:
         """Raw 10 ms frames per output frame (the encoder's R; 1 for baselines)."""
@@ -53,7 +73,13 @@ class Upstream(nn.Module):
 
     @property
     def hidden_size(self) -> int:
+        """Width of every hidden state."""
         return self.config.encoder.hidden_size if self.encoder is not None else self.config.frontend.feature_dim
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        """Width of each hidden state, in order (one per hidden state)."""
+        return (self.hidden_size,) * self.num_hidden_states
 
     @property
     def num_hidden_states(self) -> int:
@@ -64,6 +90,21 @@ class Upstream(nn.Module):
     def min_samples(self) -> int:
         """Shortest waveform that yields one output frame."""
         return self.frontend.min_samples(self.frames_per_step)
+
+    def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """(N,) waveform lengths in samples -> (N,) output frame counts."""
+        raw = self.frontend.num_frames(torch.as_tensor(num_samples, dtype=torch.long))
+        return torch.div(raw, self.frames_per_step, rounding_mode="floor")
+
+    @property
+    def first_frame_centre(self) -> float:
+        """Sample position of output frame 0's centre (later frames follow every ``downsample_rate``)."""
+        frontend = self.config.frontend
+        snip_edges = frontend.feature == "kaldi_fbank" and frontend.kaldi_options.get("snip_edges", True)
+        # Raw frame 0 is centred on sample 0 (centred STFT) or on the middle of the first window.
+        raw_first_centre = frontend.win_length / 2 if snip_edges else 0.0
+        # A stacked frame is R raw frames side by side: its centre is their mean centre.
+        return raw_first_centre + frontend.hop_length * (self.frames_per_step - 1) / 2
 
     def forward(self, wavs: Sequence[torch.Tensor]) -> dict[str, object]:
         check_waveforms(wavs, self.min_samples)

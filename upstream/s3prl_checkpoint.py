@@ -207,15 +207,13 @@ _TOP_KEYS = {
     "input_representations.spec_transform": "input_projection",
     "input_representations.LayerNorm": "input_norm",
 }
-# SpecHead (pretraining head) key -> our PredictionHead key.
-_HEAD_KEYS = {"dense": "dense", "LayerNorm": "norm", "output": "output"}
 _QKV_ORDER = ("attention.self.query", "attention.self.key", "attention.self.value")
 _PARAMS = ("weight", "bias")
 # The early shared-layer branch: "encoder.layer.attention...", no index.
 _UNINDEXED_LAYER = re.compile(r"^encoder\.layer\.[^\d]")
 
 
-def _rename_gamma_beta(key: str) -> str:
+def rename_gamma_beta(key: str) -> str:
     """Old files name LayerNorm parameters gamma/beta."""
     return re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))
 
@@ -233,7 +231,7 @@ def s3prl_encoder_state(state: dict[str, torch.Tensor], config: EncoderConfig) -
     """
     renamed: dict[str, torch.Tensor] = {}
     for raw_key, tensor in state.items():
-        key = _rename_gamma_beta(raw_key)
+        key = rename_gamma_beta(raw_key)
         if key in renamed:
             raise ValueError(f"s3prl checkpoint holds {key} twice (also as {raw_key})")
         renamed[key] = tensor
@@ -291,14 +289,3 @@ def _map_layer(state: dict[str, torch.Tensor], layer: str) -> dict[str, torch.Te
         if ours != "qkv":
             mapped.update({f"{ours}.{param}": state[f"{layer}.{theirs}.{param}"] for param in _PARAMS})
     return mapped
-
-
-def s3prl_head_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map an s3prl ``SpecHead`` state dict to our :class:`PredictionHead` keys."""
-    out = {}
-    for raw_key, tensor in state.items():
-        module, _, param = _rename_gamma_beta(raw_key).rpartition(".")
-        if module not in _HEAD_KEYS:
-            raise ValueError(f"s3prl SpecHead has a key this loader does not know: {raw_key}")
-        out[f"{_HEAD_KEYS[module]}.{param}"] = tensor
-    return out

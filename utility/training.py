@@ -8,6 +8,7 @@ so checkpoints load with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import re
@@ -225,36 +226,135 @@ def linear_warmup_decay(
 
 
 # ---------------------------------------------------------------------------------------------
+# The loop settings and the update step both runners share
+
+
+LOG_DIR = "log"  # tensorboardX event files, inside the experiment folder
+
+
+@dataclass
+class LoopConfig:
+    """The ``runner`` keys every training loop has (s3prl's names). Each runner subclasses it
+    with its own defaults.
+
+    One step is one optimizer update; each sees ``gradient_accumulate_steps`` micro-batches.
+    """
+
+    total_steps: int = 1000
+    gradient_accumulate_steps: int = 1
+    gradient_clipping: float = 1.0  # max global gradient norm; 0: no clipping
+    log_step: int = 50  # steps between training scalars
+    save_step: int = 1000  # steps between step checkpoints (there is always one at the end)
+    max_keep: int = 1  # step checkpoints kept besides best.ckpt
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "gradient_accumulate_steps", "log_step", "save_step", "max_keep"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"runner.{name} must be an integer >= 1, got {value!r}")
+        if self.gradient_clipping < 0:
+            raise ValueError(f"runner.gradient_clipping must be >= 0 (0: no clipping), got {self.gradient_clipping}")
+
+
+class UpdateStep:
+    """One optimizer update from accumulated micro-batches, the same way in every runner:
+    gradients exchanged between DDP processes only on the last micro-batch, AMP loss scaling,
+    unscale, clip the global norm, skip (and count) an update whose gradient is not finite,
+    step the optimizer and the schedule.
+
+        for index, batch in enumerate(micro_batches):
+            with update.micro_batch(last=index == len(micro_batches) - 1):
+                update.backward(loss_of(network(batch)))
+        grad_norm = update.step()
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        precision: MixedPrecision,
+        gradient_clipping: float,
+    ):
+        self.network = network
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.precision = precision
+        self.gradient_clipping = gradient_clipping
+        self.skipped = 0  # updates skipped for a non-finite gradient norm
+
+    def micro_batch(self, last: bool) -> contextlib.AbstractContextManager:
+        """Wrap forward and backward of one micro-batch; only the last one synchronises DDP."""
+        if last or not isinstance(self.network, torch.nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.network.no_sync()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.precision.scaler.scale(loss).backward()
+
+    def step(self) -> float:
+        """Finish the update; returns the global gradient norm (before clipping)."""
+        scaler = self.precision.scaler
+        scaler.unscale_(self.optimizer)
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, self.gradient_clipping or math.inf))
+        if math.isfinite(grad_norm):
+            scaler.step(self.optimizer)
+        else:
+            self.skipped += 1
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return grad_norm
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.scaler.load_state_dict(state["scaler"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Checkpoints
 
 
 class CheckpointKeeper:
-    """Writes ``<prefix>-<step>.ckpt`` files atomically, keeps the newest ``keep_last`` of them
+    """Writes ``states-<step>.ckpt`` files atomically, keeps the newest ``max_keep`` of them
     and, separately, ``best.ckpt``: the one with the lowest (or highest) metric so far.
 
     The keeper's own state (best metric and step) is stored inside every payload it writes
     under ``"checkpoint_keeper"``, so :meth:`load_state_dict` after a resume continues it.
+    Folders written before the runners shared this naming hold ``step-<step>.ckpt`` files;
+    they are found, resumed from and pruned like the new ones.
     """
 
     STATE_KEY = "checkpoint_keeper"
+    PREFIX = "states"
+    LEGACY_PREFIXES = ("step",)
 
-    def __init__(self, directory: str | Path, keep_last: int = 3, prefix: str = "step", higher_is_better: bool = False):
-        if keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    def __init__(self, directory: str | Path, max_keep: int = 3, higher_is_better: bool = False):
+        if max_keep < 1:
+            raise ValueError(f"max_keep must be >= 1, got {max_keep}")
         self.directory = Path(directory)
-        self.keep_last = keep_last
-        self.prefix = prefix
+        self.max_keep = max_keep
         self.higher_is_better = higher_is_better
         self.best_metric: Optional[float] = None
         self.best_step: Optional[int] = None
-        self._pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)\.ckpt$")
+        prefixes = "|".join(re.escape(p) for p in (self.PREFIX, *self.LEGACY_PREFIXES))
+        self._pattern = re.compile(rf"^(?:{prefixes})-(\d+)\.ckpt$")
 
     @property
     def best_path(self) -> Path:
         return self.directory / "best.ckpt"
 
     def path_for(self, step: int) -> Path:
-        return self.directory / f"{self.prefix}-{step:08d}.ckpt"
+        return self.directory / f"{self.PREFIX}-{step:08d}.ckpt"
 
     def step_checkpoints(self) -> list[tuple[int, Path]]:
         """(step, path) of the kept step checkpoints, oldest first."""
@@ -277,16 +377,21 @@ class CheckpointKeeper:
             return True
         return metric > self.best_metric if self.higher_is_better else metric < self.best_metric
 
-    def save(self, payload: dict[str, Any], step: int, metric: Optional[float] = None) -> Path:
-        """Write ``payload`` for ``step``; also as ``best.ckpt`` when ``metric`` improves."""
+    def save(self, payload: dict[str, Any], step: int, metric: Optional[float] = None, keep_step: bool = True) -> Optional[Path]:
+        """Write ``payload`` for ``step`` (unless ``keep_step`` is False); also as ``best.ckpt``
+        when ``metric`` improves. Returns the step checkpoint's path, or None."""
         improved = metric is not None and self.is_better(metric)
         if improved:
             self.best_metric, self.best_step = float(metric), int(step)
         payload[self.STATE_KEY] = self.state_dict()
+        if not keep_step:
+            if improved:
+                save_atomic(payload, self.best_path)
+            return None
         path = save_atomic(payload, self.path_for(step))
         if improved:
             self._publish_best(path, payload)
-        for _, old in self.step_checkpoints()[: -self.keep_last]:
+        for _, old in self.step_checkpoints()[: -self.max_keep]:
             old.unlink(missing_ok=True)
         return path
 
@@ -316,4 +421,3 @@ class CheckpointKeeper:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_metric = state.get("best_metric")
         self.best_step = state.get("best_step")
-

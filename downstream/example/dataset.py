@@ -24,7 +24,7 @@ from upstream.config import dataclass_from_dict
 
 
 @dataclass
-class ToneDataConfig:
+class DataConfig:
     """The ``data`` section: a typed dataclass, so an unknown key fails with a clear message."""
 
     train_utterances: int = 32
@@ -38,7 +38,7 @@ class ToneDataset(ProbeDataset):
     """Waveforms are made on the fly from a per-utterance seed (the ``source``) instead of
     being read from files: overriding ``load_wav`` is all it takes."""
 
-    def __init__(self, seeds: list[int], config: ToneDataConfig, grid: FrameGrid):
+    def __init__(self, seeds: list[int], config: DataConfig, grid: FrameGrid):
         self.config = config
         self.num_samples = round(config.seconds * SAMPLE_RATE)
         targets = []
@@ -71,7 +71,7 @@ class ToneDataset(ProbeDataset):
 
 
 def build_datasets(config: dict, grid: FrameGrid) -> TaskData:
-    cfg = dataclass_from_dict(ToneDataConfig, config, "data")
+    cfg = dataclass_from_dict(DataConfig, config, "data")
     counts = [cfg.train_utterances, cfg.dev_utterances, cfg.test_utterances]
     # Each split draws its utterances from its own range of seeds.
     splits = [ToneDataset([cfg.seed * 1_000_000 + k * 100_000 + i for i in range(n)], cfg, grid) for k, n in enumerate(counts)]

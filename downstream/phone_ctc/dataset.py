@@ -48,3 +48,6 @@ def build_datasets(config: dict, grid: FrameGrid) -> TaskData:
         *(sequence_dataset(getattr(splits, name), grid, data_config.silence_index) for name in ("train", "dev", "test")),
         label_names=splits.phone_names,
     )
+
+
+DataConfig = PhoneSequenceConfig  # the data section's defaults (see downstream/discovery.py)

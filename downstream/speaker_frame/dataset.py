@@ -1,6 +1,7 @@
 """The speaker's label on every upstream frame (splits: downstream/speaker_labels.py)."""
 
 from downstream.frames import FrameGrid
+from downstream.speaker_labels import SpeakerDataConfig as DataConfig  # noqa: F401
 from downstream.speaker_labels import build_speaker_datasets
 
 

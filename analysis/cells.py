@@ -1,0 +1,249 @@
+"""Probe runs as resumable cells: one (task, upstream, layer, fine-tune, proportion) = one
+experiment folder of the downstream runner, with its own ``results.json``.
+
+A cell whose ``results.json`` exists is read, not recomputed; a cell with step checkpoints but
+no results continues from the newest one. This is what lets an interrupted analysis continue
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from downstream.discovery import TASKS_DIR, load_task
+from downstream.probe_checkpoint import BEST, RunSpec, read_probe_checkpoint
+from downstream.runner import RESULTS, Runner
+from downstream.settings import complete_task_config, load_task_config
+from upstream import Upstream, build_upstream, get_entry
+from utility.training import CheckpointKeeper, DistributedContext, resolve_device
+
+from .feature_cache import CachedUpstream
+
+
+@dataclass(frozen=True)
+class UpstreamChoice:
+    """An upstream to analyse: a registered name, optionally its checkpoint, and the label it
+    goes by in folders, tables and plots (default: the name)."""
+
+    name: str
+    ckpt: Optional[str] = None
+    given_label: Optional[str] = None
+
+    @classmethod
+    def parse(cls, text: str) -> "UpstreamChoice":
+        """``NAME``, ``NAME:CHECKPOINT``, or either after ``LABEL=`` (the same model twice, e.g.
+        ``random=aalbert_3L pretrained=aalbert_3L:model.ckpt``)."""
+        label, equals, rest = text.partition("=")
+        if not equals or ":" in label:  # no label (an "=" may still be part of the checkpoint path)
+            label, equals, rest = "", "", text
+        name, _, ckpt = rest.partition(":")
+        if not name or (equals and not label.replace("-", "_").isidentifier()):
+            raise ValueError(
+                f"upstream {text!r}: expected [LABEL=]NAME[:CHECKPOINT], e.g. aalbert_3L:model.ckpt or random=aalbert_3L"
+            )
+        get_entry(name)  # an unknown name raises, listing the registered ones
+        if ckpt and not Path(ckpt).is_file():
+            raise FileNotFoundError(f"upstream {text!r}: checkpoint {ckpt} not found; give NAME:PATH to an existing file")
+        return cls(name, ckpt or None, label or None)
+
+    @property
+    def label(self) -> str:
+        return self.given_label or self.name
+
+    def build(self, seed: int) -> Upstream:
+        """The model; random weights (no checkpoint) are drawn from ``seed``, so reruns agree."""
+        torch.manual_seed(seed)
+        return build_upstream(self.name, self.ckpt)
+
+
+def parse_upstreams(texts: Sequence[str]) -> list[UpstreamChoice]:
+    choices = [UpstreamChoice.parse(text) for text in texts]
+    labels = [choice.label for choice in choices]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(
+            f"upstream label(s) {repeated} given twice; label each one, e.g. random={repeated[0]} pretrained={repeated[0]}:model.ckpt"
+        )
+    return choices
+
+
+@dataclass
+class ProbeSettings:
+    """What every cell of one analysis shares."""
+
+    overrides: list[str] = field(default_factory=list)  # task config overrides, KEY=VALUE (data.root: the corpus)
+    seed: int = 1337
+    device: str = "auto"
+    tasks_dir: Path = TASKS_DIR
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One probe run. ``layer`` None = learnable weighted sum of all hidden states."""
+
+    task: str
+    upstream: UpstreamChoice
+    layer: Optional[int] = None
+    fine_tune: bool = False
+    proportion: float = 1.0
+
+    @property
+    def mode(self) -> str:
+        return "weighted_sum" if self.layer is None else f"layer_{self.layer}"
+
+    def folder(self, root: Path) -> Path:
+        name = self.mode + ("_finetune" if self.fine_tune else "")
+        if self.proportion != 1.0:
+            name += f"_proportion{self.proportion:g}"
+        return Path(root) / self.task / self.upstream.label / name
+
+    def spec(self, settings: ProbeSettings) -> RunSpec:
+        overrides = list(settings.overrides) + [f"runner.train_proportion={self.proportion}"]
+        task = load_task(self.task, settings.tasks_dir)
+        return RunSpec(
+            task=self.task,
+            upstream=self.upstream.name,
+            upstream_ckpt=self.upstream.ckpt,
+            layer=self.layer,
+            fine_tune=self.fine_tune,
+            seed=settings.seed,
+            config=load_task_config(task, None, overrides),
+        )
+
+
+def same_settings(stored: Any, current: Any, defaults: Any) -> bool:
+    """Whether a stored run's settings equal this command's. A setting missing from the stored
+    run (added to the task's config.yaml since it was trained) counts as equal when this
+    command leaves it at its default, so adding a switch does not invalidate finished cells.
+
+    ``defaults``: the same structure as ``current`` without any override.
+    """
+    if not (isinstance(stored, dict) and isinstance(current, dict)):
+        return stored == current
+    if not set(stored) <= set(current):
+        return False  # a setting was removed: the stored run used something this one cannot
+    defaults = defaults if isinstance(defaults, dict) else {}
+    return all(
+        same_settings(stored[key], value, defaults.get(key))
+        if key in stored
+        else key in defaults and value == defaults[key]
+        for key, value in current.items()
+    )
+
+
+def is_finished(cell: Cell, root: Path) -> bool:
+    return (cell.folder(root) / RESULTS).is_file()
+
+
+def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional[Upstream] = None) -> dict[str, Any]:
+    """The cell's results: read when finished, otherwise trained (continuing a partial run).
+
+    ``upstream``: a built (e.g. cached) upstream to probe; None builds the one the cell names.
+    """
+    folder = cell.folder(root)
+    spec = cell.spec(settings)
+    newest = CheckpointKeeper(folder).latest()
+    checkpoint = read_probe_checkpoint(newest) if newest is not None else None  # continue from it
+    stored = checkpoint or (read_probe_checkpoint(folder / BEST) if (folder / BEST).is_file() else None)
+    task = load_task(cell.task, settings.tasks_dir)
+    task_defaults = load_task_config(task)
+    stored_run = None
+    if stored is not None:  # as this version writes it: renamed keys translated, new keys added
+        stored_run = {**stored["run"], "config": complete_task_config(task, stored["run"]["config"], str(folder))}
+    if stored_run is not None and not same_settings(stored_run, spec.to_dict(), {"config": task_defaults}):
+        # Folders are named by cell, not by every setting: a stored run must match this one.
+        raise ValueError(
+            f"{folder} holds a probe trained with other settings (corpus, overrides, seed or "
+            "checkpoint) than this command's; use another output folder, or delete that one"
+        )
+    if is_finished(cell, root):
+        return json.loads((folder / RESULTS).read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    context = DistributedContext(device=resolve_device(settings.device))
+    runner = Runner(spec, context, folder, settings.tasks_dir, upstream=upstream)
+    return runner.train(checkpoint)
+
+
+def learned_layer_weights(cell: Cell, root: Path) -> list[float]:
+    """Softmax weights of a finished weighted-sum cell, from its best-dev probe checkpoint."""
+    if cell.layer is not None:
+        raise ValueError(f"{cell.mode} probes one hidden state; layer weights exist only for the weighted sum")
+    checkpoint = read_probe_checkpoint(cell.folder(root) / BEST)
+    return checkpoint["weights"]["featurizer"]["weights"].softmax(-1).tolist()
+
+
+def result_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
+    """One table row: who was probed how, and the cell's dev/test value of the task's metric."""
+    metric = results["metric"]
+    return {
+        "upstream": cell.upstream.label,
+        "task": cell.task,
+        "layer": cell.mode,
+        "fine_tune": cell.fine_tune,
+        "train_proportion": cell.proportion,
+        "train_utterances": results["train_utterances"],
+        "metric": metric,
+        "higher_is_better": results["higher_is_better"],
+        "dev": results["dev"][metric],
+        "test": results["test"][metric],
+    }
+
+
+def run_cells(
+    choices: Sequence[UpstreamChoice],
+    cells_for: Callable[[UpstreamChoice, int], list[Cell]],
+    root: Path,
+    settings: ProbeSettings,
+) -> list[tuple[Cell, dict[str, Any]]]:
+    """Every cell ``cells_for(choice, num_hidden_states)`` lists, upstream by upstream.
+
+    Frozen cells of one upstream share one :class:`CachedUpstream`, so it runs once per
+    utterance however many layers and proportions are probed; fine-tuned cells build their own.
+    """
+    done = []
+    for choice in tqdm(choices, desc="upstreams", unit="upstream"):
+        model = CachedUpstream(choice.build(settings.seed))
+        cells = cells_for(choice, model.num_hidden_states)
+        for cell in tqdm(cells, desc=f"{choice.label} probes", unit="probe", leave=False):
+            done.append((cell, run_cell(cell, root, settings, None if cell.fine_tune else model)))
+        del model  # frees the cached hidden states before the next upstream
+    return done
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser, default_tasks: Sequence[str]) -> None:
+    """Options every analysis command shares: what to probe, on which corpus, how."""
+    parser.add_argument(
+        "-u", "--upstreams", nargs="+", required=True, metavar="[LABEL=]NAME[:CKPT]",
+        help="upstreams to compare, e.g. fbank aalbert_3L:aalbert.ckpt random=aalbert_3L (no checkpoint: random weights)",
+    )
+    parser.add_argument("-d", "--tasks", nargs="+", default=list(default_tasks), help="task folders to probe with")
+    parser.add_argument("-p", "--outdir", type=Path, required=True, help="output folder: cells, tables and plots")
+    parser.add_argument(
+        "-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+        help="task config override for every probe, as in run_downstream.py, e.g. -o data.root=/data/LibriSpeech "
+        "runner.total_steps=500 (default corpus: the demo data)",
+    )
+    parser.add_argument("--seed", type=int, default=1337, help="probe seed; also draws the weights of upstreams without a checkpoint")
+    parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
+
+
+def settings_from_args(args: argparse.Namespace) -> ProbeSettings:
+    return ProbeSettings(overrides=override_list(args), seed=args.seed, device=args.device)
+
+
+def override_list(args: argparse.Namespace) -> list[str]:
+    """``-o`` values, flattened (each ``-o`` takes one or more KEY=VALUE)."""
+    return [item for group in args.override for item in group]
+
+
+def corpus_root(args: argparse.Namespace) -> Optional[str]:
+    """The ``data.root`` override, if any (None: the demo corpus)."""
+    roots = [item.partition("=")[2] for item in override_list(args) if item.startswith("data.root=")]
+    return roots[-1] if roots else None

@@ -1,0 +1,155 @@
+"""t-SNE pictures of upstream representations (scikit-learn's TSNE, matplotlib).
+
+Utterance level: each utterance mean-pooled over its real frames (one chosen hidden state, or
+the average of all of them), coloured by speaker. Frame level: a seeded random subset of
+frames, each coloured by the broad class of its phone (labels mapped to the upstream's frame
+rate by downstream's FrameGrid).
+
+    python -m analysis.tsne -u aalbert_3L -k model.ckpt --layer 2 -o tsne_speakers.png
+    python -m analysis.tsne -u aalbert_3L -k model.ckpt --level frame -o tsne_phones.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from sklearn.manifold import TSNE
+from tqdm import tqdm
+
+from downstream.frames import FrameGrid
+from downstream.phone_labels import read_phone_names
+from upstream import Upstream, build_upstream, read_audio
+from utility.corpus import DEMO_ROOT, Utterance, find_utterances, read_frame_labels
+
+from .phone_classes import broad_class_names
+from .plotting import plt, save_figure
+
+FIGURE_SIZE = (8, 7)  # inches; 100 dpi -> 800 x 700 pixels
+
+
+def select_state(hidden_states: Sequence[torch.Tensor], layer: Optional[int]) -> torch.Tensor:
+    """One hidden state (index into hidden_states, 0 = input representation; negative counts
+    from the end), or the average over all of them when ``layer`` is None."""
+    if layer is None:
+        return torch.stack(list(hidden_states)).mean(0)
+    if not -len(hidden_states) <= layer < len(hidden_states):
+        raise ValueError(f"layer must be in [0, {len(hidden_states) - 1}] (or negative), got {layer}")
+    return hidden_states[layer]
+
+
+def utterance_embeddings(model: Upstream, utterances: Sequence[Utterance], layer: Optional[int], batch_size: int = 8) -> np.ndarray:
+    """(utterances, hidden) mean over each utterance's real frames."""
+    pooled = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(utterances), batch_size), desc="extracting", leave=False):
+            batch = utterances[start : start + batch_size]
+            out = model([read_audio(utt.path) for utt in batch])
+            state = select_state(out["hidden_states"], layer)
+            # Padded frames are zero, so a sum over all frames is a sum over real frames.
+            pooled.append(state.sum(1) / out["lengths"][:, None])
+    return torch.cat(pooled).numpy()
+
+
+def embed_2d(vectors: np.ndarray, seed: int) -> np.ndarray:
+    """(n, d) -> (n, 2) t-SNE, deterministic for a seed; perplexity capped for small n."""
+    perplexity = min(30.0, max(2.0, (len(vectors) - 1) / 3))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(vectors)
+
+
+def plot_points(points: np.ndarray, labels: Sequence[str], title: str, legend_title: str, path: str | Path) -> Path:
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE, layout="constrained")
+    names = sorted(set(labels))
+    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    labels = np.asarray(labels)
+    for index, name in enumerate(names):
+        chosen = labels == name
+        axes.scatter(points[chosen, 0], points[chosen, 1], s=14, color=colours(index % colours.N), label=name)
+    axes.set_xlabel("t-SNE dimension 1")
+    axes.set_ylabel("t-SNE dimension 2")
+    axes.set_title(title)
+    axes.legend(title=legend_title, fontsize=7, ncol=2 if len(names) > 12 else 1, loc="best", markerscale=1.5)
+    return save_figure(figure, path)
+
+
+def plot_speaker_tsne(model: Upstream, utterances: Sequence[Utterance], layer: Optional[int], path: str | Path, seed: int = 0, title: str = "") -> Path:
+    if len(utterances) < 5:
+        raise ValueError(f"t-SNE needs at least 5 utterances, got {len(utterances)}")
+    points = embed_2d(utterance_embeddings(model, utterances, layer), seed)
+    layer_name = "average of all hidden states" if layer is None else f"hidden state {layer}"
+    return plot_points(points, [utt.speaker for utt in utterances], title or f"utterances, {layer_name}", "speaker", path)
+
+
+def frame_embeddings(
+    model: Upstream, utterances: Sequence[Utterance], labels: dict[str, list[int]], layer: Optional[int],
+    max_frames: int, seed: int, batch_size: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, hidden) frames drawn at random (``seed``) from all real frames, at most
+    ``max_frames``, and (n,) the 10 ms label under each, aligned by :class:`FrameGrid`."""
+    missing = [utt.utt_id for utt in utterances if utt.utt_id not in labels]
+    if missing:
+        raise ValueError(f"no frame labels for {len(missing)} utterance(s), e.g. {missing[0]}; check --labels")
+    grid = FrameGrid(model)
+    vectors, classes = [], []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(utterances), batch_size), desc="extracting frames", leave=False):
+            batch = utterances[start : start + batch_size]
+            wavs = [read_audio(utt.path) for utt in batch]
+            out = model(wavs)
+            state = select_state(out["hidden_states"], layer)
+            for row, (utt, wav) in enumerate(zip(batch, wavs)):
+                count = int(out["lengths"][row])
+                vectors.append(state[row, :count])
+                classes.append(grid.align(torch.tensor(labels[utt.utt_id]), wav.numel(), utt.utt_id))
+    vectors_all, classes_all = torch.cat(vectors).numpy(), torch.cat(classes).numpy()
+    chosen = np.sort(np.random.default_rng(seed).choice(len(vectors_all), size=min(max_frames, len(vectors_all)), replace=False))
+    return vectors_all[chosen], classes_all[chosen]
+
+
+def plot_phone_tsne(
+    model: Upstream, utterances: Sequence[Utterance], labels: dict[str, list[int]], phone_names: list[str],
+    layer: Optional[int], path: str | Path, max_frames: int = 2000, seed: int = 0, title: str = "",
+) -> Path:
+    vectors, classes = frame_embeddings(model, utterances, labels, layer, max_frames, seed)
+    if len(vectors) < 5:
+        raise ValueError(f"t-SNE needs at least 5 frames, got {len(vectors)}")
+    broad = np.asarray(broad_class_names(phone_names))[classes]
+    layer_name = "average of all hidden states" if layer is None else f"hidden state {layer}"
+    return plot_points(embed_2d(vectors, seed), list(broad), title or f"{len(vectors)} frames, {layer_name}", "broad phone class", path)
+
+
+def main(argv: Optional[list[str]] = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-u", "--upstream", required=True)
+    parser.add_argument("-k", "--ckpt")
+    parser.add_argument("--root", default=str(DEMO_ROOT), help="LibriSpeech-layout corpus (default: demo data)")
+    parser.add_argument("--subsets", nargs="+", default=["train-clean-100"])
+    parser.add_argument("--layer", default="average", help="hidden-state index (0 = input), or 'average'")
+    parser.add_argument("--level", choices=["utterance", "frame"], default="utterance", help="utterance: coloured by speaker; frame: by broad phone class")
+    parser.add_argument("--max-frames", type=int, default=2000, help="frame level: frames drawn at random (seeded)")
+    parser.add_argument("--labels", help="frame level: 10 ms label dir (default ROOT/alignments, SUBSET.frames.txt)")
+    parser.add_argument("--phones", help="frame level: 'name index' phone list (default ROOT/phones.txt)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="tsne.png", help="picture file (default tsne.png)")
+    args = parser.parse_args(argv)
+    model = build_upstream(args.upstream, args.ckpt)
+    layer = None if args.layer == "average" else int(args.layer)
+    utterances = find_utterances(args.root, args.subsets)
+    if args.level == "utterance":
+        path = plot_speaker_tsne(model, utterances, layer, args.output, seed=args.seed)
+    else:
+        label_dir = Path(args.labels) if args.labels else Path(args.root) / "alignments"
+        labels = {}
+        for subset in args.subsets:
+            labels.update(read_frame_labels(label_dir / f"{subset}.frames.txt"))
+        phones = read_phone_names(Path(args.phones) if args.phones else Path(args.root) / "phones.txt")
+        path = plot_phone_tsne(model, utterances, labels, phones, layer, args.output, args.max_frames, args.seed)
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Starting and resuming pretraining runs: settings, experiment folder, process group, logs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+from tqdm import tqdm
+
+from utility.config import apply_overrides
+from utility.training import CheckpointKeeper, cleanup_distributed, init_distributed
+
+from .settings import RENAMED, PretrainSettings, load_settings, stored_settings
+from .state import SECTION, find_checkpoint, read_training_checkpoint
+from .trainer import PretrainOutcome, Pretrainer
+
+RESULT_ROOT = Path("result") / "pretrain"
+log = logging.getLogger("pretrain")
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines printed above the progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record))
+
+
+def experiment_folder(name: Optional[str], path: Optional[str | Path]) -> Path:
+    """``-p PATH`` as given, or ``result/pretrain/NAME`` for ``-n NAME``."""
+    if (name is None) == (path is None):
+        raise ValueError("give exactly one of -n NAME (saved under result/pretrain/NAME) or -p EXPDIR")
+    return Path(path) if path is not None else RESULT_ROOT / name
+
+
+def pretrain(
+    upstream: Optional[str] = None,
+    name: Optional[str] = None,
+    experiment: Optional[str | Path] = None,
+    config_file: Optional[str | Path] = None,
+    overrides: Sequence[str] = (),
+    resume: Optional[str | Path] = None,
+    seed: Optional[int] = None,
+    device: Optional[str] = None,
+    stop_at_step: Optional[int] = None,
+) -> PretrainOutcome:
+    """Start a run (``upstream`` + ``name``/``experiment``) or continue one (``resume``).
+
+    ``stop_at_step`` ends this invocation early at that step with a checkpoint (for jobs with
+    a time limit); ``-e`` continues it exactly.
+    """
+    context = init_distributed(device)
+    handlers: list[logging.Handler] = []
+    try:
+        if resume is not None:
+            settings, folder, checkpoint = _resumed_settings(upstream, name, experiment, config_file, overrides, resume, seed)
+            state = checkpoint[SECTION]
+            if state["step"] >= settings.runner.total_steps:
+                message = (
+                    f"{folder}: this run already finished at step {state['step']} "
+                    f"(runner.total_steps={settings.runner.total_steps}); nothing to do"
+                )
+                if context.is_main:
+                    print(message)
+                return PretrainOutcome(experiment=folder, step=int(state["step"]), finished=True)
+        else:
+            if upstream is None:
+                raise ValueError("give -u UPSTREAM (e.g. -u aalbert_3L) to start a run, or -e EXPDIR to resume one")
+            folder = experiment_folder(name, experiment)
+            overrides = [*overrides, *([f"runner.seed={seed}"] if seed is not None else [])]
+            settings = load_settings(upstream, config_file, overrides)
+            if CheckpointKeeper(folder).latest() is not None:
+                raise ValueError(f"{folder} already holds checkpoints; resume with -e {folder}, or pick another -n/-p")
+            checkpoint = None
+            if context.is_main:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+        if context.is_main:
+            handlers = _attach_log_handlers(folder)
+        log.info("%s run in %s: %s, %d process(es) on %s", "resumed" if checkpoint else "new", folder,
+                 settings.upstream, context.world_size, context.device)
+        return Pretrainer(settings, folder, context, checkpoint).run(stop_at_step)
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+        cleanup_distributed(context)
+
+
+def _resumed_settings(
+    upstream: Optional[str],
+    name: Optional[str],
+    experiment: Optional[str | Path],
+    config_file: Optional[str | Path],
+    overrides: Sequence[str],
+    resume: str | Path,
+    seed: Optional[int],
+) -> tuple[PretrainSettings, Path, dict]:
+    """The stored settings of the checkpoint to resume (plus run-setting overrides)."""
+    if name is not None or experiment is not None:
+        raise ValueError("-e resumes in the checkpoint's own folder; drop -n/-p")
+    if config_file is not None:
+        raise ValueError("-c cannot be combined with -e: a resumed run keeps its stored settings (change them with -o)")
+    path = find_checkpoint(resume)
+    checkpoint = read_training_checkpoint(path)
+    stored = checkpoint[SECTION]["settings"]
+    if upstream is not None and stored["upstream"] != upstream:
+        raise ValueError(
+            f"cannot resume {path} as {upstream}: it is a checkpoint of {stored['upstream']}; "
+            f"use -u {stored['upstream']} (or leave -u out)"
+        )
+    model_overrides = [o for o in overrides if o.split("=", 1)[0].startswith("model.")]
+    if model_overrides:
+        raise ValueError(f"cannot change the model of a run being resumed ({model_overrides}); start a new run")
+    if seed is not None and seed != stored["runner"]["seed"]:
+        raise ValueError(f"{path} was trained with seed {stored['runner']['seed']}; --seed {seed} would break the exact resume")
+    current = stored_settings(stored, str(path)).to_dict()
+    settings = PretrainSettings.from_dict(apply_overrides(current, overrides, RENAMED), source=str(path))
+    return settings, path.parent, checkpoint
+
+
+def _attach_log_handlers(folder: Path) -> list[logging.Handler]:
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.FileHandler(folder / "train.log"), _TqdmHandler()]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handlers

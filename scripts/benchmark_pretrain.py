@@ -1,0 +1,235 @@
+"""Pretraining step benchmark: seconds per step, frames per second and peak memory.
+
+One step = forward, masked L1 loss, backward, gradient clipping and an AdamW update, on a
+batch of ``--batch`` utterances of ``--frames`` 10 ms frames (features precomputed: the
+DataLoader workers compute them in parallel during training). Each model runs in a fresh
+subprocess so that its peak resident memory (``ru_maxrss``) is its own.
+
+    python scripts/benchmark_pretrain.py                        # presets, batch 8 x 10 s, 2 threads
+    python scripts/benchmark_pretrain.py --setup s3prl          # R = 1, 80-dim, 1001 frames (s3prl's)
+    python scripts/benchmark_pretrain.py --allocator default    # glibc malloc untuned
+    python scripts/benchmark_pretrain.py --cpu-bf16             # bf16 autocast on the CPU
+    python scripts/benchmark_pretrain.py --device cuda          # GPU (bf16 autocast)
+    python scripts/benchmark_pretrain.py --setup s3prl --s3prl-python /tmp/s3prl-venv/bin/python
+                                  # also s3prl 0.4.18's step, same run (an interpreter with s3prl)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+PRESETS = ["mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "aalbert_3L", "aalbert_6L", "aalbert_12L"]
+
+def time_steps(step, steps: int, batch: int, frames: int) -> dict:
+    """Run ``step`` once to warm up (allocator, kernels, optimizer state), then ``steps`` times.
+
+    On a shared machine other processes slow some steps down: the fastest step is the best
+    estimate of what the model itself costs; the median is reported beside it. CPU time counts
+    all threads: the work itself, whatever else runs on the machine.
+    """
+    walls, cpus = [], []
+    for _ in range(steps + 1):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        step()
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    seconds = min(walls[1:])
+    return {
+        "batch": batch,
+        "frames": frames,
+        "seconds_per_step": seconds,
+        "median_seconds_per_step": statistics.median(walls[1:]),
+        "cpu_seconds_per_step": min(cpus[1:]),
+        "steps_per_second": 1 / seconds,
+        "frames_per_second": batch * frames / seconds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def measure(
+    name: str, setup: str, batch: int, frames: int, steps: int, device_name: str, recompute: bool, bf16: bool
+) -> dict:
+    """Time ``steps`` training steps of one preset (after one warm-up step) in this process."""
+    import torch
+
+    from upstream import Upstream, get_entry
+    from pretrain.data import seeded_generator
+    from pretrain.masking import mask_frames, masked_l1
+    from pretrain.model import MaskedAcousticModel, recompute_layers_in_backward
+    from pretrain.settings import load_settings
+    from utility.training import mixed_precision
+
+    config = get_entry(name).preset()
+    if setup == "s3prl":
+        # s3prl's comparison setting: 80 log-mel in, the same 80 dims out, no stacking.
+        config.frontend.delta_order, config.frontend.target = 0, "mel"
+        config.encoder.input_dim, config.encoder.downsample_rate = 80, 1
+    config.encoder.max_frames = 0  # attend over the whole input, as s3prl does at these lengths
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    model = MaskedAcousticModel(Upstream(config).encoder, config.frontend.target_dim)
+    if recompute:
+        recompute_layers_in_backward(model.encoder)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    precision = mixed_precision(device, enabled=bf16 or device.type == "cuda", cpu_bf16=bf16)
+    rate = config.encoder.downsample_rate
+    inputs = torch.randn(batch, frames, config.frontend.feature_dim)
+    targets = torch.randn(batch, frames, config.frontend.target_dim, device=device)
+    lengths = torch.full((batch,), frames)
+    generators = [seeded_generator(0, b) for b in range(batch)]
+    inputs, selected = mask_frames(inputs, lengths, generators, load_settings(name).masking, rate, config.frontend.base_dim)
+    inputs, lengths, selected = inputs.to(device), lengths.to(device), selected.to(device)
+
+    def step() -> None:
+        with precision.autocast():
+            prediction = model(inputs, lengths)
+        total, count = masked_l1(prediction, targets, lengths, selected, rate)
+        precision.scaler.scale(total / count).backward()
+        precision.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    result = {"model": name, "setup": setup, **time_steps(step, steps, batch, frames),
+              "parameters": sum(p.numel() for p in model.encoder.parameters())}
+    if device.type == "cuda":
+        result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def measure_s3prl(name: str, batch: int, frames: int, steps: int) -> dict:
+    """The same step with s3prl 0.4.18's model (its ``TransformerModel`` and
+    ``TransformerSpecPredictionHead``, R = 1, 80-dim in and out) and its objective: L1 over
+    ``masked_select`` of the masked values, as its Mockingjay pretrain expert computes it."""
+    import torch
+    from s3prl.upstream.mockingjay.model import TransformerConfig, TransformerModel, TransformerSpecPredictionHead
+
+    from upstream import get_entry
+
+    encoder = get_entry(name).preset().encoder
+    config = TransformerConfig({
+        "hidden_size": encoder.hidden_size, "num_hidden_layers": encoder.num_layers,
+        "num_attention_heads": encoder.num_heads, "hidden_act": "gelu",
+        "intermediate_size": encoder.intermediate_size, "hidden_dropout_prob": encoder.hidden_dropout,
+        "attention_probs_dropout_prob": encoder.attention_dropout, "initializer_range": encoder.initializer_range,
+        "layer_norm_eps": encoder.layer_norm_eps, "share_layer": encoder.share_layer,
+        "pre_layer_norm": encoder.pre_layer_norm,
+    })
+    torch.manual_seed(0)
+    transformer, head = TransformerModel(config, 80), TransformerSpecPredictionHead(config, 80)
+    parameters = list(transformer.parameters()) + list(head.parameters())
+    transformer.train(), head.train()
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+    inputs, targets = torch.randn(batch, frames, 80), torch.randn(batch, frames, 80)
+    masked = (torch.rand(batch, frames, 1) < 0.15).expand(batch, frames, 80)
+    position = torch.randn(frames, encoder.hidden_size).expand(batch, frames, encoder.hidden_size)
+    attention_mask = torch.ones(batch, frames)
+
+    def step() -> None:
+        hidden = transformer(inputs, position, attention_mask, output_all_encoded_layers=False)
+        prediction, _ = head(hidden[-1] if isinstance(hidden, list) else hidden)
+        loss = torch.nn.functional.l1_loss(prediction.masked_select(masked), targets.masked_select(masked))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 5.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return {"model": f"s3prl {name}", "setup": "s3prl", **time_steps(step, steps, batch, frames),
+            "parameters": sum(p.numel() for p in transformer.parameters())}
+
+
+def run_in_subprocess(args: argparse.Namespace, name: str, python: str = sys.executable) -> dict:
+    command = [
+        python, __file__, "--worker", name, "--setup", args.setup, "--batch", str(args.batch),
+        "--frames", str(args.frames), "--steps", str(args.steps), "--threads", str(args.threads),
+        "--device", args.device, "--allocator", args.allocator,
+    ] + (["--recompute"] if args.recompute else []) + (["--cpu-bf16"] if args.cpu_bf16 else [])
+    if python != sys.executable:
+        command.append("--s3prl-worker")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"model": name, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=None, help=f"presets (default: all of {PRESETS})")
+    parser.add_argument("--setup", choices=["preset", "s3prl"], default="preset",
+                        help="preset: the model as named (160-dim, R = 3); s3prl: R = 1, 80-dim in and out")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=None, help="frames per utterance (default 1000; s3prl: 1001)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--allocator", choices=["default", "tuned"], default="tuned",
+                        help="tuned (as run_pretrain.py): glibc malloc keeps freed blocks for reuse, "
+                        "see utility/cpu_allocator.py; default: glibc as it comes")
+    parser.add_argument("--recompute", action="store_true", help="activation checkpointing (runner.activation_checkpointing)")
+    parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (runner.cpu_bf16)")
+    parser.add_argument("--s3prl-python", help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
+                        "each model's step is then also timed with s3prl's model, same run, same threads")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--s3prl-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.frames = args.frames or (1001 if args.setup == "s3prl" else 1000)
+    if args.s3prl_python and args.setup != "s3prl":
+        parser.error("--s3prl-python compares in s3prl's setting: add --setup s3prl")
+
+    if args.worker:
+        if args.allocator == "tuned":
+            from utility.cpu_allocator import keep_freed_memory_for_reuse
+
+            if not keep_freed_memory_for_reuse():
+                print("note: glibc malloc could not be tuned here (not glibc, or MAM_KEEP_GLIBC_DEFAULTS=1)", file=sys.stderr)
+        import torch
+
+        torch.set_num_threads(args.threads)
+        if args.s3prl_worker:
+            result = measure_s3prl(args.worker, args.batch, args.frames, args.steps)
+        else:
+            result = measure(
+                args.worker, args.setup, args.batch, args.frames, args.steps, args.device, args.recompute, args.cpu_bf16
+            )
+        print(json.dumps(result))
+        return []
+
+    results = []
+    print(f"setup={args.setup} batch={args.batch} frames={args.frames} threads={args.threads} "
+          f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}")
+    print(f"{'model':<16}{'s/step':>9}{'median':>9}{'cpu s':>9}{'steps/s':>9}{'frames/s':>10}{'peak GB':>9}")
+    for name in args.models or PRESETS:
+        for python in [sys.executable] + ([args.s3prl_python] if args.s3prl_python else []):
+            result = run_in_subprocess(args, name, python)
+            results.append(result)
+            label = name if python == sys.executable else f"s3prl {name}"
+            if "error" in result:
+                print(f"{label:<16} failed: {result['error']}")
+                continue
+            memory = result.get("peak_gpu_gb", result["peak_rss_gb"])
+            print(f"{label:<16}{result['seconds_per_step']:>9.2f}{result['median_seconds_per_step']:>9.2f}"
+                  f"{result['cpu_seconds_per_step']:>9.2f}{result['steps_per_second']:>9.3f}"
+                  f"{result['frames_per_second']:>10.0f}{memory:>9.2f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""Analysis commands on the demo data with a tiny model: the files they promise, with the content claimed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+from conftest import tiny_config
+from upstream import Upstream, save_upstream
+from analysis import attention_map, tsne
+from utility.corpus import DEMO_ROOT
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_aalbert_3L.ckpt"
+    return save_upstream(Upstream(tiny_config(num_layers=3)), path, name="aalbert_3L")
+
+
+def test_attention_map_png(tmp_path, tiny_checkpoint):
+    audio = next(DEMO_ROOT.glob("dev-clean/*/*/*.flac"))
+    out = attention_map.main(
+        ["-u", "aalbert_3L", "-k", str(tiny_checkpoint), "--audio", str(audio), "--layer", "3", "--head", "1", "--output", str(tmp_path / "a.png")]
+    )
+    image = imread(out)
+    assert image.shape[:2] == (900, 800)
+    assert image[..., :3].std() > 0.05  # a picture, not a blank canvas
+    with pytest.raises(SystemExit):
+        attention_map.main(["-u", "aalbert_3L", "-k", str(tiny_checkpoint), "--audio", str(audio), "--layer", "4"])
+
+
+def test_attention_map_rows_sum_to_one(tiny_checkpoint):
+    from upstream import build_upstream, read_audio
+
+    model = build_upstream("aalbert_3L", tiny_checkpoint)
+    wav = read_audio(next(DEMO_ROOT.glob("dev-clean/*/*/*.flac")))
+    weights = attention_map.attention_map(model, wav, layer=2, head=None)
+    assert weights.shape[0] == weights.shape[1] == (wav.numel() // 160 + 1) // 3
+    assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[0]), atol=1e-5)
+    with pytest.raises(ValueError, match=r"head must be in \[0, 3\]"):
+        attention_map.attention_map(model, wav, layer=2, head=4)
+
+
+def test_speaker_tsne_png_is_deterministic(tmp_path, tiny_checkpoint):
+    first = tsne.main(["-u", "aalbert_3L", "-k", str(tiny_checkpoint), "--layer", "2", "--output", str(tmp_path / "t1.png")])
+    second = tsne.main(["-u", "aalbert_3L", "-k", str(tiny_checkpoint), "--layer", "2", "--output", str(tmp_path / "t2.png")])
+    image = imread(first)
+    assert image.shape[:2] == (700, 800)
+    assert np.array_equal(image, imread(second)), "same seed, same picture"
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame-level t-SNE
+
+
+def test_broad_classes_cover_the_phone_list_once():
+    from downstream.phone_labels import read_phone_names
+    from analysis.phone_classes import BROAD_CLASSES, broad_class_names
+
+    phones = read_phone_names(DEMO_ROOT / "phones.txt")
+    listed = [phone for members in BROAD_CLASSES.values() for phone in members]
+    assert sorted(listed) == sorted(phones), "every phone in exactly one broad class"
+    assert broad_class_names(["sil", "aa", "ch"]) == ["silence", "vowels", "affricates"]
+    with pytest.raises(ValueError, match=r"no broad class for phone\(s\) \['xx'\]"):
+        broad_class_names(["sil", "xx"])
+
+
+def test_frame_embeddings_are_aligned_and_seeded(tiny_checkpoint):
+    from downstream.frames import FrameGrid
+    from upstream import build_upstream, read_audio
+    from utility.corpus import find_utterances, read_frame_labels
+
+    model = build_upstream("aalbert_3L", tiny_checkpoint)
+    utterances = find_utterances(DEMO_ROOT, ["dev-clean"], progress=False)[:4]
+    labels = read_frame_labels(DEMO_ROOT / "alignments" / "dev-clean.frames.txt")
+    vectors, classes = tsne.frame_embeddings(model, utterances, labels, layer=1, max_frames=10**6, seed=0)
+    grid = FrameGrid(model)
+    expected = torch.cat(
+        [grid.align(torch.tensor(labels[u.utt_id]), read_audio(u.path).numel(), u.utt_id) for u in utterances]
+    )
+    assert vectors.shape == (expected.numel(), 32)
+    assert np.array_equal(classes, expected.numpy()), "all frames kept, in order, with FrameGrid's labels"
+    few = tsne.frame_embeddings(model, utterances, labels, layer=1, max_frames=50, seed=3)
+    again = tsne.frame_embeddings(model, utterances, labels, layer=1, max_frames=50, seed=3)
+    other = tsne.frame_embeddings(model, utterances, labels, layer=1, max_frames=50, seed=4)
+    assert few[0].shape == (50, 32)
+    assert np.array_equal(few[0], again[0]) and not np.array_equal(few[0], other[0])
+    with pytest.raises(ValueError, match="no frame labels for 4 utterance"):
+        tsne.frame_embeddings(model, utterances, {}, layer=1, max_frames=50, seed=0)
+
+
+def test_phone_tsne_png(tmp_path, tiny_checkpoint):
+    out = tsne.main(
+        ["-u", "aalbert_3L", "-k", str(tiny_checkpoint), "--level", "frame", "--subsets", "dev-clean",
+         "--max-frames", "120", "--output", str(tmp_path / "phones.png")]
+    )
+    image = imread(out)
+    assert image.shape[:2] == (700, 800)
+    assert image[..., :3].std() > 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature cache
+
+
+def test_cached_upstream_matches_and_runs_once(tiny_checkpoint, demo_wavs):
+    from upstream import build_upstream
+    from analysis.feature_cache import CachedUpstream
+
+    plain = build_upstream("aalbert_3L", tiny_checkpoint)
+    cached = CachedUpstream(build_upstream("aalbert_3L", tiny_checkpoint))
+    with torch.inference_mode():
+        expected = plain(demo_wavs)
+        first = cached(demo_wavs[:2])
+        assert cached.computed == 2
+        again = cached(demo_wavs[::-1])  # new order, one new waveform
+    assert cached.computed == 3, "each distinct waveform computed once"
+    assert torch.equal(again["lengths"], expected["lengths"].flip(0))
+    for mine, theirs in zip(again["hidden_states"], expected["hidden_states"]):
+        torch.testing.assert_close(mine, theirs.flip(0), rtol=0, atol=1e-5)  # same values, zero padding
+    torch.testing.assert_close(first["hidden_states"][2], expected["hidden_states"][2][:2, : int(expected["lengths"][:2].max())], rtol=0, atol=1e-5)
+    assert (cached.num_hidden_states, cached.hidden_size, cached.downsample_rate) == (4, 32, 480)
+    with pytest.raises(ValueError, match="frozen upstream"):
+        cached.requires_grad_(True)
+
+
+def test_upstream_choice_errors(tmp_path, tiny_checkpoint):
+    from analysis.cells import UpstreamChoice, parse_upstreams
+
+    assert UpstreamChoice.parse("fbank") == UpstreamChoice("fbank", None)
+    with pytest.raises(FileNotFoundError, match="checkpoint .*missing.ckpt not found"):
+        UpstreamChoice.parse(f"aalbert_3L:{tmp_path / 'missing.ckpt'}")
+    with pytest.raises(ValueError, match=r"\['fbank'\] given twice; label each one, e.g. random=fbank"):
+        parse_upstreams(["fbank", "fbank"])
+    # The same architecture twice, under two labels (random vs trained weights).
+    choices = parse_upstreams(["random=aalbert_3L", f"trained=aalbert_3L:{tiny_checkpoint}"])
+    assert [(c.label, c.name) for c in choices] == [("random", "aalbert_3L"), ("trained", "aalbert_3L")]
+    assert choices[1].ckpt == str(tiny_checkpoint)
+    with pytest.raises(ValueError, match=r"expected \[LABEL=\]NAME\[:CHECKPOINT\]"):
+        UpstreamChoice.parse("=aalbert_3L")
+    # Random weights are drawn from the seed: the same seed, the same model.
+    first, again, other = (choices[0].build(seed) for seed in (3, 3, 4))
+    assert torch.equal(first.encoder.input_projection.weight, again.encoder.input_projection.weight)
+    assert not torch.equal(first.encoder.input_projection.weight, other.encoder.input_projection.weight)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer-wise probing, proportion sweep, report (a few probe steps each)
+
+FEW_STEPS = ["-o", "runner.total_steps=2", "runner.eval_step=2", "runner.log_step=1"]
+
+
+def read_rows(path):
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_layerwise_command(tmp_path, tiny_checkpoint):
+    from analysis import layerwise
+
+    paths = layerwise.main(
+        ["-u", "fbank", f"aalbert_3L:{tiny_checkpoint}", "-d", "phone_linear", "-p", str(tmp_path)] + FEW_STEPS
+    )
+    rows = read_rows(paths["csv"])
+    assert [(r["upstream"], r["layer"]) for r in rows] == [("fbank", "weighted_sum"), ("fbank", "layer_0")] + [
+        ("aalbert_3L", name) for name in ["weighted_sum", "layer_0", "layer_1", "layer_2", "layer_3"]
+    ]
+    assert all(r["task"] == "phone_linear" and r["metric"] == "accuracy" and 0 <= float(r["test"]) <= 1 for r in rows)
+    # fbank has one hidden state: its weighted sum is that state, so both probes agree exactly.
+    assert rows[0]["test"] == rows[1]["test"]
+    for name in ("layerwise", "layer_weights"):
+        image = imread(paths[name])
+        assert image.shape[:2] == (400, 550)
+        assert image[..., :3].std() > 0.05
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory, tiny_checkpoint):
+    from analysis import report
+
+    outdir = tmp_path_factory.mktemp("report")
+    argv = ["-u", "fbank", f"aalbert_3L:{tiny_checkpoint}", "-d", "speaker_utterance", "--proportions", "0.05", "1",
+            "--speed-utterances", "2", "-p", str(outdir)] + FEW_STEPS
+    return argv, report.main(argv)
+
+
+def test_report_holds_every_upstream_and_table(report_run):
+    argv, path = report_run
+    text = path.read_text()
+    assert "python -m analysis.report " + " ".join(argv) in text
+    assert "| fbank | (none) | 0 | 1 |" in text
+    assert "| aalbert_3L |" in text and str(argv[2].split(":", 1)[1]) in text
+    for picture in ("layerwise.png", "layer_weights.png", "proportion.png"):
+        assert f"]({picture})" in text and (path.parent / picture).is_file()
+    rows = read_rows(path.parent / "results.csv")
+    assert len(rows) == 2 + 5, "one row per hidden state and weighted sum, per upstream"
+    best = max((r for r in rows if r["upstream"] == "aalbert_3L" and r["layer"] != "weighted_sum"), key=lambda r: float(r["dev"]))
+    assert f"| speaker_utterance | aalbert_3L | accuracy | {best['layer']} | {float(best['test']):.4f} |" in text
+
+
+def test_report_layer_weights_come_from_the_probe(report_run):
+    import json
+
+    from analysis.cells import Cell, UpstreamChoice, learned_layer_weights
+
+    _, path = report_run
+    cells = path.parent / "cells"
+    choice = UpstreamChoice("aalbert_3L", "unused")
+    weights = learned_layer_weights(Cell("speaker_utterance", choice), cells)
+    results = json.loads((cells / "speaker_utterance" / "aalbert_3L" / "weighted_sum" / "results.json").read_text())
+    assert len(weights) == 4 and abs(sum(weights) - 1) < 1e-6
+    assert weights == pytest.approx(results["layer_weights"])
+    with pytest.raises(ValueError, match="only for the weighted sum"):
+        learned_layer_weights(Cell("speaker_utterance", choice, layer=2), cells)
+
+
+def test_report_proportion_sweep(report_run):
+    _, path = report_run
+    rows = read_rows(path.parent / "proportion.csv")
+    assert [(r["upstream"], float(r["train_proportion"])) for r in rows] == [
+        ("fbank", 0.05), ("fbank", 1.0), ("aalbert_3L", 0.05), ("aalbert_3L", 1.0)
+    ]
+    small, full = int(rows[0]["train_utterances"]), int(rows[1]["train_utterances"])
+    assert small < full
+    assert imread(path.parent / "proportion.png").shape[:2] == (400, 550)
+
+
+def test_report_rerun_skips_finished_cells(report_run):
+    from analysis import report
+
+    argv, path = report_run
+    results = sorted(path.parent.glob("cells/**/results.json"))
+    assert len(results) == 2 + 5 + 2  # layer cells, plus one proportion cell per upstream
+    before = {p: p.stat().st_mtime_ns for p in results}
+    # An interrupted cell (checkpoint written, no results yet) continues instead of restarting.
+    interrupted = path.parent / "cells" / "speaker_utterance" / "aalbert_3L" / "layer_2" / "results.json"
+    interrupted.unlink()
+    report.main(argv)
+    assert interrupted.is_file()
+    assert all(p.stat().st_mtime_ns == before[p] for p in results if p != interrupted)
+
+
+def test_report_refuses_cells_trained_otherwise(report_run):
+    from analysis import report
+
+    argv, _ = report_run
+    changed = [item.replace("runner.total_steps=2", "runner.total_steps=3") for item in argv]
+    with pytest.raises(ValueError, match="trained with other settings"):
+        report.main(changed)
+
+
+def test_a_switch_added_to_a_task_keeps_finished_cells_valid():
+    from analysis.cells import same_settings
+
+    stored = {"seed": 1, "config": {"expert": {"dropout": 0.0}, "runner": {"total_steps": 500}}}
+    defaults = {"config": {"expert": {"dropout": 0.0, "standardize": False}, "runner": {"total_steps": 60}}}
+    current = {"seed": 1, "config": {"expert": {"dropout": 0.0, "standardize": False}, "runner": {"total_steps": 500}}}
+    assert same_settings(stored, current, defaults)  # the new switch sits at its default
+    switched = {**current, "config": {**current["config"], "expert": {"dropout": 0.0, "standardize": True}}}
+    assert not same_settings(stored, switched, defaults)  # the new switch is used: not that run
+    longer = {**current, "config": {**current["config"], "runner": {"total_steps": 600}}}
+    assert not same_settings(stored, longer, defaults)
+    assert not same_settings({**stored, "removed": 3}, current, defaults)
+    assert not same_settings(stored, {**current, "seed": 2}, defaults)
+
+
+def test_report_stages_are_switched_by_name(tmp_path):
+    from analysis import report
+
+    path = report.main(["-u", "fbank", "-d", "speaker_utterance", "--stages", "weighted_sum", "--speed-utterances", "1",
+                        "-p", str(tmp_path)] + FEW_STEPS)
+    text = path.read_text()
+    assert "## Probes on the learned weighted sum" in text
+    assert "## Layer-wise" not in text and "## Label-proportion" not in text
+    assert [p.parent.name for p in tmp_path.glob("cells/**/results.json")] == ["weighted_sum"]

@@ -1,0 +1,73 @@
+"""Files made by the layout before pretrain/ and analysis/ (commit 4829279) keep working.
+
+The fixtures in tests/fixtures/legacy were written by that commit's code
+(tests/fixtures/legacy/make_legacy_fixtures.py): a tiny pretraining run stopped at step 2 of 4
+(``step-*.ckpt``, ``logs/``, the old runner key names in its stored settings) and a probe
+trained on its ``best.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+
+import hub
+import run_downstream
+import run_pretrain
+from conftest import FIXTURES, REPO
+from upstream import read_audio
+from upstream.checkpoint import read_checkpoint_file
+from utility.corpus import DEMO_ROOT, find_utterances
+
+LEGACY = FIXTURES / "legacy"
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return torch.load(LEGACY / "pretrain_reference.pt", weights_only=True)
+
+
+def test_old_pretraining_checkpoint_loads_by_name_with_the_same_hidden_states(reference):
+    wav = read_audio(find_utterances(DEMO_ROOT, ["dev-clean"], progress=False)[0].path)
+    for model in (hub.aalbert_3L(str(LEGACY / "pretrain" / "best.ckpt")), hub.from_checkpoint(str(LEGACY / "pretrain" / "best.ckpt"))):
+        with torch.inference_mode():
+            states = model([wav])["hidden_states"]
+        assert len(states) == len(reference["hidden_states"]) == 4
+        for state, expected in zip(states, reference["hidden_states"]):
+            torch.testing.assert_close(state, expected, rtol=0, atol=1e-6)
+
+
+def test_old_pretraining_folder_continues_to_the_same_weights(tmp_path, reference, caplog):
+    folder = shutil.copytree(LEGACY / "pretrain", tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger="config"):
+        outcome = run_pretrain.main(["-e", str(folder), "--device", "cpu"])
+    assert outcome.finished and outcome.step == 4
+    # The stored settings used the old names; they were translated, each with a notice.
+    assert "runner.save_every is now called runner.save_step" in caplog.text
+    final = read_checkpoint_file(folder / "states-00000004.ckpt")["upstream"]["state_dict"]
+    assert final.keys() == reference["final_encoder"].keys()
+    for name, tensor in final.items():  # the uninterrupted old run's weights at step 4
+        torch.testing.assert_close(tensor, reference["final_encoder"][name], rtol=1e-5, atol=1e-6)
+    assert (folder / "step-00000002.ckpt").is_file()  # the old file counts as one of max_keep
+
+
+def test_old_probe_folder_evaluates_to_its_stored_scores(tmp_path, monkeypatch):
+    folder = shutil.copytree(LEGACY / "downstream", tmp_path / "probe")
+    stored = json.loads((folder / "results.json").read_text())
+    monkeypatch.chdir(REPO)  # the probe names its upstream file by a repo-relative path
+    metrics = run_downstream.main(["-m", "evaluate", "-e", str(folder), "--device", "cpu"])
+    for split in ("dev", "test"):
+        assert metrics[split]["accuracy"] == stored[split]["accuracy"]
+        assert metrics[split]["loss"] == pytest.approx(stored[split]["loss"], rel=1e-5)
+
+
+def test_old_key_names_are_translated_with_a_notice(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="config"):
+        settings = run_pretrain.main(["-u", "aalbert_3L", "--print-config", "-o", "runner.keep_last=5", "-o", "optimizer.grad_clip=2"])
+    assert settings is None
+    assert "runner.keep_last is now called runner.max_keep" in caplog.text
+    assert "optimizer.grad_clip is now called runner.gradient_clipping" in caplog.text
