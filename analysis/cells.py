@@ -24,7 +24,6 @@ from downstream.settings import complete_task_config, load_task_config
 from upstream import Upstream, build_upstream, get_entry
 from utility.training import CheckpointKeeper, DistributedContext, resolve_device
 
-from .feature_cache import CachedUpstream
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,10 @@ class Cell:
             name += f"_proportion{self.proportion:g}"
         return Path(root) / self.task / self.upstream.label / name
 
-    def spec(self, settings: ProbeSettings) -> RunSpec:
-        overrides = list(settings.overrides) + [f"runner.train_proportion={self.proportion}"]
+    def spec(self, settings: ProbeSettings, cache_dir: Path) -> RunSpec:
+        # Cells share one disk feature cache (a layer sweep extracts once) unless -o says otherwise.
+        shared = ["runner.feature_cache=disk", f"runner.feature_cache_dir={cache_dir}"]
+        overrides = shared + list(settings.overrides) + [f"runner.train_proportion={self.proportion}"]
         task = load_task(self.task, settings.tasks_dir)
         return RunSpec(
             task=self.task,
@@ -116,6 +117,15 @@ class Cell:
             seed=settings.seed,
             config=load_task_config(task, None, overrides),
         )
+
+
+# Where and how features are kept, not what they are: they may differ between a cell's runs.
+STORAGE_KEYS = ("feature_cache", "feature_cache_dir", "feature_cache_memory_gb", "num_workers")
+
+
+def without_storage_keys(run: dict[str, Any]) -> dict[str, Any]:
+    runner = {k: v for k, v in run["config"]["runner"].items() if k not in STORAGE_KEYS}
+    return {**run, "config": {**run["config"], "runner": runner}}
 
 
 def same_settings(stored: Any, current: Any, defaults: Any) -> bool:
@@ -148,7 +158,7 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
     ``upstream``: a built (e.g. cached) upstream to probe; None builds the one the cell names.
     """
     folder = cell.folder(root)
-    spec = cell.spec(settings)
+    spec = cell.spec(settings, Path(root).parent / "feature_cache")
     newest = CheckpointKeeper(folder).latest()
     checkpoint = read_probe_checkpoint(newest) if newest is not None else None  # continue from it
     stored = checkpoint or (read_probe_checkpoint(folder / BEST) if (folder / BEST).is_file() else None)
@@ -157,7 +167,9 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
     stored_run = None
     if stored is not None:  # as this version writes it: renamed keys translated, new keys added
         stored_run = {**stored["run"], "config": complete_task_config(task, stored["run"]["config"], str(folder))}
-    if stored_run is not None and not same_settings(stored_run, spec.to_dict(), {"config": task_defaults}):
+    if stored_run is not None and not same_settings(
+        without_storage_keys(stored_run), without_storage_keys(spec.to_dict()), {"config": task_defaults}
+    ):
         # Folders are named by cell, not by every setting: a stored run must match this one.
         raise ValueError(
             f"{folder} holds a probe trained with other settings (corpus, overrides, seed or "
@@ -204,12 +216,13 @@ def run_cells(
 ) -> list[tuple[Cell, dict[str, Any]]]:
     """Every cell ``cells_for(choice, num_hidden_states)`` lists, upstream by upstream.
 
-    Frozen cells of one upstream share one :class:`CachedUpstream`, so it runs once per
-    utterance however many layers and proportions are probed; fine-tuned cells build their own.
+    Frozen cells of one upstream share one built model and the runner's disk feature cache in
+    ``root/../feature_cache``, so the upstream runs once per utterance however many layers,
+    proportions and tasks are probed; fine-tuned cells build their own.
     """
     done = []
     for choice in tqdm(choices, desc="upstreams", unit="upstream"):
-        model = CachedUpstream(choice.build(settings.seed))
+        model = choice.build(settings.seed)
         cells = cells_for(choice, model.num_hidden_states)
         for cell in tqdm(cells, desc=f"{choice.label} probes", unit="probe", leave=False):
             done.append((cell, run_cell(cell, root, settings, None if cell.fine_tune else model)))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,11 +40,16 @@ class Example:
 
 @dataclass
 class Batch:
-    """A list of utterances; targets stay per utterance (the expert pads what it needs)."""
+    """A list of utterances; targets stay per utterance (the expert pads what it needs).
+
+    ``states``: with the feature cache, each utterance's stored hidden states
+    (frames, states, hidden) instead of its waveform (``wavs`` is then empty).
+    """
 
     utt_ids: list[str]
     wavs: list[torch.Tensor]
     targets: list[torch.Tensor]
+    states: Optional[list[torch.Tensor]] = None
 
     def __len__(self) -> int:
         return len(self.utt_ids)

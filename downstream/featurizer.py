@@ -41,7 +41,10 @@ class Featurizer(nn.Module):
         return self.weights.detach().softmax(-1).tolist()
 
     def forward(self, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
-        """N + 1 tensors of (B, S, H) -> (B, S, H)."""
+        """N + 1 tensors of (B, S, H) -> (B, S, H). With one chosen layer, that state alone
+        may be given instead (what the feature cache keeps)."""
+        if self.weights is None and len(hidden_states) == 1:
+            return hidden_states[0]
         if len(hidden_states) != self.num_hidden_states:
             raise ValueError(f"expected {self.num_hidden_states} hidden states, got {len(hidden_states)}")
         if self.weights is None:

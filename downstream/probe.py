@@ -8,6 +8,7 @@ from torch import nn
 from upstream import Upstream
 
 from .base import Batch, Expert, StepOutput
+from .feature_cache import padded_states
 from .featurizer import Featurizer
 
 
@@ -50,6 +51,9 @@ class ProbeModel(nn.Module):
         return self.upstream.device
 
     def forward(self, batch: Batch) -> StepOutput:
+        if batch.states is not None:  # hidden states from the feature cache
+            states, lengths = padded_states(batch.states, self.device)
+            return self.expert(self.featurizer(states), lengths, batch)
         features, lengths = self.features(batch.wavs)
         return self.expert(features, lengths, batch)
 

@@ -28,6 +28,7 @@ from utility.training import capture_rng_state, restore_rng_state, seed_everythi
 from .base import Expert, ProbeDataset, TaskData, UpstreamInfo
 from .batches import epoch_batches, eval_batches
 from .discovery import TASKS_DIR, Task, load_task
+from .feature_cache import serve_from_cache, upstream_identity
 from .featurizer import Featurizer
 from .frames import FrameGrid
 from .probe import ProbeModel
@@ -101,6 +102,25 @@ class Runner:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.train_seconds = 0.0
         self.update: Optional[UpdateStep] = None
+        self.served: dict[str, ProbeDataset] = {}  # datasets as the probe reads them (feature cache)
+
+    def serve(self, splits: list[str]) -> None:
+        """Put the given splits (``train``: the training share) behind the feature cache, once."""
+        wanted = {name: self.data.train.subset(self.train_indices) if name == "train" else self.data.split(name)
+                  for name in splits if name not in self.served}
+        if not wanted:
+            return
+        upstream = self.model.upstream
+        identity = upstream_identity(upstream, self.spec.upstream, self.spec.upstream_ckpt)
+        self.served.update(serve_from_cache(
+            upstream, identity, wanted, self.runner_config, self.spec.layer, self.spec.fine_tune,
+            self.expdir / "feature_cache", self.context.rank, self.context.world_size, self.context.barrier, self.log,
+        ))
+
+    def dataset(self, split: str) -> ProbeDataset:
+        """A split as the probe reads it (``train``: the training share)."""
+        self.serve([split])
+        return self.served[split]
 
     @property
     def expert(self) -> Expert:
@@ -128,7 +148,7 @@ class Runner:
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
         """Metrics of the current weights on one split (summed over all processes)."""
-        dataset = self.data.split(split)
+        dataset = self.dataset(split)
         batches = eval_batches(len(dataset), self.runner_config.eval_batch_size, self.context.rank, self.context.world_size)
         was_training = self.model.training
         self.model.eval()
@@ -204,7 +224,8 @@ class Runner:
         if self.step >= config.total_steps:
             self.log(f"{self.expdir} already finished at step {self.step}; nothing to do")
             return self.finish()
-        train_set = self.data.train.subset(self.train_indices)
+        self.serve(["train", "dev", "test"])  # one first pass for every split
+        train_set = self.dataset("train")
         if len(train_set) < self.context.world_size:
             raise ValueError(f"{len(train_set)} training utterance(s) cannot feed {self.context.world_size} processes")
         writer = SummaryWriter(str(self.expdir / LOG_DIR)) if self.context.is_main else None

@@ -19,6 +19,8 @@ from utility.config import apply_overrides, defaults, load_yaml, merge_strict, r
 from utility.training import LoopConfig
 
 from .discovery import Task
+from .feature_cache import DTYPES as CACHE_DTYPES
+from .feature_cache import MODES as CACHE_MODES
 from .subset import check_proportion
 
 SECTIONS = ("runner", "optimizer", "data", "expert")
@@ -26,6 +28,9 @@ OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch
 SCHEDULES = ("constant", "linear")
 # Keys renamed when both runners took s3prl's names: old name -> new name.
 RENAMED = {"runner.keep_last": "runner.max_keep"}
+# Keys added since runs were first stored, whose behaviour before differs from today's default:
+# a stored run keeps the behaviour it was trained with.
+BEFORE_ADDED = {"runner": {"feature_cache": "off", "feature_cache_dtype": "float32"}}
 
 
 @dataclass
@@ -44,9 +49,21 @@ class RunnerConfig(LoopConfig):
     eval_step: int = 200
     train_proportion: float = 1.0  # seeded share of the training utterances, in (0, 1]
     num_workers: int = 0  # DataLoader processes reading audio
+    # Frozen upstreams: hidden states computed once and served from a store (downstream/feature_cache.py).
+    # auto: memory when the estimate fits feature_cache_memory_gb, else disk, else off; fine-tuning: off.
+    feature_cache: str = "auto"
+    feature_cache_dir: Optional[str] = None  # disk stores live here (None: EXPDIR/feature_cache); share it across runs
+    feature_cache_dtype: str = "float16"  # storage precision: float16, bfloat16 or float32
+    feature_cache_memory_gb: float = 4.0  # auto: the most a memory cache may hold
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.feature_cache not in CACHE_MODES:
+            raise ValueError(f"runner.feature_cache must be one of {CACHE_MODES}, got {self.feature_cache!r}")
+        if self.feature_cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"runner.feature_cache_dtype must be one of {sorted(CACHE_DTYPES)}, got {self.feature_cache_dtype!r}")
+        if self.feature_cache_memory_gb < 0:
+            raise ValueError(f"runner.feature_cache_memory_gb must be >= 0, got {self.feature_cache_memory_gb}")
         for name in ("batch_size", "eval_batch_size", "eval_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"runner.{name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -114,9 +131,12 @@ def load_task_config(task: Task, config_file: Optional[Path] = None, overrides: 
 
 
 def complete_task_config(task: Task, stored: dict[str, Any], source: str) -> dict[str, Any]:
-    """A config stored by an earlier run, with keys renamed since and keys added since (at
-    their defaults) filled in."""
-    return _merge(task_defaults(task), stored, task, source)
+    """A config stored by an earlier run, with keys renamed since and keys added since filled
+    in: at the behaviour the run had (``BEFORE_ADDED``), else at their defaults."""
+    base = task_defaults(task)
+    for section, values in BEFORE_ADDED.items():
+        base[section].update({key: value for key, value in values.items() if key not in stored.get(section, {})})
+    return _merge(base, stored, task, source)
 
 
 def runner_sections(config: dict[str, Any]) -> tuple[RunnerConfig, OptimizerConfig]:

@@ -159,7 +159,8 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     naming the key. Missing keys take the dataclass defaults.
 
     Numbers are read once, here: an int is accepted for a float field, and so is a numeric
-    string, because YAML 1.1 reads ``2e-4`` (no dot) as text.
+    string, because YAML 1.1 reads ``2e-4`` (no dot) as text. For the same reason a boolean
+    given to a text field is read back as the word YAML took it for (``off`` -> "off").
     """
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
@@ -182,6 +183,8 @@ def _typed(hint: Any, value: Any, name: str) -> Any:
             return value  # a real union: left to the dataclass's own checks
         hint, origin = options[0], typing.get_origin(options[0])
     expected = origin or hint
+    if expected is str and isinstance(value, bool):
+        return "on" if value else "off"
     if expected is float:
         if isinstance(value, str):
             try:

@@ -102,31 +102,6 @@ def test_phone_tsne_png(tmp_path, tiny_checkpoint):
     assert image[..., :3].std() > 0.05
 
 
-# ---------------------------------------------------------------------------------------------
-# Feature cache
-
-
-def test_cached_upstream_matches_and_runs_once(tiny_checkpoint, demo_wavs):
-    from upstream import build_upstream
-    from analysis.feature_cache import CachedUpstream
-
-    plain = build_upstream("aalbert_3L", tiny_checkpoint)
-    cached = CachedUpstream(build_upstream("aalbert_3L", tiny_checkpoint))
-    with torch.inference_mode():
-        expected = plain(demo_wavs)
-        first = cached(demo_wavs[:2])
-        assert cached.computed == 2
-        again = cached(demo_wavs[::-1])  # new order, one new waveform
-    assert cached.computed == 3, "each distinct waveform computed once"
-    assert torch.equal(again["lengths"], expected["lengths"].flip(0))
-    for mine, theirs in zip(again["hidden_states"], expected["hidden_states"]):
-        torch.testing.assert_close(mine, theirs.flip(0), rtol=0, atol=1e-5)  # same values, zero padding
-    torch.testing.assert_close(first["hidden_states"][2], expected["hidden_states"][2][:2, : int(expected["lengths"][:2].max())], rtol=0, atol=1e-5)
-    assert (cached.num_hidden_states, cached.hidden_size, cached.downsample_rate) == (4, 32, 480)
-    with pytest.raises(ValueError, match="frozen upstream"):
-        cached.requires_grad_(True)
-
-
 def test_upstream_choice_errors(tmp_path, tiny_checkpoint):
     from analysis.cells import UpstreamChoice, parse_upstreams
 
@@ -199,6 +174,9 @@ def test_report_holds_every_upstream_and_table(report_run):
         assert f"]({picture})" in text and (path.parent / picture).is_file()
     rows = read_rows(path.parent / "results.csv")
     assert len(rows) == 2 + 5, "one row per hidden state and weighted sum, per upstream"
+    # Every cell of an upstream read one shared store of all its hidden states: extracted once.
+    stores = sorted(p.name.split("-")[1] for p in (path.parent / "feature_cache").iterdir())
+    assert stores == ["all", "all"]
     best = max((r for r in rows if r["upstream"] == "aalbert_3L" and r["layer"] != "weighted_sum"), key=lambda r: float(r["dev"]))
     assert f"| speaker_utterance | aalbert_3L | accuracy | {best['layer']} | {float(best['test']):.4f} |" in text
 
