@@ -203,6 +203,7 @@ def result_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
         "train_utterances": results["train_utterances"],
         "metric": metric,
         "higher_is_better": results["higher_is_better"],
+        "learned": results.get("learned", ""),  # classification probes: false = at chance
         "dev": results["dev"][metric],
         "test": results["test"][metric],
     }

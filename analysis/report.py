@@ -140,7 +140,11 @@ def write_report(
     ]
     if "weighted_sum" in args.stages:
         lines += ["## Probes on the learned weighted sum of hidden states", "",
-                  markdown_table(weighted, ["task", "upstream", "metric", "dev", "test", "train_utterances"]), ""]
+                  markdown_table(weighted, ["task", "upstream", "metric", "dev", "test", "train_utterances", "learned"]), "",
+                  "`learned`: false when a classification probe's best dev cross-entropy stayed above 97 % of "
+                  "chance (ln of the number of classes): it did not train, so its score says nothing about the "
+                  "features. Mean-pooled `mel` is zero for every utterance (per-utterance CMVN): its pooled "
+                  "speaker probes are at chance by construction.", ""]
     if tuned:
         lines += ["## Fine-tuned probes (upstream trained too)", "",
                   markdown_table(tuned, ["task", "upstream", "metric", "dev", "test"]), ""]

@@ -17,7 +17,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from downstream.frames import FrameGrid
@@ -54,10 +56,21 @@ def utterance_embeddings(model: Upstream, utterances: Sequence[Utterance], layer
     return torch.cat(pooled).numpy()
 
 
+PCA_COMPONENTS = 50  # scikit-learn's advice: reduce to about 50 dimensions before t-SNE
+
+
 def embed_2d(vectors: np.ndarray, seed: int) -> np.ndarray:
-    """(n, d) -> (n, 2) t-SNE, deterministic for a seed; perplexity capped for small n."""
+    """(n, d) -> (n, 2) t-SNE, deterministic for a seed; perplexity capped for small n.
+
+    Each dimension is standardised first, then reduced with PCA: pooled Transformer states sit
+    at offsets several times larger than their variation between utterances, and without this
+    one or two large dimensions decide every distance (the picture collapses to a thin line).
+    """
+    standardized = StandardScaler().fit_transform(vectors)
+    components = min(PCA_COMPONENTS, *standardized.shape)
+    reduced = PCA(n_components=components, random_state=seed).fit_transform(standardized)
     perplexity = min(30.0, max(2.0, (len(vectors) - 1) / 3))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(vectors)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
 
 
 def plot_points(points: np.ndarray, labels: Sequence[str], title: str, legend_title: str, path: str | Path) -> Path:

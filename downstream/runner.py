@@ -10,6 +10,7 @@ on its shard of every epoch (DDP) and evaluation statistics are summed over proc
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -103,6 +104,8 @@ class Runner:
         self.train_seconds = 0.0
         self.update: Optional[UpdateStep] = None
         self.served: dict[str, ProbeDataset] = {}  # datasets as the probe reads them (feature cache)
+        self.train_loss: Optional[float] = None  # the last logged training loss
+        self.stopped_early = False
 
     def serve(self, splits: list[str]) -> None:
         """Put the given splits (``train``: the training share) behind the feature cache, once."""
@@ -186,6 +189,8 @@ class Runner:
             "batch_in_epoch": self.batch_in_epoch,
             "skipped_steps": self.update.skipped,
             "train_seconds": self.train_seconds,
+            "train_loss": self.train_loss,
+            "stopped_early": self.stopped_early,
             "label_names": self.data.label_names,
             "weights": stored_weights(self.spec, self.model),
             "layer_weights": self.model.featurizer.layer_weights(),
@@ -205,6 +210,8 @@ class Runner:
         self.keeper.load_state_dict(checkpoint[CheckpointKeeper.STATE_KEY])
         for name in ("step", "epoch", "batch_in_epoch", "train_seconds"):
             setattr(self, name, checkpoint[name])
+        self.train_loss = checkpoint.get("train_loss")  # absent in checkpoints of older versions
+        self.stopped_early = checkpoint.get("stopped_early", False)
         restore_rng_state(checkpoint["rng"])
 
     # -----------------------------------------------------------------------------------------
@@ -221,7 +228,7 @@ class Runner:
         self.update = self.build_update(network)
         if checkpoint is not None:
             self.resume_from(checkpoint)
-        if self.step >= config.total_steps:
+        if self.step >= config.total_steps or self.stopped_early:
             self.log(f"{self.expdir} already finished at step {self.step}; nothing to do")
             return self.finish()
         self.serve(["train", "dev", "test"])  # one first pass for every split
@@ -234,7 +241,7 @@ class Runner:
         micro = 0
         started = time.monotonic()
         self.model.train()
-        while self.step < config.total_steps:
+        while self.step < config.total_steps and not self.stopped_early:
             plan = epoch_batches(len(train_set), config.batch_size, self.spec.seed, self.epoch, self.context.rank, self.context.world_size)
             for batch in self.loader(train_set, plan[self.batch_in_epoch :]):
                 self.batch_in_epoch += 1
@@ -254,17 +261,18 @@ class Runner:
                 if self.update.skipped > skipped:
                     self.log(f"step {self.step}: non-finite gradient norm, update skipped ({self.update.skipped} so far)")
                 bar.update(1)
-                if self.step % config.log_step == 0 and writer is not None:
+                if self.step % config.log_step == 0:
                     metrics = self.expert.summarize(stats)
+                    self.train_loss = metrics.get("loss", float(output.loss.detach()))
                     self.write_scalars(writer, "train", {**metrics, "grad_norm": grad_norm, "lr": self.update.scheduler.get_last_lr()[0]})
-                    bar.set_postfix(loss=f"{metrics.get('loss', float(output.loss.detach())):.3f}")
+                    bar.set_postfix(loss=f"{self.train_loss:.3f}")
                     stats = {}
                 evaluate = self.step % config.eval_step == 0 or self.step == config.total_steps
                 if evaluate or self.step % config.save_step == 0:
                     self.train_seconds += time.monotonic() - started
                     self.checkpoint(writer, evaluate)
                     started = time.monotonic()
-                if self.step >= config.total_steps:
+                if self.step >= config.total_steps or self.stopped_early:
                     break
             else:
                 self.epoch += 1
@@ -275,16 +283,26 @@ class Runner:
         return self.finish()
 
     def checkpoint(self, writer: Optional[SummaryWriter], evaluate: bool = True) -> None:
-        """Save a step checkpoint; with ``evaluate``, score dev first (best.ckpt when it improved)."""
+        """Save a step checkpoint; with ``evaluate``, score dev first (best.ckpt when it
+        improved) and stop early when dev has not improved for ``early_stopping_patience``
+        evaluations (every process decides alike: dev statistics are summed over all)."""
         metrics = self.evaluate("dev") if evaluate else {}
+        metric = metrics.get(self.expert.metric)
+        patience = self.runner_config.early_stopping_patience
+        if evaluate and patience and not self.keeper.is_better(metric):
+            since = self.step - (self.keeper.best_step or 0)
+            self.stopped_early = since >= patience * self.runner_config.eval_step
+        if not self.context.is_main and evaluate and self.keeper.is_better(metric):
+            self.keeper.best_metric, self.keeper.best_step = metric, self.step  # the main process saves
         if self.context.is_main:
-            metric = metrics.get(self.expert.metric)
             self.keeper.save(self.payload(metrics), self.step, metric)
             if evaluate:
                 self.write_scalars(writer, "dev", metrics)
                 self.write_scalars(writer, "featurizer", {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())})
                 best = "best so far" if self.keeper.best_step == self.step else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
                 self.log(f"step {self.step}: dev {self.expert.metric} {metric:.4f} ({best})")
+                if self.stopped_early:
+                    self.log(f"step {self.step}: no dev improvement in {patience} evaluations; training stops (early_stopping_patience)")
         # Other processes read best.ckpt from disk at the end: they only wait for it here.
         self.context.barrier()
 
@@ -311,8 +329,17 @@ class Runner:
             "skipped_steps": self.update.skipped,
             "layer_weights": best["layer_weights"],
             "train_seconds": round(self.train_seconds, 1),
+            "stopped_early": self.stopped_early,
+            "final_train_loss": self.train_loss,
+            **learning_check(self.expert, best["dev_metrics"]),
         }
         if self.context.is_main:
+            if results.get("learned") is False:
+                self.log(
+                    f"warning: the probe did not learn: dev loss {results['dev']['loss']:.3f} is within "
+                    f"{100 * (1 - LEARNED_FRACTION):.0f} % of chance (ln {len(self.expert.label_names)} = {results['chance_loss']:.3f}); "
+                    "train longer, raise optimizer.lr, or check the features' scale (see downstream/README.md)"
+                )
             write_json(results, self.expdir / RESULTS)
             self.log(
                 f"{self.spec.task}: dev {self.expert.metric} {results['dev'][self.expert.metric]:.4f} "
@@ -332,6 +359,18 @@ class Runner:
     def log(self, message: str) -> None:
         if self.context.is_main:
             tqdm.write(message)
+
+
+LEARNED_FRACTION = 0.97  # a dev cross-entropy above this share of ln(classes) counts as chance
+
+
+def learning_check(expert: Expert, dev_metrics: dict[str, float]) -> dict[str, Any]:
+    """For classification probes (metric: accuracy), the chance cross-entropy ln(classes) and
+    whether the best dev loss got clearly below it; nothing for other tasks."""
+    if expert.metric != "accuracy" or "loss" not in dev_metrics or len(expert.label_names) < 2:
+        return {}
+    chance = math.log(len(expert.label_names))
+    return {"chance_loss": round(chance, 4), "learned": bool(dev_metrics["loss"] < LEARNED_FRACTION * chance)}
 
 
 def add_stats(total: dict[str, float], stats: dict[str, float]) -> None:

@@ -47,6 +47,8 @@ class RunnerConfig(LoopConfig):
     batch_size: int = 8
     eval_batch_size: int = 8
     eval_step: int = 200
+    # > 0: stop when dev has not improved for this many evaluations (total_steps stays the cap).
+    early_stopping_patience: int = 0
     train_proportion: float = 1.0  # seeded share of the training utterances, in (0, 1]
     num_workers: int = 0  # DataLoader processes reading audio
     # Frozen upstreams: hidden states computed once and served from a store (downstream/feature_cache.py).
@@ -67,8 +69,10 @@ class RunnerConfig(LoopConfig):
         for name in ("batch_size", "eval_batch_size", "eval_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"runner.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.num_workers < 0:
-            raise ValueError(f"runner.num_workers must be >= 0, got {self.num_workers}")
+        if self.num_workers < 0 or self.early_stopping_patience < 0:
+            raise ValueError(
+                f"runner.num_workers and early_stopping_patience must be >= 0, got {self.num_workers} and {self.early_stopping_patience}"
+            )
         self.train_proportion = check_proportion(self.train_proportion)
 
 

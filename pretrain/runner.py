@@ -80,7 +80,13 @@ def pretrain(
             handlers = _attach_log_handlers(folder)
         log.info("%s run in %s: %s, %d process(es) on %s", "resumed" if checkpoint else "new", folder,
                  settings.upstream, context.world_size, context.device)
-        return Pretrainer(settings, folder, context, checkpoint).run(stop_at_step)
+        trainer = Pretrainer(settings, folder, context, checkpoint)
+        if checkpoint is None and settings.runner.max_minutes > 0:
+            if context.is_distributed:
+                raise ValueError("runner.max_minutes needs one process (each would measure its own step time); set runner.total_steps")
+            trainer.calibrate_total_steps(settings.runner.max_minutes)
+            (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+        return trainer.run(stop_at_step)
     finally:
         for handler in handlers:
             log.removeHandler(handler)

@@ -122,9 +122,14 @@ class RunnerSettings(LoopConfig):
     cpu_bf16: bool = False  # bf16 autocast on the CPU too (much faster on CPUs with AVX512-BF16 / AMX)
     activation_checkpointing: bool = False  # recompute layer activations in backward: less memory, ~35% slower
     seed: int = 1337
+    # > 0: a wall-clock budget in minutes for a new run; total_steps is then set from the measured
+    # step time so that warm-up and decay span the budget (a short run ends at lr 0, not mid-decay).
+    max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.max_minutes < 0:
+            raise ValueError(f"runner.max_minutes must be >= 0 (0: use total_steps), got {self.max_minutes}")
         if self.image_step < 0:
             raise ValueError(f"runner.image_step must be >= 0 (0: no images), got {self.image_step}")
 

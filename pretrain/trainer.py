@@ -34,6 +34,7 @@ from .data import (
     select_utterances,
     training_loader,
 )
+from .baselines import trivial_losses
 from .masking import masked_l1
 from .model import MaskedAcousticModel, recompute_layers_in_backward
 from .settings import PretrainSettings
@@ -57,6 +58,7 @@ class PretrainOutcome:
     dev_history: list[tuple[int, float]] = field(default_factory=list)
     train_losses: list[float] = field(default_factory=list)
     skipped_nonfinite: int = 0
+    dev_baselines: dict[str, float] = field(default_factory=dict)  # trivial predictors' held-out masked L1
 
 
 @dataclass
@@ -127,6 +129,42 @@ class Pretrainer:
             micro = max(1, settings.data.batch_size // (context.world_size * runner.gradient_accumulate_steps))
             self.dev_set = dev_batches(dev[: settings.corpus.dev_utterances], settings, micro)
         self.writer = SummaryWriter(str(experiment / LOG_DIR)) if context.is_main else None
+        # What the model must beat on the held-out set, at the same masks (pretrain/baselines.py).
+        self.dev_baselines = trivial_losses(self.dev_set, settings.downsample_rate) if self.dev_set else {}
+        if self.dev_baselines and resume is None:
+            log.info("held-out masked L1 of trivial predictors: %s",
+                     ", ".join(f"{name} {value:.4f}" for name, value in self.dev_baselines.items()))
+
+    def calibrate_total_steps(self, max_minutes: float, probe_steps: int = 3) -> int:
+        """Lay the schedule out over a wall-clock budget: time ``probe_steps`` forward/backward
+        passes (no update) and one held-out evaluation, then set ``runner.total_steps`` to what
+        fits in ``max_minutes`` and rebuild the warm-up/decay schedule over it.
+
+        Only a new run calls this; the total is stored with the settings, so a resumed run
+        continues the same schedule exactly. The probing passes leave no trace: gradients are
+        cleared and the random generators restored.
+        """
+        runner = self.settings.runner
+        loader = iter(training_loader(self.train_set, 0, probe_steps, pin_memory=False))
+        with torch.random.fork_rng(devices=[]):
+            started = time.perf_counter()
+            for _ in range(probe_steps * runner.gradient_accumulate_steps):
+                total, _ = self._forward(next(loader).to(self.device))
+                total.backward()
+            step_seconds = (time.perf_counter() - started) / probe_steps
+            self.update.optimizer.zero_grad(set_to_none=True)
+            started = time.perf_counter()
+            if self.dev_set:
+                self.evaluate()
+            eval_seconds = time.perf_counter() - started
+        # budget = steps * step_seconds + (steps / save_step + 1) * eval_seconds
+        budget = max_minutes * 60 - eval_seconds
+        steps = max(1, int(budget / (step_seconds + eval_seconds / runner.save_step)))
+        runner.total_steps = steps
+        self.update.scheduler = linear_warmup_decay(self.update.optimizer, self.settings.warmup_steps, steps)
+        log.info("runner.max_minutes=%g: %.2f s per step, %.1f s per held-out evaluation -> runner.total_steps=%d",
+                 max_minutes, step_seconds, eval_seconds, steps)
+        return steps
 
     def _parameter_groups(self) -> list[dict[str, Any]]:
         """Weight decay on matrices only; biases and LayerNorm weights are left alone (BERT)."""
@@ -144,7 +182,9 @@ class Pretrainer:
         """Train until ``runner.total_steps`` (or ``stop_at_step``), checkpointing on the way."""
         runner = self.settings.runner
         stop = min(runner.total_steps, stop_at_step) if stop_at_step is not None else runner.total_steps
-        outcome = PretrainOutcome(experiment=self.experiment, step=self.step, finished=False, upstream=self.upstream)
+        outcome = PretrainOutcome(
+            experiment=self.experiment, step=self.step, finished=False, upstream=self.upstream, dev_baselines=dict(self.dev_baselines)
+        )
         if self.step == 0 and self.dev_set:
             outcome.dev_history.append((0, self._log_dev_loss()))
         loader = iter(training_loader(self.train_set, self.step, stop, pin_memory=self.device.type == "cuda"))
@@ -255,8 +295,12 @@ class Pretrainer:
 
     def _log_dev_loss(self) -> float:
         value = self.evaluate()
-        log.info("step %d: held-out masked L1 %.4f", self.step, value)
+        best_name, best = min(self.dev_baselines.items(), key=lambda item: item[1])
+        verdict = "beaten" if value < best else "not yet beaten"
+        log.info("step %d: held-out masked L1 %.4f (best trivial predictor: %s %.4f, %s)", self.step, value, best_name, best, verdict)
         self.writer.add_scalar("dev/masked_l1", value, self.step)
+        for name, baseline in self.dev_baselines.items():
+            self.writer.add_scalar(f"dev/trivial_{name}", baseline, self.step)
         return value
 
     def _record(self, stats: UpdateStats, elapsed: float, window: list[float]) -> None:
@@ -287,7 +331,8 @@ class Pretrainer:
         payload = upstream_checkpoint(
             self.upstream,
             self.settings.upstream,
-            metadata={"step": self.step, "objective": "masked acoustic modelling", "dev_masked_l1": metric},
+            metadata={"step": self.step, "objective": "masked acoustic modelling", "dev_masked_l1": metric,
+                      "dev_trivial_masked_l1": dict(self.dev_baselines)},
         )
         payload["head"] = {k: v.detach().cpu() for k, v in self.model.head.state_dict().items()}
         payload[SECTION] = {
