@@ -71,6 +71,10 @@ def test_wer_and_cer_count_word_and_character_edits():
     metrics = expert.summarize(output.stats)
     assert metrics["wer"] == 0.5 and metrics["cer"] == pytest.approx(5 / 12)
     assert expert.predict(torch.zeros(2, int(lengths.max()), 4), lengths) == [["THE", "CAT"], ["A", "DOG", "RAN"]]
+    # The checkpoint-picking metric: WER (SUPERB's) unless expert.select_by says cer.
+    assert expert.metric == "wer" and DownstreamExpert(UpstreamInfo(4, 1, grid), {"select_by": "cer"}, NAMES).metric == "cer"
+    with pytest.raises(ValueError, match=r"expert.select_by must be one of \('wer', 'cer'\), got 'per'"):
+        DownstreamExpert(UpstreamInfo(4, 1, grid), {"select_by": "per"}, NAMES)
 
 
 @pytest.fixture
