@@ -49,12 +49,10 @@ def commands(tmp_path_factory) -> Path:
 
 
 def tiny_config(path: Path, **data) -> Path:
-    config = {
-        "runner": {"total_steps": 3, "eval_step": 3, "log_step": 1, "batch_size": 8, "eval_batch_size": 16},
-        "optimizer": {},
-        "data": data,
-        "expert": {},
-    }
+    """The shipped config.yaml with a few small batches and ``data`` set."""
+    config = yaml.safe_load((REPO / "downstream" / "keyword_spotting" / "config.yaml").read_text())
+    config["runner"].update(total_steps=3, eval_step=3, log_step=1, batch_size=8, eval_batch_size=16)
+    config["data"] = {**config["data"], **data}
     path.write_text(yaml.safe_dump(config))
     return path
 
