@@ -37,7 +37,7 @@ class UtteranceClassificationExpert(Expert):
         self.classifier = build_mlp(upstream.hidden_size, self.config.hidden_sizes, len(label_names), self.config.dropout)
 
     def logits(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """features (B, S, H), lengths (B,) -> (B, C) speaker scores."""
+        """features (B, S, H), lengths (B,) -> (B, C) class scores."""
         return self.classifier(self.standardizer(mean_pool(features, lengths)))
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, batch: Batch) -> StepOutput:
