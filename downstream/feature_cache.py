@@ -27,6 +27,7 @@ computes its share into the disk store and reads the others' shards.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -73,8 +74,8 @@ def is_file_source(source: Any) -> bool:
 
 
 def item_key(dataset: ProbeDataset, index: int) -> str:
-    """What identifies one utterance's audio: path, size and modification time of its file, or
-    a digest of the samples for sources that are not files."""
+    """What identifies source ``index`` of a dataset: path, size and modification time of its
+    file, or a digest of the samples for sources that are not plain files."""
     source = dataset.sources[index]
     if is_file_source(source):
         path = Path(source).resolve()
@@ -302,19 +303,19 @@ def extract(
 # Serving cached states to the runner
 
 
-class CachedFeatures(ProbeDataset):
-    """A probe dataset whose examples carry their stored hidden states instead of audio."""
+def collate_states(examples: Sequence[Example]) -> Batch:
+    """Examples whose ``wav`` holds stored states -> a batch with ``states`` (and no waveforms)."""
+    return Batch([e.utt_id for e in examples], [], [e.target for e in examples], states=[e.wav for e in examples])
 
-    def __init__(self, dataset: ProbeDataset, keys: Sequence[str], store: MemoryStore | DiskStore):
-        super().__init__(dataset.utt_ids, list(keys), dataset.targets, dataset.classes)
-        self.store = store
 
-    def load_wav(self, source: Any) -> torch.Tensor:
-        return self.store.get(source)  # (frames, states, hidden), stored dtype
-
-    @staticmethod
-    def collate(examples: Sequence[Example]) -> Batch:
-        return Batch([e.utt_id for e in examples], [], [e.target for e in examples], states=[e.wav for e in examples])
+def cached_view(dataset: ProbeDataset, keys: Sequence[str], store: MemoryStore | DiskStore) -> ProbeDataset:
+    """``dataset`` (any subclass, with its own indexing and targets) reading each item's stored
+    (frames, states, hidden) instead of decoding its audio."""
+    view = copy.copy(dataset)
+    view.sources = list(keys)  # one key per source, in order
+    view.load_wav = store.get  # the instance's own loader: the subclass's indexing stays as it is
+    view.collate = collate_states
+    return view
 
 
 def padded_states(states: Sequence[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -382,7 +383,7 @@ def fill_cache(
     barrier: Callable[[], None] = lambda: None,
 ) -> list[list[str]]:
     """Extract what ``store`` lacks (each process its share), then return every dataset's keys."""
-    keys = [[item_key(dataset, index) for index in range(len(dataset))] for dataset in datasets]
+    keys = [[item_key(dataset, index) for index in range(len(dataset.sources))] for dataset in datasets]
     missing: dict[str, tuple[ProbeDataset, int, str]] = {}
     for dataset, dataset_keys in zip(datasets, keys):
         for index, key in enumerate(dataset_keys):
@@ -425,7 +426,7 @@ def serve_from_cache(
     stored = upstream.num_hidden_states if states is None else 1
     unique = {}
     for dataset in datasets.values():
-        for index in range(len(dataset)):
+        for index in range(len(dataset.sources)):
             unique.setdefault((id(dataset), index), dataset)
     samples = [item_samples(dataset, index, upstream.sample_rate) for (_, index), dataset in unique.items()]
     frames = int(upstream.num_frames(torch.tensor(samples)).sum()) if samples else 0
@@ -442,4 +443,4 @@ def serve_from_cache(
     store = open_store(plan, folder / spec.folder_name, dtype, rank, distributed)
     names = list(datasets)
     keys = fill_cache(upstream, [datasets[n] for n in names], store, states, dtype, runner.num_workers, rank, world_size, barrier)
-    return {name: CachedFeatures(datasets[name], dataset_keys, store) for name, dataset_keys in zip(names, keys)}
+    return {name: cached_view(datasets[name], dataset_keys, store) for name, dataset_keys in zip(names, keys)}
