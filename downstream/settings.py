@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 import torch
 
 from upstream.config import dataclass_from_dict
+from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, defaults, load_yaml, merge_strict, rename_keys
 from utility.training import LoopConfig
 
@@ -44,6 +45,7 @@ class RunnerConfig(LoopConfig):
     eval_step: int = 200
     train_proportion: float = 1.0  # seeded share of the training utterances, in (0, 1]
     num_workers: int = 0  # DataLoader processes reading audio
+    on_unreadable: str = "stop"  # unusable audio (unreadable, empty, too short, not mono, NaN/inf): stop, or skip (warn, naming each file)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,6 +54,8 @@ class RunnerConfig(LoopConfig):
                 raise ValueError(f"runner.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.num_workers < 0:
             raise ValueError(f"runner.num_workers must be >= 0, got {self.num_workers}")
+        if self.on_unreadable not in UNREADABLE_ACTIONS:
+            raise ValueError(f"runner.on_unreadable must be one of {UNREADABLE_ACTIONS}, got {self.on_unreadable!r}")
         self.train_proportion = check_proportion(self.train_proportion)
 
 
