@@ -40,6 +40,7 @@ from .settings import PretrainSettings
 from .state import SECTION
 from .visualize import reconstruction_figure
 from utility.training import LOG_DIR, CheckpointKeeper, DistributedContext, UpdateStep, linear_warmup_decay, mixed_precision
+from utility.interrupt import TrainingInterrupted, stop_requested
 from utility.training import capture_rng_state, restore_rng_state
 
 log = logging.getLogger("pretrain")
@@ -165,11 +166,16 @@ class Pretrainer:
             progress.update(1)
             progress.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{self.update.scheduler.get_last_lr()[0]:.2e}", fps=f"{stats.frames / elapsed:.0f}")
             self._record(stats, elapsed, window)
-            if self.step % runner.save_step == 0 or self.step == stop:
-                metric = self._log_dev_loss() if self.dev_set else None
+            scheduled = self.step % runner.save_step == 0 or self.step == stop
+            interrupted = self.step < stop and stop_requested(self.context)
+            if scheduled or interrupted:
+                metric = self._log_dev_loss() if self.dev_set and scheduled else None
                 if metric is not None:
                     outcome.dev_history.append((self.step, metric))
                 outcome.checkpoint = self._save(metric)
+            if interrupted:
+                progress.close()
+                self._stop_interrupted(outcome.checkpoint)
             started = time.perf_counter()  # evaluation and saving are not training throughput
         progress.close()
         self.context.barrier()  # every process waits for the last checkpoint
@@ -178,6 +184,15 @@ class Pretrainer:
         if self.writer is not None:
             self.writer.close()
         return outcome
+
+    def _stop_interrupted(self, checkpoint: Optional[Path]) -> None:
+        """Ctrl-C: the checkpoint of this step is written; close the logs and say how to go on."""
+        self.context.barrier()
+        if self.writer is not None:
+            self.writer.close()
+        raise TrainingInterrupted(
+            f"interrupted at step {self.step}: saved {checkpoint}; continue with: python run_pretrain.py -e {self.experiment}"
+        )
 
     def _update(self, micro_batches: list[MaskedBatch], keep_picture: bool) -> UpdateStats:
         """One optimizer update over this process's micro-batches."""

@@ -53,7 +53,7 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
         Path(temp_name).unlink(missing_ok=True)
         full = _disk_full(error)
         if full is not None:
-            raise OSError(full.errno, f"{full.strerror} while writing {path}", str(path)) from error
+            raise OSError(full.errno, full.strerror, str(path)) from error
         raise
     return path
 
