@@ -29,6 +29,12 @@ from utility.cpu_allocator import keep_freed_memory_for_reuse
 from utility.training import SKIP_DAMAGED_FLAG
 
 
+MEMORY_HINT = (
+    "lower the batch size: more -o runner.gradient_accumulate_steps=N (same results, smaller pieces) "
+    "or a smaller -o data.batch_size=N"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-u", "--upstream", help=f"model to pretrain: {', '.join(entry_names())}")
@@ -78,4 +84,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[PretrainOutcome]:
 
 
 if __name__ == "__main__":
-    run_cli(main, memory_hint="lower the batch size (-o data.batch_size=N, or more -o runner.gradient_accumulate_steps)")
+    run_cli(main, memory_hint=MEMORY_HINT)

@@ -136,7 +136,7 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
     """Predictions for every usable input file; the unusable ones are named in one error at the end."""
     if args.past_exp is None or not args.inputs:
         raise ValueError("inference needs a trained probe and audio files: -e EXPDIR -i FILE [FILE ...]")
-    path, checkpoint, upstream_file = read_probe(args, prefer_best=True)
+    _, checkpoint, upstream_file = read_probe(args, prefer_best=True)
     spec, model = load_probe(checkpoint, run_context(args).device, args.tasks_dir)
     usable, predictions, problems = predict_files(model, args.inputs)
     notes = []

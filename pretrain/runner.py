@@ -85,15 +85,17 @@ def pretrain(
             if CheckpointKeeper(folder).latest() is not None:
                 raise ValueError(f"{folder} already holds checkpoints; resume with -e {folder}, or pick another -n/-p")
             checkpoint = None
-            if context.is_main:
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+        # The trainer indexes the corpus first: a missing corpus or unusable audio stops the run
+        # before it writes anything.
+        trainer = Pretrainer(settings, folder, context, checkpoint)
         if context.is_main:
+            if checkpoint is None:
+                (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
             handlers = _attach_log_handlers(folder)
         log.info("%s run in %s: %s, %d process(es) on %s", "resumed" if checkpoint else "new", folder,
                  settings.upstream, context.world_size, context.device)
         with stop_at_step_boundary():
-            return Pretrainer(settings, folder, context, checkpoint).run(stop_at_step)
+            return trainer.run(stop_at_step)
     finally:
         for handler in handlers:
             log.removeHandler(handler)

@@ -18,6 +18,7 @@ import sys
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
 import torch
+from tqdm import tqdm
 
 from .interrupt import TrainingInterrupted
 
@@ -73,14 +74,19 @@ def run_cli(
     try:
         main(argv)
     except TrainingInterrupted as stop:
-        print(stop, file=sys.stderr)
+        _say(str(stop))
         sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        print("interrupted (Ctrl-C)", file=sys.stderr)
+        _say("interrupted (Ctrl-C)")
         sys.exit(EXIT_INTERRUPTED)
     except Exception as error:
         message = user_error_message(error, memory_hint)
         if message is None or DEBUG_FLAG in argv:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        _say(f"error: {message}")
         sys.exit(EXIT_USER_ERROR)
+
+
+def _say(line: str) -> None:
+    """On stderr, on a line of its own even when a progress bar was drawing there."""
+    tqdm.write(line, file=sys.stderr)

@@ -20,7 +20,7 @@ import soundfile
 import torch
 
 import run_pretrain
-from conftest import REPO
+from conftest import REPO, TINY, overrides
 from upstream import Upstream, build_upstream, read_audio, save_upstream
 from upstream.checkpoint import read_checkpoint_file
 from utility.corpus import DEMO_ROOT, find_utterances
@@ -30,22 +30,6 @@ from pretrain.model import MaskedAcousticModel, recompute_layers_in_backward
 from pretrain.trainer import Pretrainer
 from pretrain.settings import MaskingSettings, load_settings
 from utility.training import CheckpointKeeper, init_distributed
-
-
-TINY = [
-    "model.encoder.hidden_size=32",
-    "model.encoder.num_heads=4",
-    "model.encoder.intermediate_size=64",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "corpus.dev_utterances=4",
-    "runner.log_step=1",
-    "runner.image_step=0",
-]
-
-
-def overrides(*extra: str) -> list[str]:
-    return [arg for item in [*TINY, *extra] for arg in ("-o", item)]
 
 
 def encoder_state(path: Path) -> dict[str, torch.Tensor]:
