@@ -109,6 +109,7 @@ def find_utterances(
         key = str(path.relative_to(root))
         stat = path.stat()
         entry = cache.get(key)
+        # [size, mtime_ns, samples, rate, channels, problem]; indexes of older versions hold only 4.
         if not entry or len(entry) != 6 or entry[0] != stat.st_size or entry[1] != stat.st_mtime_ns:
             entry = [stat.st_size, stat.st_mtime_ns, *inspect_audio(path)]
         fresh[key] = entry

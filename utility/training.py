@@ -463,9 +463,11 @@ def read_newest_intact(
                 f"{damaged[0][1]}. The newest intact checkpoint is {path}: add {SKIP_DAMAGED_FLAG} to use it"
             )
         for bad, error in damaged:
+            note = ""
             if set_aside:
-                bad.rename(bad.with_name(bad.name + ".damaged"))
-            warnings.warn(f"{error}; using {path} instead" + (f" ({bad.name} renamed to {bad.name}.damaged)" if set_aside else ""), stacklevel=2)
+                bad.rename(bad.with_name(f"{bad.name}.damaged"))
+                note = f" ({bad.name} renamed to {bad.name}.damaged)"
+            warnings.warn(f"{error}; using {path} instead{note}", stacklevel=2)
         return path, checkpoint
     if damaged:
         raise DamagedCheckpoint(f"{damaged[0][1]}; no intact checkpoint is left beside it")

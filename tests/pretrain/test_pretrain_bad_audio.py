@@ -3,7 +3,6 @@ counted warning (corpus.on_unreadable=skip) or refused (stop). Tiny encoder, dem
 
 from __future__ import annotations
 
-import shutil
 import warnings
 
 import numpy as np
@@ -63,9 +62,8 @@ def test_stop_names_every_bad_file_and_writes_no_checkpoint(bad_corpus, tmp_path
         run(bad_corpus, tmp_path / "stop", "corpus.on_unreadable=stop")
     for name in BAD:
         assert name in str(error.value)
-    assert not list((tmp_path / "stop").glob("*.ckpt")) and not (tmp_path / "stop" / "log").exists()
+    assert not (tmp_path / "stop").exists()  # stopped before anything was written
     # The verdicts were cached with the length index: a second start reads no file again.
     monkeypatch.setattr(utility.corpus, "inspect_audio", lambda path: pytest.fail(f"{path} was read again"))
-    shutil.rmtree(tmp_path / "stop")
     with pytest.raises(ValueError, match="7 unusable audio file"):
         run(bad_corpus, tmp_path / "stop", "corpus.on_unreadable=stop")
