@@ -75,21 +75,22 @@ def start(args: Sequence[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 180) -> None:
-    """Until ``path`` exists; fails if ``process`` ends first or it takes longer than ``timeout``."""
+def wait_for(folder: Path, pattern: str, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Until a file matching ``pattern`` exists in ``folder``; fails if ``process`` ends first
+    or it takes longer than ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not (folder.is_dir() and any(folder.glob(pattern))):
         assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.2)
+        assert time.monotonic() < deadline, f"no {pattern} appeared in {folder}"
+        time.sleep(0.1)
 
 
-def interrupt_training(args: Sequence[str], started: Path, cwd: Path) -> tuple[int, str]:
-    """Run ``python ARGS``, press Ctrl-C (SIGINT) once ``started`` exists (a checkpoint: it is
+def interrupt_training(args: Sequence[str], folder: Path, cwd: Path) -> tuple[int, str]:
+    """Run ``python ARGS``, press Ctrl-C (SIGINT) once a step checkpoint is in ``folder`` (it is
     training), and return the step it stopped at and its last line, checking exit status 130."""
     process = start(args, cwd)
     try:
-        wait_for(started, process)
+        wait_for(folder, "states-*.ckpt", process)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
     finally:

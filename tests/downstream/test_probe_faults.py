@@ -112,7 +112,7 @@ def test_ctrl_c_saves_at_the_step_boundary_and_the_probe_continues_exactly(tmp_p
     script = str(REPO / "run_downstream.py")
     settings = ["-u", "fbank", "-d", "speaker_frame", "-o", "runner.batch_size=2", "runner.eval_step=1000", "runner.save_step=2"]
     folder = tmp_path / "interrupted"
-    step, last = interrupt_training([script, "-p", str(folder), *settings, "runner.total_steps=5000"], folder / "states-00000002.ckpt", tmp_path)
+    step, last = interrupt_training([script, "-p", str(folder), *settings, "runner.total_steps=5000"], folder, tmp_path)
     assert last == (f"interrupted at step {step}: saved {folder / f'states-{step:08d}.ckpt'}; "
                     f"continue with: python run_downstream.py -e {folder}")
     end = f"runner.total_steps={step + 2}"

@@ -51,7 +51,7 @@ def test_ctrl_c_saves_at_the_step_boundary_and_the_run_continues_exactly(tmp_pat
     settings = overrides("corpus.dev_subsets=[]", "runner.total_steps=500", "runner.save_step=2")
     script = str(REPO / "run_pretrain.py")
     folder = tmp_path / "interrupted"
-    step, last = interrupt_training([script, "-u", "aalbert_3L", "-p", str(folder), *settings], folder / "states-00000002.ckpt", tmp_path)
+    step, last = interrupt_training([script, "-u", "aalbert_3L", "-p", str(folder), *settings], folder, tmp_path)
     assert last == (f"interrupted at step {step}: saved {folder / f'states-{step:08d}.ckpt'}; "
                     f"continue with: python run_pretrain.py -e {folder}")
     assert not (folder / ".lock").exists()

@@ -20,7 +20,7 @@ def test_a_second_pretraining_run_on_a_busy_folder_stops_at_once_naming_the_owne
     run = [str(REPO / "run_pretrain.py"), "-u", "aalbert_3L", "-p", str(folder), *overrides("corpus.dev_subsets=[]", "runner.total_steps=5000")]
     first = start(run, tmp_path)
     try:
-        wait_for(folder / "train.log", first)  # the first run is training
+        wait_for(folder, "train.log", first)  # the first run is training
         second = run_command([*run, "--stop-at-step", "2"], cwd=tmp_path)
         assert first.poll() is None  # still running: the two really overlapped
         assert second.returncode == 2, second.stderr[-3000:]
@@ -38,7 +38,7 @@ def test_a_second_probing_run_stops_and_a_killed_runs_lock_is_taken_over(tmp_pat
     run = [str(REPO / "run_downstream.py"), "-p", str(folder), *PROBE]
     first = start([*run, "runner.total_steps=5000"], tmp_path)
     try:
-        wait_for(folder / "log", first)  # the first run is training
+        wait_for(folder, "log", first)  # the first run is training
         second = run_command([*run, "runner.total_steps=2"], cwd=tmp_path)
         assert first.poll() is None
         assert second.returncode == 2, second.stderr[-3000:]
