@@ -78,20 +78,21 @@ def _describe_entries() -> str:
     return "\n".join(lines)
 
 
-def _main() -> None:
-    """``python hub.py``: list the entries; ``python hub.py NAME [-k CKPT] AUDIO...``: extract."""
-    import argparse
-
+def _main(argv: Optional[list[str]] = None) -> None:
+    """``python hub.py``: list the entries; ``python hub.py NAME [-k CKPT] AUDIO...``: extract
+    (options anywhere on the line)."""
     import torch
 
     from upstream import read_audio
+    from upstream.audio import check_waveforms
+    from utility.cli import ArgumentParser
     from utility.cpu_allocator import keep_freed_memory_for_reuse
 
-    parser = argparse.ArgumentParser(description="List the upstreams, or extract hidden states from audio files.")
+    parser = ArgumentParser(description="List the upstreams, or extract hidden states from audio files.")
     parser.add_argument("name", nargs="?", help="upstream name (omit to list them)")
     parser.add_argument("audio", nargs="*", help="wav/flac files")
     parser.add_argument("-k", "--ckpt", help="checkpoint (ours or s3prl's)")
-    args = parser.parse_intermixed_args()
+    args = parser.parse_intermixed_args(argv)
     if args.name is None:
         print(_describe_entries())
         return
@@ -99,8 +100,10 @@ def _main() -> None:
         parser.error("give at least one audio file to extract")
     keep_freed_memory_for_reuse()  # a command of its own: faster CPU passes (utility/cpu_allocator.py)
     model = build_upstream(args.name, args.ckpt)
+    wavs = [read_audio(path) for path in args.audio]
+    check_waveforms(wavs, model.min_samples, names=args.audio)  # errors name the file
     with torch.inference_mode():
-        out = model([read_audio(path) for path in args.audio])
+        out = model(wavs)
     print(f"{args.name}: {len(out['hidden_states'])} hidden states, one frame per {model.downsample_rate} samples")
     for path, length in zip(args.audio, out["lengths"].tolist()):
         print(f"  {path}: {length} frames")
@@ -110,4 +113,6 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    _main()
+    from utility.cli import run_cli
+
+    run_cli(_main, memory_hint="give fewer or shorter audio files at once")

@@ -4,21 +4,25 @@
     python run_downstream.py -m evaluate -e result/downstream/speaker_frame_aalbert_6L
     python run_downstream.py -m inference -e result/downstream/phone_linear_fbank -i a.flac
 
-Options follow s3prl's run_downstream.py where they can; see downstream/README.md.
+Options follow s3prl's run_downstream.py where they can; see downstream/README.md. Mistakes
+print one line ``error: ...`` and exit with status 2 (--debug shows the traceback); Ctrl-C
+saves a checkpoint at the next step and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from downstream.base import SPLITS
 from downstream.commands import MODES
 from downstream.discovery import TASKS_DIR, available_tasks
+from downstream.upstream_file import ALLOW_FLAG
 from upstream import entry_names
+from utility.cli import ArgumentParser, run_cli
 from utility.cpu_allocator import keep_freed_memory_for_reuse
+from utility.training import SKIP_DAMAGED_FLAG
 
 
 def _tasks_line(tasks_dir: Path) -> str:
@@ -29,7 +33,7 @@ def _tasks_line(tasks_dir: Path) -> str:
 
 
 def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Train, evaluate or apply a probe on an upstream's hidden states.",
         epilog=f"tasks: {_tasks_line(tasks_dir)}\nupstreams: {', '.join(entry_names())}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,6 +55,11 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
         help="use one hidden state (0: input representation, -1: last layer); default: learnable weighted sum",
     )
     parser.add_argument("-e", "--past_exp", help="experiment folder or .ckpt: resume (train), or the probe to evaluate / apply")
+    parser.add_argument(SKIP_DAMAGED_FLAG, action="store_true", help="with -e FOLDER: use its newest intact checkpoint when newer ones are damaged")
+    parser.add_argument(
+        ALLOW_FLAG, action="store_true",
+        help="with -e: use the upstream checkpoint even if it changed since the probe was trained (the results record it)",
+    )
     parser.add_argument("-t", "--split", action="append", choices=SPLITS, help="evaluate: split(s) to score (default dev and test)")
     parser.add_argument("-i", "--inputs", nargs="+", help="inference: audio files")
     parser.add_argument("--output", help="inference: write predictions here instead of printing them")
@@ -71,4 +80,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main, memory_hint="lower the batch size (-o runner.batch_size=N runner.eval_batch_size=N)")

@@ -9,13 +9,13 @@
 
 Settings: the defaults in pretrain/settings.py (every knob, documented), the family's paper
 values in pretrain/families/, then -c FILE, then -o key.sub=value; --print-config shows the
-result. See pretrain/README.md.
+result. See pretrain/README.md. Mistakes print one line ``error: ...`` and exit with status 2
+(--debug shows the traceback); Ctrl-C saves a checkpoint at the next step and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Optional, Sequence
 
 import yaml
@@ -24,11 +24,19 @@ from pretrain.runner import pretrain
 from pretrain.settings import load_settings
 from pretrain.trainer import PretrainOutcome
 from upstream import entry_names
+from utility.cli import ArgumentParser, run_cli
 from utility.cpu_allocator import keep_freed_memory_for_reuse
+from utility.training import SKIP_DAMAGED_FLAG
+
+
+MEMORY_HINT = (
+    "lower the batch size: more -o runner.gradient_accumulate_steps=N (same results, smaller pieces) "
+    "or a smaller -o data.batch_size=N"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-u", "--upstream", help=f"model to pretrain: {', '.join(entry_names())}")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-n", "--name", help="experiment name: saved under result/pretrain/NAME")
@@ -39,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one setting, e.g. -o runner.total_steps=1000 -o model.encoder.hidden_size=256 (repeatable)",
     )
     parser.add_argument("-e", "--resume", metavar="PATH", help="continue the run in this experiment folder or checkpoint")
+    parser.add_argument(
+        SKIP_DAMAGED_FLAG, action="store_true",
+        help="with -e FOLDER: when its newest checkpoints are damaged, continue from the newest intact one",
+    )
     parser.add_argument("--seed", type=int, help="random seed (default: runner.seed of the config)")
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
     parser.add_argument("--print-config", action="store_true", help="print the resolved settings of -u/-c/-o and exit")
@@ -67,11 +79,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[PretrainOutcome]:
         seed=args.seed,
         device=args.device,
         stop_at_step=args.stop_at_step,
+        skip_damaged=args.skip_damaged,
     )
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        sys.exit(f"run_pretrain.py: error: {error}")
+    run_cli(main, memory_hint=MEMORY_HINT)

@@ -16,6 +16,7 @@ import torch
 from upstream import Upstream, build_upstream, read_audio
 from upstream.frontend import FeatureExtractor
 from upstream.config import FrontendConfig
+from utility.cli import ArgumentParser, run_cli
 
 from .plotting import plt, save_figure
 
@@ -62,7 +63,7 @@ def plot_attention_map(model: Upstream, wav: torch.Tensor, layer: int, head: Opt
 
 
 def main(argv: Optional[list[str]] = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-u", "--upstream", required=True, help="upstream name, e.g. aalbert_3L")
     parser.add_argument("-k", "--ckpt", help="checkpoint (ours or s3prl's); random weights without")
     parser.add_argument("--audio", required=True, help="one wav/flac file")
@@ -80,4 +81,4 @@ def main(argv: Optional[list[str]] = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, memory_hint="use a shorter audio file or fewer frames")

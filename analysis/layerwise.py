@@ -18,6 +18,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from utility.cli import ArgumentParser, run_cli
+
 from .cells import (
     Cell,
     UpstreamChoice,
@@ -112,7 +114,7 @@ def write_layerwise(done: Sequence[tuple[Cell, dict[str, Any]]], cells_root: Pat
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_probe_arguments(parser, DEFAULT_TASKS)
     args = parser.parse_args(argv)
     choices = parse_upstreams(args.upstreams)
@@ -124,4 +126,4 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, memory_hint="lower the batch size (-o runner.batch_size=N runner.eval_batch_size=N)")

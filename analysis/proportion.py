@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from downstream.subset import check_proportion
+from utility.cli import ArgumentParser, run_cli
 
 from .cells import Cell, UpstreamChoice, add_probe_arguments, parse_upstreams, result_row, run_cells, settings_from_args
 from .plotting import plt, save_figure
@@ -67,7 +68,7 @@ def write_proportions(done: Sequence[tuple[Cell, dict[str, Any]]], outdir: Path)
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_probe_arguments(parser, DEFAULT_TASKS)
     parser.add_argument("--proportions", nargs="+", type=float, default=list(DEFAULT_PROPORTIONS))
     args = parser.parse_args(argv)
@@ -80,4 +81,4 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, memory_hint="lower the batch size (-o runner.batch_size=N runner.eval_batch_size=N)")

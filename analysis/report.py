@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from upstream import read_audio
 from upstream.audio import SAMPLE_RATE
+from utility.cli import ArgumentParser, run_cli
 from utility.corpus import DEMO_ROOT, find_utterances
 
 from .cells import Cell, UpstreamChoice, add_probe_arguments, corpus_root, override_list, parse_upstreams, result_row, run_cells, settings_from_args
@@ -180,7 +181,7 @@ def write_report(
 
 def main(argv: Optional[list[str]] = None) -> Path:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_probe_arguments(parser, DEFAULT_TASKS)
     parser.add_argument("--proportions", nargs="+", type=float, default=list(DEFAULT_PROPORTIONS))
     parser.add_argument("--proportion-task", help="task of the proportion sweep (default: the first of -d)")
@@ -209,4 +210,4 @@ def main(argv: Optional[list[str]] = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, memory_hint="lower the batch size (-o runner.batch_size=N runner.eval_batch_size=N)")

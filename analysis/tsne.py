@@ -25,6 +25,7 @@ from tqdm import tqdm
 from downstream.frames import FrameGrid
 from downstream.phone_labels import read_phone_names
 from upstream import Upstream, build_upstream, read_audio
+from utility.cli import ArgumentParser, run_cli
 from utility.corpus import DEMO_ROOT, Utterance, find_utterances, read_frame_labels
 
 from .phone_classes import broad_class_names
@@ -135,7 +136,7 @@ def plot_phone_tsne(
 
 
 def main(argv: Optional[list[str]] = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-u", "--upstream", required=True)
     parser.add_argument("-k", "--ckpt")
     parser.add_argument("--root", default=str(DEMO_ROOT), help="LibriSpeech-layout corpus (default: demo data)")
@@ -165,4 +166,4 @@ def main(argv: Optional[list[str]] = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, memory_hint="use a shorter audio file or fewer frames")

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from upstream import read_audio
+from upstream.audio import check_waveforms
 from utility.training import seed_everything
 
 from .discovery import TASKS_DIR, load_task
@@ -27,22 +28,41 @@ def load_probe(checkpoint: dict[str, Any], device: torch.device, tasks_dir: Path
     return spec, model.eval()
 
 
+def read_input(path: str | Path, min_samples: int) -> torch.Tensor:
+    """One input file as a waveform the upstream accepts; errors name the file."""
+    wav = read_audio(path)
+    check_waveforms([wav], min_samples, names=[str(path)])
+    return wav
+
+
 @torch.no_grad()
-def predict_files(model: ProbeModel, paths: Sequence[str | Path]) -> list[list[str]]:
-    """One prediction (a list of label names) per audio file, each file on its own."""
-    predictions = []
+def predict_files(model: ProbeModel, paths: Sequence[str | Path]) -> tuple[list[str | Path], list[list[str]], list[str]]:
+    """Predictions (lists of label names) for each usable file, each file on its own.
+
+    Returns the usable paths, their predictions, and one message per unusable file (unreadable,
+    empty, too short, not mono, NaN/inf samples), naming it.
+    """
+    usable, predictions, problems = [], [], []
     for path in tqdm(paths, desc="inference", disable=len(paths) < 10):
-        features, lengths = model.features([read_audio(path)])
+        try:
+            wav = read_input(path, model.upstream.min_samples)
+        except (ValueError, TypeError, OSError) as error:
+            problems.append(str(error))
+            continue
+        features, lengths = model.features([wav])
+        usable.append(path)
         predictions.extend(model.expert.predict(features, lengths))
-    return predictions
+    return usable, predictions, problems
 
 
-def format_predictions(model: ProbeModel, spec: RunSpec, paths: Sequence[str | Path], predictions: list[list[str]]) -> str:
-    """A header naming the task and the label unit, then ``path<TAB>labels`` per file."""
+def format_predictions(
+    model: ProbeModel, spec: RunSpec, paths: Sequence[str | Path], predictions: list[list[str]], notes: Sequence[str] = ()
+) -> str:
+    """A header naming the task and the label unit (and ``notes``), then ``path<TAB>labels`` per file."""
     unit = model.expert.prediction_unit
     if unit == "frames":
         shift_ms = 1000 * model.upstream.downsample_rate / model.upstream.sample_rate
         unit = f"one label per {shift_ms:g} ms frame"
-    lines = [f"# {spec.task} ({spec.upstream_label}): {unit}"]
+    lines = [f"# {spec.task} ({spec.upstream_label}): {unit}", *(f"# {note}" for note in notes)]
     lines += [f"{path}\t{' '.join(labels)}" for path, labels in zip(paths, predictions)]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from upstream.checkpoint import read_checkpoint_file
-from utility.training import CheckpointKeeper
+from utility.training import CheckpointKeeper, read_newest_intact
 
 FORMAT = "downstream-probe"
 VERSION = 1
@@ -51,6 +51,13 @@ class RunSpec:
         return self.upstream if self.upstream is not None else Path(self.upstream_ckpt).stem
 
 
+def _candidates(folder: Path, prefer_best: bool) -> list[Path]:
+    """The checkpoints of a folder in the order they are tried: best.ckpt (``prefer_best``),
+    then the step checkpoints, newest first."""
+    steps = [step_path for _, step_path in CheckpointKeeper(folder).step_checkpoints()]
+    return [path for path in ([folder / BEST] if prefer_best else []) + steps[::-1] if path.is_file()]
+
+
 def locate_checkpoint(path: str | Path, prefer_best: bool) -> Path:
     """A checkpoint file, or an experiment folder: its ``best.ckpt`` (``prefer_best``) or its
     newest step checkpoint."""
@@ -59,12 +66,22 @@ def locate_checkpoint(path: str | Path, prefer_best: bool) -> Path:
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"no experiment folder or checkpoint at {path}")
-    steps = [step_path for _, step_path in CheckpointKeeper(path).step_checkpoints()]
-    candidates = ([path / BEST] if prefer_best else []) + steps[::-1]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{path} holds no probe checkpoint ({BEST} or {CheckpointKeeper.PREFIX}-*.ckpt); was it trained?")
+    candidates = _candidates(path, prefer_best)
+    if not candidates:
+        raise FileNotFoundError(f"{path} holds no probe checkpoint ({BEST} or {CheckpointKeeper.PREFIX}-*.ckpt); was it trained?")
+    return candidates[0]
+
+
+def read_located_checkpoint(
+    path: str | Path, prefer_best: bool, skip_damaged: bool = False, set_aside: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint :func:`locate_checkpoint` finds, read. In a folder, a damaged one is
+    named with the newest intact one offered; ``skip_damaged`` uses that one instead (and
+    ``set_aside`` renames the damaged ones, see ``utility.training.read_newest_intact``)."""
+    first = locate_checkpoint(path, prefer_best)
+    if first == Path(path):
+        return first, read_probe_checkpoint(first)
+    return read_newest_intact(_candidates(Path(path), prefer_best), read_probe_checkpoint, skip_damaged, set_aside)
 
 
 def read_probe_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from upstream import Upstream, build_upstream
+from utility.audio_check import AudioScreen, screening
+from utility.interrupt import TrainingInterrupted, ignore_interrupts_in_worker, stop_requested
 from utility.training import LOG_DIR, CheckpointKeeper, DistributedContext, UpdateStep, linear_warmup_decay, mixed_precision
 from utility.training import capture_rng_state, restore_rng_state, seed_everything
 
@@ -36,6 +38,7 @@ from .probe import ProbeModel
 from .probe_checkpoint import FORMAT, VERSION, RunSpec, read_probe_checkpoint
 from .settings import OPTIMIZERS, OptimizerConfig, RunnerConfig, runner_sections
 from .subset import proportion_subset
+from .upstream_file import RECORD_KEY, upstream_record
 
 RESULTS = "results.json"
 
@@ -95,7 +98,10 @@ class Runner:
         self.runner_config, self.optimizer_config = runner_sections(spec.config)
         seed_everything(spec.seed)
         upstream = build_upstream_for(spec, context.device) if upstream is None else upstream.to(context.device)
-        self.data: TaskData = self.task.build_datasets(spec.config["data"], FrameGrid(upstream))
+        self.upstream_file = upstream_record(spec.upstream_ckpt)
+        # Unusable audio is found while the task indexes its corpus, before any update.
+        with screening(AudioScreen(self.runner_config.on_unreadable, upstream.min_samples, "runner.on_unreadable")):
+            self.data: TaskData = self.task.build_datasets(spec.config["data"], FrameGrid(upstream))
         self.train_indices = proportion_subset(self.data.train.classes, self.runner_config.train_proportion, spec.seed)
         self.model = build_probe(spec, self.task, upstream, self.data.label_names)
         self.precision = mixed_precision(context.device)
@@ -133,8 +139,10 @@ class Runner:
     # Evaluation
 
     def loader(self, dataset: ProbeDataset, batches: list[list[int]]) -> torch.utils.data.DataLoader:
+        workers = self.runner_config.num_workers
         return torch.utils.data.DataLoader(
-            dataset, batch_sampler=batches, collate_fn=dataset.collate, num_workers=self.runner_config.num_workers
+            dataset, batch_sampler=batches, collate_fn=dataset.collate, num_workers=workers,
+            worker_init_fn=ignore_interrupts_in_worker if workers else None,
         )
 
     def sum_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
@@ -195,6 +203,7 @@ class Runner:
             "weights": stored_weights(self.spec, self.model),
             "layer_weights": self.model.featurizer.layer_weights(),
             "dev_metrics": dev_metrics,
+            RECORD_KEY: self.upstream_file,
             **self.update.state_dict(),
             "rng": capture_rng_state(),
         }
@@ -268,10 +277,14 @@ class Runner:
                     bar.set_postfix(loss=f"{self.train_loss:.3f}")
                     stats = {}
                 evaluate = self.step % config.eval_step == 0 or self.step == config.total_steps
-                if evaluate or self.step % config.save_step == 0:
+                interrupted = self.step < config.total_steps and stop_requested(self.context)
+                if evaluate or self.step % config.save_step == 0 or interrupted:
                     self.train_seconds += time.monotonic() - started
                     self.checkpoint(writer, evaluate)
                     started = time.monotonic()
+                if interrupted:
+                    bar.close()
+                    self.stop_interrupted(writer)
                 if self.step >= config.total_steps or self.stopped_early:
                     break
             else:
@@ -305,6 +318,15 @@ class Runner:
                     self.log(f"step {self.step}: no dev improvement in {patience} evaluations; training stops (early_stopping_patience)")
         # Other processes read best.ckpt from disk at the end: they only wait for it here.
         self.context.barrier()
+
+    def stop_interrupted(self, writer: Optional[SummaryWriter]) -> None:
+        """Ctrl-C: the checkpoint of this step is written; close the log and say how to go on."""
+        if writer is not None:
+            writer.close()
+        raise TrainingInterrupted(
+            f"interrupted at step {self.step}: saved {self.keeper.path_for(self.step)}; "
+            f"continue with: python run_downstream.py -e {self.expdir}"
+        )
 
     def finish(self) -> dict[str, Any]:
         """Reload the best-dev weights, evaluate test, write results.json."""

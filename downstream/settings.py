@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 import torch
 
 from upstream.config import dataclass_from_dict
+from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, defaults, load_yaml, merge_strict, rename_keys
 from utility.training import LoopConfig
 
@@ -57,6 +58,7 @@ class RunnerConfig(LoopConfig):
     feature_cache_dir: Optional[str] = None  # disk stores live here (None: EXPDIR/feature_cache); share it across runs
     feature_cache_dtype: str = "float16"  # storage precision: float16, bfloat16 or float32
     feature_cache_memory_gb: float = 4.0  # auto: the most a memory cache may hold
+    on_unreadable: str = "stop"  # unusable audio (unreadable, empty, too short, not mono, NaN/inf): stop, or skip (warn, naming each file)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,6 +75,8 @@ class RunnerConfig(LoopConfig):
             raise ValueError(
                 f"runner.num_workers and early_stopping_patience must be >= 0, got {self.num_workers} and {self.early_stopping_patience}"
             )
+        if self.on_unreadable not in UNREADABLE_ACTIONS:
+            raise ValueError(f"runner.on_unreadable must be one of {UNREADABLE_ACTIONS}, got {self.on_unreadable!r}")
         self.train_proportion = check_proportion(self.train_proportion)
 
 

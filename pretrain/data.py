@@ -21,7 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from upstream.audio import read_audio
 from upstream.frontend import FeatureExtractor
+from utility.audio_check import AudioScreen
 from utility.corpus import DEMO_ROOT, Utterance, find_utterances
+from utility.interrupt import ignore_interrupts_in_worker
 
 from .masking import mask_frames
 from .settings import PretrainSettings
@@ -78,17 +80,21 @@ def samples_at(utterance: Utterance, sample_rate: int) -> int:
 
 
 def select_utterances(settings: PretrainSettings, subsets: Sequence[str], min_samples: int) -> list[Utterance]:
-    """Utterances of ``subsets`` long enough to mask; files whose header is unreadable are
-    skipped with a warning (``corpus.on_unreadable: skip``) or stop the run (``stop``)."""
+    """Utterances of ``subsets`` long enough to mask. Unusable audio (unreadable, empty, too
+    short for one frame, not mono, NaN/inf samples; see ``utility.audio_check``) is left out
+    with a warning naming each file (``corpus.on_unreadable: skip``) or stops the run (``stop``)."""
     root = corpus_root(settings)
-    utterances = find_utterances(root, subsets, skip_unreadable=settings.corpus.on_unreadable == "skip")
+    one_frame = FeatureExtractor(settings.model.frontend).min_samples(settings.downsample_rate)
+    screen = AudioScreen(settings.corpus.on_unreadable, one_frame, "corpus.on_unreadable")
+    utterances = find_utterances(root, subsets, screen=screen)
     rate = settings.model.frontend.sample_rate
     usable = [u for u in utterances if samples_at(u, rate) >= min_samples]
-    too_short = len(utterances) - len(usable)
+    too_short = [u for u in utterances if samples_at(u, rate) < min_samples]
     if too_short:
         warnings.warn(
-            f"skipped {too_short} of {len(utterances)} utterances in {root} {list(subsets)}: shorter than "
-            f"{min_samples / rate:.3f} s, too short to mask (masking.proportion / masking.span)",
+            f"skipped {len(too_short)} of {len(utterances)} utterances in {root} {list(subsets)}: shorter than "
+            f"{min_samples / rate:.3f} s, too short to mask (masking.proportion / masking.span): "
+            + ", ".join(u.utt_id for u in too_short),
             stacklevel=2,
         )
     if not usable:
@@ -256,10 +262,11 @@ class TrainingBatches(Dataset):
         )
 
 
-def _limit_worker_threads(_: int) -> None:
+def _setup_worker(_: int) -> None:
     # Each worker computes features for whole micro-batches; several threads per worker would
     # only fight the training process for the same cores.
     torch.set_num_threads(1)
+    ignore_interrupts_in_worker()  # Ctrl-C: the main process stops at the next step boundary
 
 
 def training_loader(dataset: TrainingBatches, start_update: int, stop_update: int, pin_memory: bool) -> DataLoader:
@@ -271,7 +278,7 @@ def training_loader(dataset: TrainingBatches, start_update: int, stop_update: in
         batch_size=None,  # items are already batches
         sampler=range(start_update * accumulation, stop_update * accumulation),
         num_workers=workers,
-        worker_init_fn=_limit_worker_threads if workers else None,
+        worker_init_fn=_setup_worker if workers else None,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
     )

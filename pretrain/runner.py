@@ -10,10 +10,12 @@ import yaml
 from tqdm import tqdm
 
 from utility.config import apply_overrides
-from utility.training import CheckpointKeeper, cleanup_distributed, init_distributed
+from utility.experiment_lock import ExperimentLock
+from utility.interrupt import stop_at_step_boundary
+from utility.training import CheckpointKeeper, cleanup_distributed, experiment_of, init_distributed
 
 from .settings import RENAMED, PretrainSettings, load_settings, stored_settings
-from .state import SECTION, find_checkpoint, read_training_checkpoint
+from .state import SECTION, read_resume_checkpoint
 from .trainer import PretrainOutcome, Pretrainer
 
 RESULT_ROOT = Path("result") / "pretrain"
@@ -44,17 +46,26 @@ def pretrain(
     seed: Optional[int] = None,
     device: Optional[str] = None,
     stop_at_step: Optional[int] = None,
+    skip_damaged: bool = False,
 ) -> PretrainOutcome:
     """Start a run (``upstream`` + ``name``/``experiment``) or continue one (``resume``).
 
     ``stop_at_step`` ends this invocation early at that step with a checkpoint (for jobs with
-    a time limit); ``-e`` continues it exactly.
+    a time limit); ``-e`` continues it exactly. ``skip_damaged``: resume from the newest intact
+    checkpoint of the folder when newer ones are damaged. The folder is locked against a second
+    run before anything is written to it; Ctrl-C stops at the next step with a checkpoint.
     """
+    if stop_at_step is not None and stop_at_step < 1:
+        raise ValueError(f"--stop-at-step must be a step >= 1, got {stop_at_step}")
     context = init_distributed(device)
     handlers: list[logging.Handler] = []
+    lock: Optional[ExperimentLock] = None
     try:
         if resume is not None:
-            settings, folder, checkpoint = _resumed_settings(upstream, name, experiment, config_file, overrides, resume, seed)
+            folder = experiment_of(resume)
+            lock = ExperimentLock(folder).acquire() if context.is_main else None
+            path, checkpoint = read_resume_checkpoint(resume, skip_damaged, set_aside=context.is_main)
+            settings = _resumed_settings(upstream, name, experiment, config_file, overrides, seed, path, checkpoint)
             state = checkpoint[SECTION]
             if state["step"] >= settings.runner.total_steps:
                 message = (
@@ -70,27 +81,32 @@ def pretrain(
             folder = experiment_folder(name, experiment)
             overrides = [*overrides, *([f"runner.seed={seed}"] if seed is not None else [])]
             settings = load_settings(upstream, config_file, overrides)
+            lock = ExperimentLock(folder).acquire() if context.is_main else None
             if CheckpointKeeper(folder).latest() is not None:
                 raise ValueError(f"{folder} already holds checkpoints; resume with -e {folder}, or pick another -n/-p")
             checkpoint = None
-            if context.is_main:
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+        # The trainer indexes the corpus first: a missing corpus or unusable audio stops the run
+        # before it writes anything.
+        trainer = Pretrainer(settings, folder, context, checkpoint)
         if context.is_main:
+            if checkpoint is None:
+                (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
             handlers = _attach_log_handlers(folder)
         log.info("%s run in %s: %s, %d process(es) on %s", "resumed" if checkpoint else "new", folder,
                  settings.upstream, context.world_size, context.device)
-        trainer = Pretrainer(settings, folder, context, checkpoint)
         if checkpoint is None and settings.runner.max_minutes > 0:
             if context.is_distributed:
                 raise ValueError("runner.max_minutes needs one process (each would measure its own step time); set runner.total_steps")
             trainer.calibrate_total_steps(settings.runner.max_minutes)
             (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
-        return trainer.run(stop_at_step)
+        with stop_at_step_boundary():
+            return trainer.run(stop_at_step)
     finally:
         for handler in handlers:
             log.removeHandler(handler)
             handler.close()
+        if lock is not None:
+            lock.release()
         cleanup_distributed(context)
 
 
@@ -100,16 +116,15 @@ def _resumed_settings(
     experiment: Optional[str | Path],
     config_file: Optional[str | Path],
     overrides: Sequence[str],
-    resume: str | Path,
     seed: Optional[int],
-) -> tuple[PretrainSettings, Path, dict]:
-    """The stored settings of the checkpoint to resume (plus run-setting overrides)."""
+    path: Path,
+    checkpoint: dict,
+) -> PretrainSettings:
+    """The stored settings of the checkpoint ``path`` to resume (plus run-setting overrides)."""
     if name is not None or experiment is not None:
         raise ValueError("-e resumes in the checkpoint's own folder; drop -n/-p")
     if config_file is not None:
         raise ValueError("-c cannot be combined with -e: a resumed run keeps its stored settings (change them with -o)")
-    path = find_checkpoint(resume)
-    checkpoint = read_training_checkpoint(path)
     stored = checkpoint[SECTION]["settings"]
     if upstream is not None and stored["upstream"] != upstream:
         raise ValueError(
@@ -122,8 +137,7 @@ def _resumed_settings(
     if seed is not None and seed != stored["runner"]["seed"]:
         raise ValueError(f"{path} was trained with seed {stored['runner']['seed']}; --seed {seed} would break the exact resume")
     current = stored_settings(stored, str(path)).to_dict()
-    settings = PretrainSettings.from_dict(apply_overrides(current, overrides, RENAMED), source=str(path))
-    return settings, path.parent, checkpoint
+    return PretrainSettings.from_dict(apply_overrides(current, overrides, RENAMED), source=str(path))
 
 
 def _attach_log_handlers(folder: Path) -> list[logging.Handler]:

@@ -18,11 +18,11 @@ from typing import Any, Optional, Sequence
 
 from upstream import UpstreamConfig, get_entry
 from upstream.config import dataclass_from_dict
+from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, load_yaml, merge_strict, rename_keys
 from utility.training import LoopConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
-UNREADABLE_ACTIONS = ("skip", "stop")
 # Keys renamed when both runners took s3prl's names: old name -> new name. Old command lines,
 # -c files and the settings stored in old checkpoints are translated with a notice.
 RENAMED = {
@@ -41,7 +41,7 @@ class CorpusSettings:
     subsets: list[str] = field(default_factory=lambda: ["train-clean-100"])  # training subsets under root
     dev_subsets: list[str] = field(default_factory=lambda: ["dev-clean"])  # held-out subsets for the masked L1 that picks best.ckpt ([]: none)
     dev_utterances: int = 32  # the first N held-out utterances (by id) form the dev set
-    on_unreadable: str = "skip"  # unreadable/corrupt audio: skip (warn, naming the file) or stop
+    on_unreadable: str = "skip"  # unusable audio (unreadable, empty, too short, not mono, NaN/inf): skip (warn, naming each file) or stop
 
     def __post_init__(self) -> None:
         if self.on_unreadable not in UNREADABLE_ACTIONS:
@@ -130,6 +130,8 @@ class RunnerSettings(LoopConfig):
         super().__post_init__()
         if self.max_minutes < 0:
             raise ValueError(f"runner.max_minutes must be >= 0 (0: use total_steps), got {self.max_minutes}")
+        if self.seed < 0:
+            raise ValueError(f"runner.seed (--seed) must be >= 0, got {self.seed}")
         if self.image_step < 0:
             raise ValueError(f"runner.image_step must be >= 0 (0: no images), got {self.image_step}")
 

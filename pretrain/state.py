@@ -14,9 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from upstream.checkpoint import check_own_checkpoint, read_checkpoint_file
-from utility.training import CheckpointKeeper
+from utility.training import CheckpointKeeper, read_newest_intact
 
 SECTION = "pretraining"
+
+
+def read_resume_checkpoint(path: str | Path, skip_damaged: bool = False, set_aside: bool = True) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``-e PATH`` continues from: the file as given, or the newest step
+    checkpoint of a folder (a damaged one is named; with ``skip_damaged`` the newest intact one
+    is used and, with ``set_aside``, the damaged ones renamed, see ``read_newest_intact``)."""
+    path = Path(path)
+    if path.is_file():
+        return path, read_training_checkpoint(path)
+    candidates = [step_path for _, step_path in CheckpointKeeper(path).step_checkpoints()][::-1]
+    if not candidates:
+        find_checkpoint(path)  # raises: nothing to resume
+    return read_newest_intact(candidates, read_training_checkpoint, skip_damaged, set_aside)
 
 
 def find_checkpoint(path: str | Path) -> Path:

@@ -41,6 +41,7 @@ from .settings import PretrainSettings
 from .state import SECTION
 from .visualize import reconstruction_figure
 from utility.training import LOG_DIR, CheckpointKeeper, DistributedContext, UpdateStep, linear_warmup_decay, mixed_precision
+from utility.interrupt import TrainingInterrupted, stop_requested
 from utility.training import capture_rng_state, restore_rng_state
 
 log = logging.getLogger("pretrain")
@@ -131,9 +132,6 @@ class Pretrainer:
         self.writer = SummaryWriter(str(experiment / LOG_DIR)) if context.is_main else None
         # What the model must beat on the held-out set, at the same masks (pretrain/baselines.py).
         self.dev_baselines = trivial_losses(self.dev_set, settings.downsample_rate) if self.dev_set else {}
-        if self.dev_baselines and resume is None:
-            log.info("held-out masked L1 of trivial predictors: %s",
-                     ", ".join(f"{name} {value:.4f}" for name, value in self.dev_baselines.items()))
 
     def calibrate_total_steps(self, max_minutes: float, probe_steps: int = 3) -> int:
         """Lay the schedule out over a wall-clock budget: time ``probe_steps`` forward/backward
@@ -186,6 +184,8 @@ class Pretrainer:
             experiment=self.experiment, step=self.step, finished=False, upstream=self.upstream, dev_baselines=dict(self.dev_baselines)
         )
         if self.step == 0 and self.dev_set:
+            log.info("held-out masked L1 of trivial predictors: %s",
+                     ", ".join(f"{name} {value:.4f}" for name, value in self.dev_baselines.items()))
             outcome.dev_history.append((0, self._log_dev_loss()))
         loader = iter(training_loader(self.train_set, self.step, stop, pin_memory=self.device.type == "cuda"))
         progress = tqdm(
@@ -205,11 +205,16 @@ class Pretrainer:
             progress.update(1)
             progress.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{self.update.scheduler.get_last_lr()[0]:.2e}", fps=f"{stats.frames / elapsed:.0f}")
             self._record(stats, elapsed, window)
-            if self.step % runner.save_step == 0 or self.step == stop:
-                metric = self._log_dev_loss() if self.dev_set else None
+            scheduled = self.step % runner.save_step == 0 or self.step == stop
+            interrupted = self.step < stop and stop_requested(self.context)
+            if scheduled or interrupted:
+                metric = self._log_dev_loss() if self.dev_set and scheduled else None
                 if metric is not None:
                     outcome.dev_history.append((self.step, metric))
                 outcome.checkpoint = self._save(metric)
+            if interrupted:
+                progress.close()
+                self._stop_interrupted(outcome.checkpoint)
             started = time.perf_counter()  # evaluation and saving are not training throughput
         progress.close()
         self.context.barrier()  # every process waits for the last checkpoint
@@ -218,6 +223,15 @@ class Pretrainer:
         if self.writer is not None:
             self.writer.close()
         return outcome
+
+    def _stop_interrupted(self, checkpoint: Optional[Path]) -> None:
+        """Ctrl-C: the checkpoint of this step is written; close the logs and say how to go on."""
+        self.context.barrier()
+        if self.writer is not None:
+            self.writer.close()
+        raise TrainingInterrupted(
+            f"interrupted at step {self.step}: saved {checkpoint}; continue with: python run_pretrain.py -e {self.experiment}"
+        )
 
     def _update(self, micro_batches: list[MaskedBatch], keep_picture: bool) -> UpdateStats:
         """One optimizer update over this process's micro-batches."""

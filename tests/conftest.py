@@ -31,6 +31,24 @@ def tiny_config(family: str = "aalbert", num_layers: int = 2, **encoder_fields) 
     return UpstreamConfig(family=family, frontend=FrontendConfig(), encoder=EncoderConfig(**fields))
 
 
+# run_pretrain.py settings of the tiny encoder (and small batches) on the demo corpus.
+TINY = [
+    "model.encoder.hidden_size=32",
+    "model.encoder.num_heads=4",
+    "model.encoder.intermediate_size=64",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "corpus.dev_utterances=4",
+    "runner.log_step=1",
+    "runner.image_step=0",
+]
+
+
+def overrides(*extra: str) -> list[str]:
+    """``-o`` arguments of run_pretrain.py: TINY, then ``extra``."""
+    return [arg for item in [*TINY, *extra] for arg in ("-o", item)]
+
+
 @pytest.fixture
 def tiny_upstream() -> Upstream:
     torch.manual_seed(0)

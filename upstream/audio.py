@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import soundfile
@@ -42,12 +42,13 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, mix_channels: b
     return wav
 
 
-def check_waveforms(wavs: Sequence[torch.Tensor], min_samples: int) -> None:
+def check_waveforms(wavs: Sequence[torch.Tensor], min_samples: int, names: Optional[Sequence[str]] = None) -> None:
     """Raise a clear error for anything that is not a list of usable 1-D float waveforms.
 
     Args:
         wavs: list of (samples,) float tensors at 16 kHz.
         min_samples: the shortest waveform that yields one frame (one analysis window).
+        names: what each waveform is called in messages (e.g. its file); default "waveform i".
     """
     if isinstance(wavs, torch.Tensor) or not isinstance(wavs, (list, tuple)):
         raise TypeError(
@@ -57,9 +58,11 @@ def check_waveforms(wavs: Sequence[torch.Tensor], min_samples: int) -> None:
     if len(wavs) == 0:
         raise ValueError("expected at least one waveform, got an empty list")
     for index, wav in enumerate(wavs):
-        name = f"waveform {index}"
+        name = names[index] if names is not None else f"waveform {index}"
         if not isinstance(wav, torch.Tensor):
             raise TypeError(f"{name} is a {type(wav).__name__}; expected a torch.Tensor")
+        if wav.is_complex():
+            raise TypeError(f"{name} has complex dtype {wav.dtype}; expected real float samples in [-1, 1]")
         if not wav.is_floating_point():
             raise TypeError(
                 f"{name} has integer dtype {wav.dtype}; expected float samples in [-1, 1] "

@@ -172,6 +172,10 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     return cls(**{key: _typed(hints[key], value, f"{source}.{key}") for key, value in data.items()})
 
 
+class SettingTypeError(TypeError, ValueError):
+    """A setting of the wrong type: a mistake in the user's configuration (hence also a ValueError)."""
+
+
 def _typed(hint: Any, value: Any, name: str) -> Any:
     """``value`` checked against the annotation ``hint`` (numbers converted to float)."""
     origin = typing.get_origin(hint)
@@ -193,9 +197,9 @@ def _typed(hint: Any, value: Any, name: str) -> Any:
                 pass
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise TypeError(f"{name} must be a number, got {value!r}")
+        raise SettingTypeError(f"{name} must be a number, got {value!r}")
     if expected in (int, bool, str, list, dict) and (
         not isinstance(value, expected) or (expected is int and isinstance(value, bool))
     ):
-        raise TypeError(f"{name} must be {expected.__name__}, got {value!r}")
+        raise SettingTypeError(f"{name} must be {expected.__name__}, got {value!r}")
     return value

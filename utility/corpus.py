@@ -1,8 +1,9 @@
 """LibriSpeech-layout corpora: ``ROOT/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.{flac,wav}``.
 
-The length of every file is read once and cached in ``ROOT/.length_index.json`` (or, when the
-root is read-only, under ``~/.cache``), so a 100k-utterance corpus does not re-read every
-header at each start. A cache entry is reused only while the file's size and mtime match.
+Every file is read once and what was found (length, sample rate, channels, and any problem
+that makes it unusable, see ``utility.audio_check``) is cached in ``ROOT/.length_index.json``
+(or, when the root is read-only, under ``~/.cache``), so a 100k-utterance corpus is not
+re-read at each start. A cache entry is reused only while the file's size and mtime match.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
-import soundfile
 from tqdm import tqdm
+
+from .audio_check import AudioScreen, active_screen, inspect_audio
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 INDEX_NAME = ".length_index.json"
@@ -34,6 +36,7 @@ class Utterance:
     chapter: str
     num_samples: int
     sample_rate: int
+    problem: Optional[str] = None  # why the audio is unusable (unreadable, empty, ...), or None
 
     @property
     def seconds(self) -> float:
@@ -65,14 +68,21 @@ def _write_cache(path: Path, entries: dict) -> None:
 
 
 def find_utterances(
-    root: str | Path, subsets: Sequence[str], progress: bool = True, skip_unreadable: bool = False
+    root: str | Path,
+    subsets: Sequence[str],
+    progress: bool = True,
+    skip_unreadable: bool = False,
+    screen: Optional[AudioScreen] = None,
 ) -> list[Utterance]:
     """All audio files of ``subsets`` under ``root``, sorted by id.
 
     Raises a clear error for a missing root, a missing subset, or a subset without audio.
-    Files whose header cannot be read raise, naming the file; with ``skip_unreadable`` they
-    are left out with a warning naming each one instead.
+    With a ``screen`` (or inside ``audio_check.screening``), unusable files are left out or
+    stop the run as it says. Without one, only files whose header cannot be read raise, naming
+    the file (with ``skip_unreadable`` they are left out with a warning naming each one), and
+    the others come with their ``problem``.
     """
+    screen = screen or active_screen()
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"corpus root not found: {root}")
@@ -99,22 +109,25 @@ def find_utterances(
         key = str(path.relative_to(root))
         stat = path.stat()
         entry = cache.get(key)
-        if not entry or entry[0] != stat.st_size or entry[1] != stat.st_mtime_ns:
-            try:
-                info = soundfile.info(str(path))
-            except (soundfile.LibsndfileError, RuntimeError) as error:
-                if skip_unreadable:
-                    warnings.warn(f"skipping unreadable audio file {path}: {error}", stacklevel=2)
-                    continue
-                raise ValueError(f"cannot read audio header of {path}: {error}") from error
-            entry = [stat.st_size, stat.st_mtime_ns, info.frames, info.samplerate]
+        # [size, mtime_ns, samples, rate, channels, problem]; indexes of older versions hold only 4.
+        if not entry or len(entry) != 6 or entry[0] != stat.st_size or entry[1] != stat.st_mtime_ns:
+            entry = [stat.st_size, stat.st_mtime_ns, *inspect_audio(path)]
         fresh[key] = entry
+        samples, rate, _, problem = entry[2:]
+        if not rate and screen is None:  # an unreadable header
+            if skip_unreadable:
+                warnings.warn(f"skipping unreadable audio file {path}: {problem}", stacklevel=2)
+                continue
+            raise ValueError(f"cannot read audio header of {path}: {problem}")
         rel = path.relative_to(root / subset).parts
         speaker, chapter = (rel[0], rel[1]) if len(rel) >= 3 else (path.stem.split("-")[0], "")
-        utterances.append(Utterance(path.stem, path, subset, speaker, chapter, int(entry[2]), int(entry[3])))
+        rate = int(rate) or 1  # 0: the header is unreadable, and the screen leaves the file out
+        utterances.append(Utterance(path.stem, path, subset, speaker, chapter, int(samples), rate, problem))
     if fresh != {k: cache.get(k) for k in fresh}:
         cache.update(fresh)
         _write_cache(cache_file, cache)
+    if screen is not None:
+        utterances = screen.apply(utterances, f"{root} {list(subsets)}")
     return sorted(utterances, key=lambda u: u.utt_id)
 
 

@@ -12,15 +12,17 @@ import math
 import os
 import random
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from upstream.checkpoint import save_atomic
+from upstream.integrity import DamagedCheckpoint
 
 # ---------------------------------------------------------------------------------------------
 # Randomness
@@ -421,3 +423,52 @@ class CheckpointKeeper:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_metric = state.get("best_metric")
         self.best_step = state.get("best_step")
+
+
+def experiment_of(path: str | Path) -> Path:
+    """The experiment folder ``-e PATH`` continues: the folder itself, or a checkpoint file's folder."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.is_file():
+        return path.parent
+    raise FileNotFoundError(f"-e {path}: no such checkpoint file or experiment folder")
+
+
+SKIP_DAMAGED_FLAG = "--skip-damaged"
+Checkpoint = TypeVar("Checkpoint")
+
+
+def read_newest_intact(
+    candidates: Sequence[Path], read: Callable[[Path], Checkpoint], skip_damaged: bool, set_aside: bool = False
+) -> tuple[Path, Checkpoint]:
+    """Read the first of ``candidates`` (newest first) that is intact.
+
+    When the newest is damaged (:class:`DamagedCheckpoint`), the error names it and offers the
+    newest intact one; with ``skip_damaged`` that one is used instead, with a warning naming
+    the damaged ones, which ``set_aside`` renames to ``*.damaged`` (a resumed run would
+    otherwise keep them as its newest checkpoints and prune the good ones).
+    """
+    damaged: list[tuple[Path, DamagedCheckpoint]] = []
+    for path in candidates:
+        try:
+            checkpoint = read(path)
+        except DamagedCheckpoint as error:
+            damaged.append((path, error))
+            continue
+        except FileNotFoundError:
+            continue  # set aside a moment ago by another process of the same run
+        if damaged and not skip_damaged:
+            raise DamagedCheckpoint(
+                f"{damaged[0][1]}. The newest intact checkpoint is {path}: add {SKIP_DAMAGED_FLAG} to use it"
+            )
+        for bad, error in damaged:
+            note = ""
+            if set_aside:
+                bad.rename(bad.with_name(f"{bad.name}.damaged"))
+                note = f" ({bad.name} renamed to {bad.name}.damaged)"
+            warnings.warn(f"{error}; using {path} instead{note}", stacklevel=2)
+        return path, checkpoint
+    if damaged:
+        raise DamagedCheckpoint(f"{damaged[0][1]}; no intact checkpoint is left beside it")
+    raise FileNotFoundError("no checkpoint to read")

@@ -1,0 +1,126 @@
+"""Probing faults: a replaced upstream file, bad audio in a corpus and in inference inputs, a
+damaged newest checkpoint, Ctrl-C during training. Tiny settings on the demo corpus."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import run_downstream
+from conftest import REPO, tiny_config
+from downstream.probe_checkpoint import read_probe_checkpoint
+from faults import copy_corpus, interrupt_training, non_finite_wav, run_command, write_wav
+from upstream import Upstream, save_upstream
+
+SPEAKERS = ["-d", "speaker_utterance", "-o", "runner.total_steps=4", "runner.eval_step=2", "runner.log_step=2",
+            "runner.batch_size=3", "runner.eval_batch_size=12"]
+DEMO_FILES = sorted((REPO / "data" / "demo" / "train-clean-100").rglob("*.flac"))
+
+
+def probe(expdir, *extra: str, upstream=("-u", "fbank")) -> dict:
+    return run_downstream.main([*upstream, "-p", str(expdir), *SPEAKERS, *extra])
+
+
+def test_a_replaced_upstream_file_is_refused_unless_allowed(tmp_path):
+    upstream = tmp_path / "upstream.ckpt"
+    torch.manual_seed(0)
+    save_upstream(Upstream(tiny_config(num_layers=3)), upstream, "aalbert_3L")
+    probe(tmp_path / "exp", upstream=("-k", str(upstream)))
+    recorded = read_probe_checkpoint(tmp_path / "exp" / "best.ckpt")["upstream_file"]
+    assert recorded["size"] == upstream.stat().st_size and len(recorded["sha256"]) == 64
+    torch.manual_seed(1)  # another model of the same shape under the same name
+    save_upstream(Upstream(tiny_config(num_layers=3)), upstream, "aalbert_3L")
+    changed = rf"upstream checkpoint {upstream} has changed since probe .*best.ckpt was trained \(sha256 {recorded['sha256'][:12]}"
+    with pytest.raises(ValueError, match=changed):
+        run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp")])
+    with pytest.raises(ValueError, match=changed):
+        run_downstream.main(["-m", "inference", "-e", str(tmp_path / "exp"), "-i", str(DEMO_FILES[0])])
+    with pytest.raises(ValueError, match="--allow-upstream-change"):
+        run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6"])  # resuming
+    with pytest.warns(UserWarning, match="using the changed upstream checkpoint"):
+        run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp"), "--allow-upstream-change"])
+    evaluation = json.loads((tmp_path / "exp" / "evaluation.json").read_text())
+    assert evaluation["upstream_file"]["replaced"] == recorded and evaluation["upstream_file"]["sha256"] != recorded["sha256"]
+    out = tmp_path / "predictions.txt"
+    with pytest.warns(UserWarning, match="using the changed upstream checkpoint"):
+        run_downstream.main(["-m", "inference", "-e", str(tmp_path / "exp"), "-i", str(DEMO_FILES[0]), "--output", str(out),
+                             "--allow-upstream-change"])
+    assert "has changed since the probe was trained (--allow-upstream-change)" in out.read_text().splitlines()[1]
+    upstream.unlink()
+    with pytest.raises(FileNotFoundError, match=f"upstream checkpoint {upstream} that probe .* was trained on is missing"):
+        run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp")])
+
+
+@pytest.fixture
+def corpus_with_bad_files(tmp_path):
+    corpus = copy_corpus(tmp_path)
+    chapter = corpus / "train-clean-100" / "1000" / "100001"
+    write_wav(chapter / "1000-100001-0090.wav", np.full(10, 0.1, np.float32), "PCM_16")  # 10 samples
+    non_finite_wav(chapter / "1000-100001-0091.wav")  # one NaN sample
+    return corpus
+
+
+def test_a_tiny_and_a_nan_file_in_a_corpus_are_named_before_the_first_update(corpus_with_bad_files, tmp_path):
+    root = f"data.root={corpus_with_bad_files}"
+    with pytest.raises(ValueError, match=r"2 unusable audio file\(s\) in .*runner.on_unreadable=skip") as error:
+        probe(tmp_path / "stop", root)
+    assert "1000-100001-0090.wav: 10 samples at 16 kHz, shorter than one frame (400)" in str(error.value)
+    assert "1000-100001-0091.wav: 1 NaN or inf samples" in str(error.value)
+    assert not (tmp_path / "stop").exists()  # stopped before the first update: nothing written
+
+    with pytest.warns(UserWarning, match=r"runner.on_unreadable=skip: left out 2 unusable audio file\(s\).*0090.wav.*0091.wav"):
+        results = probe(tmp_path / "skip", root, "runner.on_unreadable=skip")
+    assert results["steps"] == 4 and np.isfinite(results["test"]["loss"]) and results["skipped_steps"] == 0
+
+
+def test_inference_names_each_bad_file_and_still_predicts_the_good_ones(tmp_path):
+    probe(tmp_path / "exp")
+    bad = {
+        write_wav(tmp_path / "tiny.wav", np.full(10, 0.1, np.float32), "PCM_16"): "has 10 samples, shorter than one analysis window",
+        non_finite_wav(tmp_path / "nan.wav"): "contains NaN or inf samples",
+        write_wav(tmp_path / "stereo.wav", np.zeros((16000, 2), np.float32), "PCM_16"): "has 2 channels; models expect mono",
+        tmp_path / "missing.flac": "audio file not found",
+    }
+    inputs = [DEMO_FILES[0], *bad, DEMO_FILES[1]]
+    out = tmp_path / "predictions.txt"
+    with pytest.raises(ValueError, match=r"4 of 6 input file\(s\) could not be used") as error:
+        run_downstream.main(["-m", "inference", "-e", str(tmp_path / "exp"), "-i", *map(str, inputs), "--output", str(out)])
+    for path, problem in bad.items():
+        assert f"{path}" in str(error.value) and problem in str(error.value)
+    assert f"predictions for the other 2 are in {out}" in str(error.value)
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("# speaker_utterance (fbank)")
+    assert [line.split("\t")[0] for line in lines[1:]] == [str(DEMO_FILES[0]), str(DEMO_FILES[1])]
+
+
+def test_a_damaged_newest_probe_checkpoint_is_named_and_the_intact_one_offered(tmp_path):
+    probe(tmp_path / "exp", "runner.save_step=1", "runner.max_keep=4")
+    newest = tmp_path / "exp" / "states-00000004.ckpt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated (best.ckpt may be the same file)
+    with pytest.raises(ValueError, match=r"states-00000004.ckpt is corrupt or truncated.*newest intact checkpoint is .*states-00000003.ckpt: add --skip-damaged"):
+        run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6"])
+    with pytest.warns(UserWarning, match="states-00000004.ckpt is corrupt or truncated"):
+        results = run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6", "--skip-damaged"])
+    assert results["steps"] == 6 and (tmp_path / "exp" / "states-00000004.ckpt.damaged").is_file()
+    assert read_probe_checkpoint(tmp_path / "exp" / "states-00000004.ckpt")["step"] == 4  # written again
+
+
+def test_ctrl_c_saves_at_the_step_boundary_and_the_probe_continues_exactly(tmp_path):
+    script = str(REPO / "run_downstream.py")
+    settings = ["-u", "fbank", "-d", "speaker_frame", "-o", "runner.batch_size=2", "runner.eval_step=1000", "runner.save_step=2"]
+    folder = tmp_path / "interrupted"
+    step, last = interrupt_training([script, "-p", str(folder), *settings, "runner.total_steps=5000"], folder, tmp_path)
+    assert last == (f"interrupted at step {step}: saved {folder / f'states-{step:08d}.ckpt'}; "
+                    f"continue with: python run_downstream.py -e {folder}")
+    end = f"runner.total_steps={step + 2}"
+    resumed = run_command([script, "-e", str(folder), "-o", end], cwd=tmp_path)
+    straight = run_command([script, "-p", str(tmp_path / "straight"), *settings, end], cwd=tmp_path)
+    assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr[-2000:] + straight.stderr[-2000:]
+    a = read_probe_checkpoint(folder / f"states-{step + 2:08d}.ckpt")
+    b = read_probe_checkpoint(tmp_path / "straight" / f"states-{step + 2:08d}.ckpt")
+    for part in b["weights"]:
+        for key, value in b["weights"][part].items():
+            assert torch.equal(a["weights"][part][key], value), f"{part}.{key}"

@@ -1,0 +1,96 @@
+"""Pretraining faults: damaged newest checkpoints on -e, Ctrl-C during training, a full disk."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import struct
+import subprocess
+import time
+
+import pytest
+import torch
+
+import run_pretrain
+import upstream.checkpoint
+from conftest import REPO, overrides
+from faults import assert_one_line_error, interrupt_training, overwrite_tensor_bytes, run_command
+from upstream.checkpoint import read_checkpoint_file
+
+ENCODER = ("upstream", "state_dict", "input_projection.weight")
+
+
+def same_training_state(a: dict, b: dict) -> bool:
+    tensors = [(a["upstream"]["state_dict"], b["upstream"]["state_dict"]), (a["head"], b["head"])]
+    if not all(torch.equal(x[key], y[key]) for x, y in tensors for key in x):
+        return False
+    first, second = a["pretraining"]["optimizer"]["state"], b["pretraining"]["optimizer"]["state"]
+    return all(torch.equal(first[i]["exp_avg_sq"], second[i]["exp_avg_sq"]) for i in first)
+
+
+def test_damaged_newest_checkpoints_are_named_and_the_newest_intact_one_offered(tmp_path):
+    folder = tmp_path / "run"
+    settings = overrides("corpus.dev_subsets=[]", "runner.total_steps=3", "runner.save_step=1", "runner.max_keep=3")
+    run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *settings])
+    reference = read_checkpoint_file(folder / "states-00000003.ckpt")
+    overwrite_tensor_bytes(folder / "states-00000003.ckpt", struct.pack("<2f", float("inf"), float("inf")), ENCODER)
+    with pytest.raises(ValueError, match=r"states-00000003.ckpt is damaged.*newest intact checkpoint is .*states-00000002.ckpt: add --skip-damaged"):
+        run_pretrain.main(["-e", str(folder)])
+    step2 = folder / "states-00000002.ckpt"
+    step2.write_bytes(step2.read_bytes()[: step2.stat().st_size // 2])  # truncated
+    with pytest.raises(ValueError, match=r"states-00000003.ckpt is damaged.*newest intact checkpoint is .*states-00000001.ckpt"):
+        run_pretrain.main(["-e", str(folder)])
+    with pytest.warns(UserWarning, match="states-00000002.ckpt is corrupt or truncated"):
+        outcome = run_pretrain.main(["-e", str(folder), "--skip-damaged"])
+    assert outcome.finished and outcome.step == 3
+    assert same_training_state(read_checkpoint_file(folder / "states-00000003.ckpt"), reference)  # the same run as before
+    assert {p.name for p in folder.glob("*.damaged")} == {"states-00000002.ckpt.damaged", "states-00000003.ckpt.damaged"}
+
+
+def test_ctrl_c_saves_at_the_step_boundary_and_the_run_continues_exactly(tmp_path):
+    settings = overrides("corpus.dev_subsets=[]", "runner.total_steps=500", "runner.save_step=2")
+    script = str(REPO / "run_pretrain.py")
+    folder = tmp_path / "interrupted"
+    step, last = interrupt_training([script, "-u", "aalbert_3L", "-p", str(folder), *settings], folder, tmp_path)
+    assert last == (f"interrupted at step {step}: saved {folder / f'states-{step:08d}.ckpt'}; "
+                    f"continue with: python run_pretrain.py -e {folder}")
+    assert not (folder / ".lock").exists()
+
+    resumed = run_command([script, "-e", str(folder), "--stop-at-step", str(step + 2)], cwd=tmp_path)
+    straight = run_command([script, "-u", "aalbert_3L", "-p", str(tmp_path / "straight"), *settings, "--stop-at-step", str(step + 2)], cwd=tmp_path)
+    assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr[-2000:] + straight.stderr[-2000:]
+    name = f"states-{step + 2:08d}.ckpt"
+    assert same_training_state(read_checkpoint_file(folder / name), read_checkpoint_file(tmp_path / "straight" / name))
+
+
+def _mount_tiny_disk(path) -> bool:
+    path.mkdir()
+    if shutil.which("mount") is None:
+        return False
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)], capture_output=True)
+    return mounted.returncode == 0
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    disk = tmp_path / "disk"
+    args = ["-u", "aalbert_3L", "-p", str(disk / "run"), *overrides("corpus.dev_subsets=[]", "runner.total_steps=2")]
+    if _mount_tiny_disk(disk):  # a real full disk: the config and logs fit, a checkpoint does not
+        try:
+            done = run_command([str(REPO / "run_pretrain.py"), *args], cwd=tmp_path)
+        finally:
+            time.sleep(0.5)
+            subprocess.run(["umount", str(disk)], check=True)
+        assert done.returncode == 2, done.stderr[-3000:]
+        stderr = done.stderr
+    else:  # no permission to mount: the disk fills up while the checkpoint is synced
+        from utility.cli import run_cli
+
+        def no_space(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(upstream.checkpoint.os, "fsync", no_space)
+        with pytest.raises(SystemExit) as stop:
+            run_cli(run_pretrain.main, args)
+        assert stop.value.code == 2
+        stderr = capsys.readouterr().err
+    assert_one_line_error(stderr, "no space left on the device while writing", "states-00000002.ckpt", "free some space")

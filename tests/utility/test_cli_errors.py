@@ -1,0 +1,154 @@
+"""One error style for every command: a user's mistake is one line ``error: ...`` naming the
+input, exit status 2, nothing written; a bug keeps its traceback; --debug shows it always."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import hub
+import run_downstream
+import run_pretrain
+from analysis import attention_map, layerwise, proportion, report, tsne
+from conftest import REPO, tiny_config
+from faults import assert_one_line_error, run_command, write_wav
+from upstream import Upstream, save_upstream
+
+AUDIO = str(next((REPO / "data" / "demo" / "dev-clean").rglob("*.flac")))
+TASK = ["-u", "fbank", "-d", "speaker_frame"]
+
+# (command, arguments, text the error line must hold); OUT is the experiment folder, TMP the test's folder.
+MISTAKES = [
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps=many"], "runner.total_steps must be int, got 'many'"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_stepz=5"], "no key 'total_stepz'"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/missing.yaml"], "config file not found"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--stop-at-step", "0"], "--stop-at-step must be a step >= 1"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--seed", "-1"], "runner.seed (--seed) must be >= 0"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "optimizer.lr=0"], "optimizer.lr must be > 0"),
+    (run_pretrain.main, ["-u", "mockingjay_9L", "-p", "OUT"], "unknown upstream 'mockingjay_9L'"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--stop-at-step", "two"], "invalid int value: 'two'"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--bogus"], "unrecognized arguments: --bogus"),
+    (run_pretrain.main, ["-e", "TMP/nowhere"], "no such checkpoint file or experiment folder"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "corpus.root=TMP/nowhere"], "corpus root not found"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-o", "runner.total_stepz=3"], "no key 'total_stepz'"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-o", "optimizer.lr=0"], "optimizer.lr and upstream_lr must be > 0"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-o", "runner.batch_size=two"], "runner.batch_size must be int"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-o", "runner.on_unreadable=ignore"], "runner.on_unreadable must be one of"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "--seed", "-1"], "--seed must be >= 0"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-o", "data.root=TMP/nowhere"], "corpus root not found"),
+    (run_downstream.main, ["-u", "fbank", "-d", "phone_linaer", "-p", "OUT"], "unknown task 'phone_linaer'"),
+    (run_downstream.main, ["-k", "TMP/missing.ckpt", "-d", "speaker_frame", "-p", "OUT"], "checkpoint not found"),
+    (run_downstream.main, ["-k", "TMP/notes.txt", "-d", "speaker_frame", "-p", "OUT"], "not a loadable checkpoint"),
+    (run_downstream.main, ["-m", "evaluate", "-e", "TMP/nowhere"], "no experiment folder or checkpoint"),
+    (run_downstream.main, ["-m", "inference", "-e", "TMP"], "inference needs a trained probe and audio files"),
+    (run_downstream.main, [*TASK, "-m", "tune"], "argument -m/--mode: invalid choice: 'tune'"),
+    (hub._main, ["aalbert_4L", AUDIO], "unknown upstream 'aalbert_4L'"),
+    (hub._main, ["fbank", "TMP/missing.flac"], "audio file not found"),
+    (hub._main, ["aalbert_3L", "-k", "TMP/notes.txt", AUDIO], "not a loadable checkpoint"),
+    (hub._main, ["fbank", "TMP/tiny.wav"], "TMP/tiny.wav has 10 samples, shorter than one analysis window"),
+    (hub._main, ["aalbert_3L", "-k", "TMP/tiny.ckpt"], "give at least one audio file"),
+    (report.main, ["-u", "nosuch", "-p", "OUT"], "unknown upstream 'nosuch'"),
+    (report.main, ["-u", "fbank:TMP/missing.ckpt", "-p", "OUT"], "checkpoint TMP/missing.ckpt not found"),
+    (report.main, ["-u", "fbank", "-p", "OUT", "--speed-utterances", "0"], "--speed-utterances must be at least 1"),
+    (layerwise.main, ["-u", "fbank", "-d", "speaker_frame", "-p", "OUT", "-o", "runner.total_stepz=1"], "no key 'total_stepz'"),
+    (proportion.main, ["-u", "fbank", "fbank", "-p", "OUT"], "upstream label(s) ['fbank'] given twice"),
+    (tsne.main, ["-u", "fbank", "--root", "TMP/nowhere"], "corpus root not found"),
+    (attention_map.main, ["-u", "aalbert_3L", "--audio", "TMP/missing.flac"], "audio file not found"),
+    (attention_map.main, ["-u", "aalbert_3L", "--audio", AUDIO, "--layer", "9"], "--layer must be in [1, 3]"),
+]
+
+
+def _fill(args: list[str], tmp_path) -> list[str]:
+    return [arg.replace("OUT", str(tmp_path / "out")).replace("TMP", str(tmp_path)) for arg in args]
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    write_wav(tmp_path / "tiny.wav", np.zeros(10, np.float32), "PCM_16")
+    torch.manual_seed(0)
+    save_upstream(Upstream(tiny_config(num_layers=3)), tmp_path / "tiny.ckpt", "aalbert_3L")
+    return tmp_path
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("main, args, expected", MISTAKES, ids=[f"{m.__module__}-{i}" for i, (m, _, _) in enumerate(MISTAKES)])
+def test_a_mistake_is_one_line_and_exit_status_2(main, args, expected, inputs, capsys):
+    from utility.cli import run_cli
+
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main, _fill(args, inputs))
+    assert stop.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, _fill([expected], inputs)[0])
+    assert not (inputs / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["run_pretrain.py", "-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps=many"], "runner.total_steps must be int"),
+        (["run_downstream.py", "-u", "fbank", "-d", "nosuch", "-p", "OUT"], "unknown task 'nosuch'"),
+        (["hub.py", "aalbert_3L", "TMP/missing.flac"], "audio file not found"),
+        (["-m", "analysis.report", "-u", "nosuch", "-p", "OUT"], "unknown upstream 'nosuch'"),
+    ],
+)
+def test_the_commands_themselves_print_one_line(args, expected, tmp_path):
+    done = run_command(_fill(args, tmp_path), cwd=REPO)
+    assert done.returncode == 2, done.stderr
+    assert_one_line_error(done.stderr, expected)
+
+
+def test_debug_shows_the_traceback_and_a_bug_keeps_it(tmp_path, monkeypatch):
+    from utility.cli import run_cli
+
+    with pytest.raises(ValueError, match="unknown task"):
+        run_cli(run_downstream.main, ["-u", "fbank", "-d", "nosuch", "-p", str(tmp_path / "x"), "--debug"])
+    monkeypatch.setattr(hub, "build_upstream", lambda *args, **kwargs: None)  # a bug: None has no attributes
+    with pytest.raises(AttributeError):
+        run_cli(hub._main, ["fbank", AUDIO])
+
+
+def test_out_of_memory_is_one_line_with_a_batch_size_hint(tmp_path, monkeypatch, capsys):
+    from pretrain.trainer import Pretrainer
+    from utility.cli import run_cli
+
+    def too_big(self, micro_batches, keep_picture):
+        return torch.empty(2**62, dtype=torch.uint8)  # a real allocation the machine cannot give
+
+    monkeypatch.setattr(Pretrainer, "_update", too_big)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(run_pretrain.main, ["-u", "aalbert_3L", "-p", str(tmp_path / "x"), "-o", "model.encoder.hidden_size=32",
+                                    "-o", "model.encoder.num_heads=4", "-o", "corpus.dev_subsets=[]", "-o", "data.num_workers=0"],
+                run_pretrain.MEMORY_HINT)
+    assert stop.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "out of memory (", "can't allocate memory", "runner.gradient_accumulate_steps")
+
+
+def test_hub_takes_options_anywhere(tmp_path):
+    checkpoint = tmp_path / "tiny.ckpt"
+    torch.manual_seed(0)
+    save_upstream(Upstream(tiny_config(num_layers=3)), checkpoint, "aalbert_3L")
+    for args in (["aalbert_3L", "-k", str(checkpoint), AUDIO], ["-k", str(checkpoint), "aalbert_3L", AUDIO]):
+        done = run_command([str(REPO / "hub.py"), *args], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "aalbert_3L: 4 hidden states" in done.stdout
+
+
+def test_a_complex_waveform_is_called_complex(tiny_upstream):
+    with pytest.raises(TypeError, match="waveform 0 has complex dtype torch.complex64; expected real float samples"):
+        tiny_upstream([torch.zeros(16000, dtype=torch.complex64)])
+
+
+def test_an_unusable_folder_is_named(tmp_path, capsys):
+    from utility.cli import run_cli
+
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the experiment folder should go")
+    with pytest.raises(SystemExit) as stop:
+        run_cli(run_pretrain.main, ["-u", "aalbert_3L", "-p", str(blocked / "run")])
+    assert stop.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, str(blocked))
+    shutil.rmtree(tmp_path)

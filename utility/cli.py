@@ -1,0 +1,92 @@
+"""One error style for every command (run_pretrain.py, run_downstream.py, hub.py, analysis).
+
+A mistake in what the user gave (an option, a value, a missing or wrong file, a folder in use)
+or in what the machine can give (disk space, memory) prints one line ``error: ...`` that names
+the input and the fix, and exits with status 2. A traceback is shown only for a bug (any other
+exception), or for everything with ``--debug``. Ctrl-C exits with status 130 (after a training
+loop has saved a checkpoint, see ``utility.interrupt``).
+
+    if __name__ == "__main__":
+        run_cli(main, memory_hint="lower the batch size: -o data.batch_size=N")
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from typing import Any, Callable, NoReturn, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from .interrupt import TrainingInterrupted
+
+EXIT_USER_ERROR = 2  # as argparse uses for a bad command line
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+DEBUG_FLAG = "--debug"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a ``--debug`` option and one-line errors: ``error: ... (see PROG -h)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.add_argument(DEBUG_FLAG, action="store_true", help="show the full traceback of any error")
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} -h)\n")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def user_error_message(error: BaseException, memory_hint: str) -> Optional[str]:
+    """The one-line message for a user-side error; None for a bug (shown with its traceback)."""
+    if is_out_of_memory(error):
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"out of memory ({detail}); {memory_hint}"
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        where = f" while writing {error.filename}" if error.filename else ""
+        return f"no space left on the device{where}; free some space or write the experiment to another disk (-p DIR)"
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    if isinstance(error, (ValueError, OSError, KeyError, ImportError)):
+        return str(error)
+    return None
+
+
+def run_cli(
+    main: Callable[[list[str]], Any],
+    argv: Optional[Sequence[str]] = None,
+    memory_hint: str = "lower the batch size",
+) -> None:
+    """Run ``main(argv)`` as a command: exit 0 on success, 2 with one line for a user-side
+    error, 130 on Ctrl-C; tracebacks only for bugs or with ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        main(argv)
+    except TrainingInterrupted as stop:
+        _say(str(stop))
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        _say("interrupted (Ctrl-C)")
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as error:
+        message = user_error_message(error, memory_hint)
+        if message is None or DEBUG_FLAG in argv:
+            raise
+        _say(f"error: {message}")
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _say(line: str) -> None:
+    """On stderr, on a line of its own even when a progress bar was drawing there."""
+    tqdm.write(line, file=sys.stderr)
