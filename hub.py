@@ -5,11 +5,17 @@
         out = model([wav])          # wav: 1-D float tensor, 16 kHz
     out["hidden_states"]            # N + 1 tensors of (batch, frames, hidden)
 
+    model = torch.hub.load(REPO, "mockingjay_3L", source="local", pretrained="mockingjay_960hr")
+
 Every entry takes ``ckpt`` (ours or s3prl's) and the options of ``upstream.build_upstream``:
+``pretrained`` (a published checkpoint by s3prl name or alias, downloaded once into torch.hub's
+cache; ``python hub.py --pretrained`` lists them), ``refresh`` (download it again),
 ``precision`` ("float32" or "bfloat16") and ``max_frames`` (attention span in stacked frames;
-longer inputs are chunked). Without ``ckpt`` the weights are random, and a warning says so.
-Each entry returns an ``upstream.Upstream``; ``model(wavs)`` maps a list of 1-D 16 kHz float
-tensors to a dict with ``hidden_states``, ``last_hidden_state`` and ``lengths``.
+longer inputs are chunked). Without ``ckpt`` or ``pretrained`` the weights are random, and a
+warning names the published checkpoints that fit.
+Each entry returns an upstream; ``model(wavs)`` maps a list of 1-D 16 kHz float tensors (or
+``model(wavs, wav_lengths)`` a padded batch and its lengths) to a dict with ``hidden_states``,
+``last_hidden_state`` and ``lengths``.
 
 Loading changes nothing in the calling process beyond building the model (no allocator,
 thread or warnings-filter settings).
@@ -78,20 +84,28 @@ def _describe_entries() -> str:
     return "\n".join(lines)
 
 
-def _main() -> None:
-    """``python hub.py``: list the entries; ``python hub.py NAME [-k CKPT] AUDIO...``: extract."""
+def _main(argv: Optional[list[str]] = None) -> None:
+    """``python hub.py``: list the entries; ``--pretrained``: the published checkpoints;
+    ``python hub.py NAME [-k CKPT] AUDIO...``: extract."""
     import argparse
+    import sys
 
     import torch
 
     from upstream import read_audio
+    from upstream.catalogue import catalogue_table
     from utility.cpu_allocator import keep_freed_memory_for_reuse
 
-    parser = argparse.ArgumentParser(description="List the upstreams, or extract hidden states from audio files.")
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description="List the upstreams or the published checkpoints, or extract hidden states from audio files.")
     parser.add_argument("name", nargs="?", help="upstream name (omit to list them)")
     parser.add_argument("audio", nargs="*", help="wav/flac files")
     parser.add_argument("-k", "--ckpt", help="checkpoint (ours or s3prl's)")
-    args = parser.parse_intermixed_args()
+    parser.add_argument("--pretrained", action="store_true", help="list the published checkpoints and the entries they load under")
+    args = parser.parse_intermixed_args(argv)
+    if args.pretrained:
+        print(catalogue_table())
+        return
     if args.name is None:
         print(_describe_entries())
         return
