@@ -84,9 +84,27 @@ def _describe_entries() -> str:
     return "\n".join(lines)
 
 
+def _export_main(argv: list[str]) -> None:
+    """``python hub.py export -k OUR.ckpt -o FILE``: write our checkpoint in s3prl's format."""
+    import argparse
+
+    from upstream.export_s3prl import S3PRL_VERSION, export_s3prl
+
+    parser = argparse.ArgumentParser(
+        prog="hub.py export",
+        description=f"Write one of our Mockingjay/AALBERT checkpoints in s3prl {S3PRL_VERSION}'s format "
+        "(load it there with s3prl.upstream.mockingjay.hubconf.mockingjay_local(ckpt=FILE) or audio_albert_local).",
+    )
+    parser.add_argument("-k", "--ckpt", required=True, help="our checkpoint (e.g. result/pretrain/NAME/best.ckpt)")
+    parser.add_argument("-o", "--output", required=True, help="the s3prl-format file to write")
+    args = parser.parse_args(argv)
+    path = export_s3prl(args.ckpt, args.output)
+    print(f"wrote {path} (s3prl {S3PRL_VERSION} format)")
+
+
 def _main(argv: Optional[list[str]] = None) -> None:
     """``python hub.py``: list the entries; ``--pretrained``: the published checkpoints;
-    ``python hub.py NAME [-k CKPT] AUDIO...``: extract."""
+    ``python hub.py NAME [-k CKPT] AUDIO...``: extract; ``export``: see above."""
     import argparse
     import sys
 
@@ -97,7 +115,13 @@ def _main(argv: Optional[list[str]] = None) -> None:
     from utility.cpu_allocator import keep_freed_memory_for_reuse
 
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description="List the upstreams or the published checkpoints, or extract hidden states from audio files.")
+    if argv[:1] == ["export"]:
+        _export_main(argv[1:])
+        return
+    parser = argparse.ArgumentParser(
+        description="List the upstreams or the published checkpoints, extract hidden states from audio files, "
+        "or (python hub.py export -k OUR.ckpt -o FILE) write a checkpoint in s3prl's format."
+    )
     parser.add_argument("name", nargs="?", help="upstream name (omit to list them)")
     parser.add_argument("audio", nargs="*", help="wav/flac files")
     parser.add_argument("-k", "--ckpt", help="checkpoint (ours or s3prl's)")
