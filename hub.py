@@ -12,7 +12,9 @@ Every entry takes ``ckpt`` (ours or s3prl's) and the options of ``upstream.build
 cache; ``python hub.py --pretrained`` lists them), ``refresh`` (download it again),
 ``precision`` ("float32" or "bfloat16") and ``max_frames`` (attention span in stacked frames;
 longer inputs are chunked). Without ``ckpt`` or ``pretrained`` the weights are random, and a
-warning names the published checkpoints that fit.
+warning names the published checkpoints that fit. ``wav2vec2_base``, ``hubert_base`` and
+``wavlm_base_plus`` are torchaudio's models for comparison (``pretrained=True``: torchaudio's
+weights; ``ckpt``: a state-dict file of them).
 Each entry returns an upstream; ``model(wavs)`` maps a list of 1-D 16 kHz float tensors (or
 ``model(wavs, wav_lengths)`` a padded batch and its lengths) to a dict with ``hidden_states``,
 ``last_hidden_state`` and ``lengths``.
@@ -26,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from upstream import Upstream, build_upstream, entry_names, get_entry
+from upstream.torchaudio_ssl import TorchaudioUpstream
 
 
 def aalbert_3L(ckpt: Optional[str] = None, **options: Any) -> Upstream:
@@ -68,12 +71,30 @@ def mel(ckpt: Optional[str] = None, **options: Any) -> Upstream:
     return build_upstream("mel", ckpt, **options)
 
 
+def wav2vec2_base(ckpt: Optional[str] = None, **options: Any) -> TorchaudioUpstream:
+    """wav2vec 2.0 Base from torchaudio (WAV2VEC2_BASE, LibriSpeech 960 h; 12 layers, 768 hidden, 20 ms frames); 13 hidden states."""
+    return build_upstream("wav2vec2_base", ckpt, **options)
+
+
+def hubert_base(ckpt: Optional[str] = None, **options: Any) -> TorchaudioUpstream:
+    """HuBERT Base from torchaudio (HUBERT_BASE, LibriSpeech 960 h; 12 layers, 768 hidden, 20 ms frames); 13 hidden states."""
+    return build_upstream("hubert_base", ckpt, **options)
+
+
+def wavlm_base_plus(ckpt: Optional[str] = None, **options: Any) -> TorchaudioUpstream:
+    """WavLM Base+ from torchaudio (WAVLM_BASE_PLUS, 94k h; 12 layers, 768 hidden, 20 ms frames); 13 hidden states."""
+    return build_upstream("wavlm_base_plus", ckpt, **options)
+
+
 def from_checkpoint(ckpt: str, **options: Any) -> Upstream:
     """Build whatever model a checkpoint describes (ours or s3prl's), any family or depth."""
     return build_upstream(None, ckpt, **options)
 
 
-ENTRIES = ("aalbert_3L", "aalbert_6L", "aalbert_12L", "mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "fbank", "mel")
+ENTRIES = (
+    "aalbert_3L", "aalbert_6L", "aalbert_12L", "mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "fbank", "mel",
+    "wav2vec2_base", "hubert_base", "wavlm_base_plus",
+)
 __all__ = [*ENTRIES, "from_checkpoint"]
 
 
