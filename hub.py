@@ -5,11 +5,19 @@
         out = model([wav])          # wav: 1-D float tensor, 16 kHz
     out["hidden_states"]            # N + 1 tensors of (batch, frames, hidden)
 
+    model = torch.hub.load(REPO, "mockingjay_3L", source="local", pretrained="mockingjay_960hr")
+
 Every entry takes ``ckpt`` (ours or s3prl's) and the options of ``upstream.build_upstream``:
+``pretrained`` (a published checkpoint by s3prl name or alias, downloaded once into torch.hub's
+cache; ``python hub.py --pretrained`` lists them), ``refresh`` (download it again),
 ``precision`` ("float32" or "bfloat16") and ``max_frames`` (attention span in stacked frames;
-longer inputs are chunked). Without ``ckpt`` the weights are random, and a warning says so.
-Each entry returns an ``upstream.Upstream``; ``model(wavs)`` maps a list of 1-D 16 kHz float
-tensors to a dict with ``hidden_states``, ``last_hidden_state`` and ``lengths``.
+longer inputs are chunked). Without ``ckpt`` or ``pretrained`` the weights are random, and a
+warning names the published checkpoints that fit. ``wav2vec2_base``, ``hubert_base`` and
+``wavlm_base_plus`` are torchaudio's models for comparison (``pretrained=True``: torchaudio's
+weights; ``ckpt``: a state-dict file of them).
+Each entry returns an upstream; ``model(wavs)`` maps a list of 1-D 16 kHz float tensors (or
+``model(wavs, wav_lengths)`` a padded batch and its lengths) to a dict with ``hidden_states``,
+``last_hidden_state`` and ``lengths``.
 
 Loading changes nothing in the calling process beyond building the model (no allocator,
 thread or warnings-filter settings).
@@ -20,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from upstream import Upstream, build_upstream, entry_names, get_entry
+from upstream.torchaudio_ssl import TorchaudioUpstream
 
 
 def aalbert_3L(ckpt: Optional[str] = None, **options: Any) -> Upstream:
@@ -62,12 +71,30 @@ def mel(ckpt: Optional[str] = None, **options: Any) -> Upstream:
     return build_upstream("mel", ckpt, **options)
 
 
+def wav2vec2_base(ckpt: Optional[str] = None, **options: Any) -> TorchaudioUpstream:
+    """wav2vec 2.0 Base from torchaudio (WAV2VEC2_BASE, LibriSpeech 960 h; 12 layers, 768 hidden, 20 ms frames); 13 hidden states."""
+    return build_upstream("wav2vec2_base", ckpt, **options)
+
+
+def hubert_base(ckpt: Optional[str] = None, **options: Any) -> TorchaudioUpstream:
+    """HuBERT Base from torchaudio (HUBERT_BASE, LibriSpeech 960 h; 12 layers, 768 hidden, 20 ms frames); 13 hidden states."""
+    return build_upstream("hubert_base", ckpt, **options)
+
+
+def wavlm_base_plus(ckpt: Optional[str] = None, **options: Any) -> TorchaudioUpstream:
+    """WavLM Base+ from torchaudio (WAVLM_BASE_PLUS, 94k h; 12 layers, 768 hidden, 20 ms frames); 13 hidden states."""
+    return build_upstream("wavlm_base_plus", ckpt, **options)
+
+
 def from_checkpoint(ckpt: str, **options: Any) -> Upstream:
     """Build whatever model a checkpoint describes (ours or s3prl's), any family or depth."""
     return build_upstream(None, ckpt, **options)
 
 
-ENTRIES = ("aalbert_3L", "aalbert_6L", "aalbert_12L", "mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "fbank", "mel")
+ENTRIES = (
+    "aalbert_3L", "aalbert_6L", "aalbert_12L", "mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "fbank", "mel",
+    "wav2vec2_base", "hubert_base", "wavlm_base_plus",
+)
 __all__ = [*ENTRIES, "from_checkpoint"]
 
 
@@ -78,21 +105,53 @@ def _describe_entries() -> str:
     return "\n".join(lines)
 
 
+def _export_main(argv: list[str]) -> None:
+    """``python hub.py export -k OUR.ckpt -o FILE``: write our checkpoint in s3prl's format."""
+    from upstream.export_s3prl import S3PRL_VERSION, export_s3prl
+    from utility.cli import ArgumentParser
+
+    parser = ArgumentParser(
+        prog="hub.py export",
+        description=f"Write one of our Mockingjay/AALBERT checkpoints in s3prl {S3PRL_VERSION}'s format "
+        "(load it there with s3prl.upstream.mockingjay.hubconf.mockingjay_local(ckpt=FILE) or audio_albert_local).",
+    )
+    parser.add_argument("-k", "--ckpt", required=True, help="our checkpoint (e.g. result/pretrain/NAME/best.ckpt)")
+    parser.add_argument("-o", "--output", required=True, help="the s3prl-format file to write")
+    args = parser.parse_args(argv)
+    path = export_s3prl(args.ckpt, args.output)
+    print(f"wrote {path} (s3prl {S3PRL_VERSION} format)")
+
+
 def _main(argv: Optional[list[str]] = None) -> None:
-    """``python hub.py``: list the entries; ``python hub.py NAME [-k CKPT] AUDIO...``: extract
-    (options anywhere on the line)."""
+    """``python hub.py``: list the entries; ``--pretrained``: the published checkpoints;
+    ``python hub.py NAME [-k CKPT] AUDIO...``: extract (options anywhere on the line);
+    ``export``: see above."""
+    import sys
+
     import torch
 
     from upstream import read_audio
     from upstream.audio import check_waveforms
+    from upstream.catalogue import catalogue_table
     from utility.cli import ArgumentParser
     from utility.cpu_allocator import keep_freed_memory_for_reuse
 
-    parser = ArgumentParser(description="List the upstreams, or extract hidden states from audio files.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        _export_main(argv[1:])
+        return
+    parser = ArgumentParser(
+        description="List the upstreams or the published checkpoints, extract hidden states from audio files, "
+        "or (python hub.py export -k OUR.ckpt -o FILE) write a checkpoint in s3prl's format."
+    )
     parser.add_argument("name", nargs="?", help="upstream name (omit to list them)")
     parser.add_argument("audio", nargs="*", help="wav/flac files")
     parser.add_argument("-k", "--ckpt", help="checkpoint (ours or s3prl's)")
+    parser.add_argument("--pretrained", action="store_true", help="list the published checkpoints and the entries they load under")
     args = parser.parse_intermixed_args(argv)
+    if args.pretrained:
+        print(catalogue_table())
+        return
     if args.name is None:
         print(_describe_entries())
         return

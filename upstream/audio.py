@@ -53,7 +53,7 @@ def check_waveforms(wavs: Sequence[torch.Tensor], min_samples: int, names: Optio
     if isinstance(wavs, torch.Tensor) or not isinstance(wavs, (list, tuple)):
         raise TypeError(
             f"expected a list of 1-D waveform tensors, got {type(wavs).__name__}; "
-            "for a padded batch tensor pass list(batch) with each item cut to its length"
+            "a model takes a padded (batch, samples) tensor as model(wavs, wav_lengths)"
         )
     if len(wavs) == 0:
         raise ValueError("expected at least one waveform, got an empty list")

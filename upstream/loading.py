@@ -9,8 +9,10 @@ from typing import Any, Optional
 import torch
 
 from . import presets  # noqa: F401  (registers the named upstreams)
+from .catalogue import PublishedCheckpoint, find_published, random_weights_hint
 from .checkpoint import FORMAT, VERSION, check_own_checkpoint, is_own_checkpoint, save_atomic
 from .config import UpstreamConfig
+from .download import fetch
 from .model import Upstream
 from .registry import UpstreamEntry, entry_names, get_entry
 from .s3prl_checkpoint import is_s3prl_checkpoint, read_s3prl_file, s3prl_config, s3prl_encoder_state
@@ -66,21 +68,47 @@ def _check_fits_entry(entry: UpstreamEntry, config: UpstreamConfig, path: str | 
         )
 
 
+def _read_published(published: PublishedCheckpoint, refresh: bool) -> tuple[UpstreamConfig, dict[str, torch.Tensor], str, Path]:
+    """Fetch a published checkpoint (once) and read it; a cached file that does not load is
+    reported with its path and the way to fetch it again."""
+    path = fetch(published, refresh=refresh)
+    try:
+        config, state, kind = read_upstream_checkpoint(path)
+    except ValueError as error:
+        raise ValueError(
+            f"the cached file of published checkpoint '{published.short_name}' does not load: {path} ({error}); "
+            "download it again with refresh=True, or delete the file"
+        ) from error
+    return config, state, kind, path
+
+
 def build_upstream(
     name: Optional[str] = None,
     ckpt: Optional[str | Path] = None,
     precision: str = "float32",
     max_frames: Optional[int] = None,
-) -> Upstream:
+    pretrained: Optional[str | bool] = None,
+    refresh: bool = False,
+) -> Any:
     """Build a named upstream (``name``), loading ``ckpt`` if given; or, with ``name=None``,
     whatever the checkpoint describes.
 
     Args:
         name: a registered name (``aalbert_12L``, ``mockingjay_3L``, ``fbank``, ...). It fixes
             the family and depth; the checkpoint supplies everything else.
-        ckpt: our checkpoint or an s3prl one. Without it, weights are random (with a warning).
+        ckpt: our checkpoint or an s3prl one. Without it (and without ``pretrained``), weights
+            are random (with a warning naming the published checkpoints that fit).
         precision: ``float32`` or ``bfloat16`` (encoder weights and compute; outputs stay float32).
         max_frames: override the attention span in stacked frames (0: whole inputs at once).
+        pretrained: a published checkpoint by s3prl name or alias (``upstream.catalogue``),
+            downloaded once into torch.hub's cache; ``True``: the one that fits ``name``;
+            ``False``: random weights, no warning. For torchaudio's entries, ``True`` loads the
+            bundle's weights.
+        refresh: download the published checkpoint again even if it is cached.
+
+    Returns:
+        an ``Upstream`` (or, for torchaudio's entries, a ``TorchaudioUpstream``; both honour
+        ``upstream.model.INTERFACE``).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -88,17 +116,29 @@ def build_upstream(
     if entry is not None and entry.missing_requirements():
         missing = entry.missing_requirements()
         raise ImportError(f"upstream {name!r} needs {missing}: pip install {' '.join(missing)}")
-    if ckpt is None:
+    if entry is not None and entry.builder is not None:
+        return entry.builder(ckpt=ckpt, pretrained=pretrained, precision=precision, max_frames=max_frames, refresh=refresh)
+    published = None
+    if pretrained is not None and pretrained is not False:
+        if ckpt is not None:
+            raise ValueError(f"give ckpt=PATH or pretrained={pretrained!r}, not both")
+        published = find_published(pretrained, name)
+        entry = get_entry(published.entry)
+    if ckpt is None and published is None:
         if entry is None:
             raise ValueError("give an upstream name, a checkpoint, or both")
         config, state, source = entry.preset(), None, None
-        if config.encoder is not None:
+        if config.encoder is not None and pretrained is None:
             warnings.warn(
-                f"{name}: no checkpoint given, so the weights are RANDOM; pass ckpt=PATH for a trained model",
+                f"{name}: no checkpoint given, so the weights are RANDOM; pass ckpt=PATH for a trained model"
+                + random_weights_hint(name),
                 stacklevel=3,
             )
     else:
-        config, state, kind = read_upstream_checkpoint(ckpt)
+        if published is not None:
+            config, state, kind, ckpt = _read_published(published, refresh)
+        else:
+            config, state, kind = read_upstream_checkpoint(ckpt)
         source = f"{kind} checkpoint {ckpt}"
         if entry is not None:
             _check_fits_entry(entry, config, ckpt)

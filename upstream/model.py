@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from .audio import check_waveforms
 from .config import UpstreamConfig
 from .encoder import TransformerEncoder
 from .frontend import FeatureExtractor
+from .inputs import Waveforms, waveform_list
 
 
 # What code outside upstream/ may use besides ``forward``: wrappers (caches) forward these.
@@ -23,8 +24,9 @@ INTERFACE = (
 class Upstream(nn.Module):
     """Feature extractor for probing and fine-tuning.
 
-    ``forward(wavs)`` takes a list of 1-D float tensors (16 kHz, mono, any lengths) and returns
-    a dict with:
+    ``forward(wavs)`` takes a list of 1-D float tensors (16 kHz, mono, any lengths), or
+    ``forward(wavs, wav_lengths)`` a padded (batch, samples) tensor and its (batch,) valid
+    lengths (exactly the same outputs), and returns a dict with:
 
     - ``hidden_states``: tuple of N + 1 tensors (batch, frames, hidden): the input
       representation, then the output of each layer. For plain-feature baselines, one tensor:
@@ -106,7 +108,11 @@ class Upstream(nn.Module):
         # A stacked frame is R raw frames side by side: its centre is their mean centre.
         return raw_first_centre + frontend.hop_length * (self.frames_per_step - 1) / 2
 
-    def forward(self, wavs: Sequence[torch.Tensor]) -> dict[str, object]:
+    def forward(
+        self, wavs: Waveforms, wav_lengths: Optional[torch.Tensor] = None, *, sample_rate: Optional[int] = None
+    ) -> dict[str, object]:
+        """``sample_rate``, if given, must be ``self.sample_rate`` (checked, never resampled)."""
+        wavs = waveform_list(wavs, wav_lengths, sample_rate, self.sample_rate)
         check_waveforms(wavs, self.min_samples)
         features = self.frontend(wavs)
         if self.encoder is None:

@@ -1,9 +1,11 @@
-"""The named upstreams: the papers' Mockingjay and AALBERT sizes and plain-feature baselines."""
+"""The named upstreams: the papers' Mockingjay and AALBERT sizes, plain-feature baselines, and
+torchaudio's wav2vec 2.0 / HuBERT / WavLM Base models for comparison."""
 
 from __future__ import annotations
 
 from .config import EncoderConfig, FrontendConfig, UpstreamConfig
 from .registry import UpstreamEntry, register
+from .torchaudio_ssl import TORCHAUDIO_MODELS, build_torchaudio_upstream
 
 # The papers' input: 80 log-mel + first-order delta (160 dims), per-utterance CMVN;
 # the pretraining target is the log linear spectrogram.
@@ -70,3 +72,15 @@ for _family, _description in _DESCRIPTIONS.items():
         )
 register(UpstreamEntry(name="fbank", family="baseline", preset=fbank_preset, description=fbank_preset.__doc__))
 register(UpstreamEntry(name="mel", family="baseline", preset=mel_preset, description=mel_preset.__doc__))
+for _model in TORCHAUDIO_MODELS.values():
+    register(
+        UpstreamEntry(
+            name=_model.name,
+            family=_model.family,
+            num_layers=12,
+            preset=_model.no_preset,
+            description=_model.description,
+            requires=("torchaudio",),
+            builder=lambda model=_model, **options: build_torchaudio_upstream(model, **options),
+        )
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .config import UpstreamConfig
 
@@ -16,7 +16,9 @@ class UpstreamEntry:
     ``preset`` builds the configuration used without a checkpoint. ``family`` and
     ``num_layers`` are what a checkpoint must match to load under this name (None: anything).
     ``requires`` names optional Python modules this upstream needs; a missing one breaks only
-    this entry, with an install hint, never the others.
+    this entry, with an install hint, never the others. ``builder``, for models that no
+    ``UpstreamConfig`` describes (torchaudio's), builds the model from the options of
+    ``build_upstream`` (``ckpt``, ``pretrained``, ``precision``, ``max_frames``, ``refresh``).
     """
 
     name: str
@@ -25,6 +27,7 @@ class UpstreamEntry:
     description: str
     num_layers: Optional[int] = None
     requires: tuple[str, ...] = ()
+    builder: Optional[Callable[..., Any]] = None
 
     def missing_requirements(self) -> list[str]:
         return [module for module in self.requires if importlib.util.find_spec(module) is None]

@@ -61,7 +61,7 @@ def test_target_level_scales_each_utterance(demo_wavs):
         ([torch.tensor([0.0, float("inf")] * 500)], ValueError, "NaN or inf"),
         ([torch.zeros(2, 16000)], ValueError, r"shape \(2, 16000\); expected a 1-D mono"),
         ([torch.zeros(16000, dtype=torch.int16)], TypeError, "integer dtype"),
-        (torch.zeros(2, 16000), TypeError, "expected a list of 1-D waveform tensors"),
+        (torch.zeros(2, 1, 16000), ValueError, r"padded batch of shape \(batch, samples\)"),  # (batch, samples) is accepted
         ([], ValueError, "empty list"),
         ([np.zeros(16000)], TypeError, "expected a torch.Tensor"),
     ],
