@@ -16,7 +16,7 @@ storage dtype. Each utterance inside is keyed by its audio file's path, size and
 time (or, for sources that are not files, a hash of the samples), so a changed file is
 computed afresh and one folder serves every task, layer sweep, proportion and rerun on the
 same corpus. A shard's data is written to a temporary name and its index (with the data's
-size and SHA-1) renamed into place last, so a killed run leaves nothing a later run trusts; a
+size and SHA-256) renamed into place last, so a killed run leaves nothing a later run trusts; a
 shard whose data does not match its index is dropped with a warning and recomputed.
 
 The first pass decodes audio in DataLoader workers while the model runs, groups utterances of
@@ -44,6 +44,7 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from upstream import Upstream
+from upstream.integrity import file_sha256, tensor_checksum
 
 from .base import Batch, Example, ProbeDataset
 from .frames import resampled_length
@@ -58,15 +59,6 @@ PASS_SAMPLES = 8 * 10 * 16000  # audio per first-pass batch (8 x 10 s): bounded 
 
 # ---------------------------------------------------------------------------------------------
 # Keys
-
-
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-1 of a file's bytes."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_file_source(source: Any) -> bool:
@@ -117,19 +109,11 @@ def upstream_identity(upstream: Upstream, name: Optional[str], ckpt: Optional[st
     return {
         "name": name,
         "config": upstream.config.to_dict() if hasattr(upstream, "config") else None,
-        "checkpoint_sha1": file_digest(ckpt) if ckpt else None,
-        # Random weights (no checkpoint) are part of the identity too: a digest of them.
-        "weights_sha1": None if ckpt or encoder is None else _state_digest(encoder.state_dict()),
+        "checkpoint_sha256": file_sha256(ckpt) if ckpt else None,
+        # Random weights (no checkpoint) are part of the identity too: a checksum of them.
+        "weights_checksum": None if ckpt or encoder is None else tensor_checksum(encoder.state_dict()),
         "precision": str(next(encoder.parameters()).dtype) if encoder is not None else "float32",
     }
-
-
-def _state_digest(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha1()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +177,7 @@ class DiskStore:
             return "data file missing"
         if data_path.stat().st_size != meta["bytes"]:
             return f"{data_path.stat().st_size} bytes, the index says {meta['bytes']}"
-        if file_digest(data_path) != meta["sha1"]:
+        if file_sha256(data_path) != meta["sha256"]:
             return "checksum mismatch"
         return None
 
@@ -226,7 +210,7 @@ class DiskStore:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, data_path)
-        meta = {"keys": self.pending_keys, "starts": starts, "frames": frames, "bytes": data_path.stat().st_size, "sha1": file_digest(data_path)}
+        meta = {"keys": self.pending_keys, "starts": starts, "frames": frames, "bytes": data_path.stat().st_size, "sha256": file_sha256(data_path)}
         temp_meta = self.folder / f".{shard}.json.tmp"
         temp_meta.write_text(json.dumps(meta))
         os.replace(temp_meta, self.folder / f"{shard}.json")

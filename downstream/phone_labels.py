@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from upstream.config import dataclass_from_dict
+from upstream.config import check_choice, dataclass_from_dict
 from utility.corpus import Utterance, find_utterances, read_frame_labels
 
 from .base import ProbeDataset, TaskData
@@ -54,8 +54,7 @@ class PhoneDataConfig:
     split_seed: int = 1337
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"data.format must be one of {FORMATS}, got {self.format!r}")
+        check_choice("data.format", self.format, FORMATS)
         if self.format == "s3prl" and self.label_dir is None:
             raise ValueError(
                 f"data.format 's3prl' needs data.label_dir: the folder holding {S3PRL_LABELS}, "

@@ -305,9 +305,9 @@ class Runner:
         if evaluate and patience and not self.keeper.is_better(metric):
             since = self.step - (self.keeper.best_step or 0)
             self.stopped_early = since >= patience * self.runner_config.eval_step
-        if not self.context.is_main and evaluate and self.keeper.is_better(metric):
-            self.keeper.best_metric, self.keeper.best_step = metric, self.step  # the main process saves
-        if self.context.is_main:
+        if not self.context.is_main:
+            self.keeper.record(metric, self.step)  # the main process saves; the best step is shared
+        else:
             self.keeper.save(self.payload(metrics), self.step, metric)
             if evaluate:
                 self.write_scalars(writer, "dev", metrics)

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from upstream.config import dataclass_from_dict
+from upstream.config import check_choice, dataclass_from_dict
 from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, defaults, load_yaml, merge_strict, rename_keys
 from utility.training import LoopConfig
@@ -62,10 +62,8 @@ class RunnerConfig(LoopConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.feature_cache not in CACHE_MODES:
-            raise ValueError(f"runner.feature_cache must be one of {CACHE_MODES}, got {self.feature_cache!r}")
-        if self.feature_cache_dtype not in CACHE_DTYPES:
-            raise ValueError(f"runner.feature_cache_dtype must be one of {sorted(CACHE_DTYPES)}, got {self.feature_cache_dtype!r}")
+        check_choice("runner.feature_cache", self.feature_cache, CACHE_MODES)
+        check_choice("runner.feature_cache_dtype", self.feature_cache_dtype, sorted(CACHE_DTYPES))
         if self.feature_cache_memory_gb < 0:
             raise ValueError(f"runner.feature_cache_memory_gb must be >= 0, got {self.feature_cache_memory_gb}")
         for name in ("batch_size", "eval_batch_size", "eval_step"):
@@ -75,8 +73,7 @@ class RunnerConfig(LoopConfig):
             raise ValueError(
                 f"runner.num_workers and early_stopping_patience must be >= 0, got {self.num_workers} and {self.early_stopping_patience}"
             )
-        if self.on_unreadable not in UNREADABLE_ACTIONS:
-            raise ValueError(f"runner.on_unreadable must be one of {UNREADABLE_ACTIONS}, got {self.on_unreadable!r}")
+        check_choice("runner.on_unreadable", self.on_unreadable, UNREADABLE_ACTIONS)
         self.train_proportion = check_proportion(self.train_proportion)
 
 
@@ -93,10 +90,8 @@ class OptimizerConfig:
     upstream_lr: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"optimizer.name must be one of {sorted(OPTIMIZERS)}, got {self.name!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"optimizer.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        check_choice("optimizer.name", self.name, sorted(OPTIMIZERS))
+        check_choice("optimizer.schedule", self.schedule, SCHEDULES)
         if self.lr <= 0 or (self.upstream_lr is not None and self.upstream_lr <= 0):
             raise ValueError(f"optimizer.lr and upstream_lr must be > 0, got {self.lr} and {self.upstream_lr}")
         if not 0 <= self.warmup_proportion <= 1:

@@ -38,7 +38,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from upstream.config import dataclass_from_dict
+from upstream.config import check_choice, dataclass_from_dict
 from utility.corpus import Utterance, find_utterances
 
 from .base import ProbeDataset, TaskData
@@ -68,10 +68,8 @@ class SpeakerDataConfig:
     split_seed: int = 1337
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"data.format must be one of {FORMATS}, got {self.format!r}")
-        if self.split_by not in SPLIT_MODES:
-            raise ValueError(f"data.split_by must be one of {SPLIT_MODES}, got {self.split_by!r}")
+        check_choice("data.format", self.format, FORMATS)
+        check_choice("data.split_by", self.split_by, SPLIT_MODES)
         if self.format == "voxceleb1" and self.split_by != "utterance":
             raise ValueError(
                 f"data.split_by: {self.split_by} is for LibriSpeech-layout corpora; data.format: voxceleb1 "

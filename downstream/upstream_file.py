@@ -10,31 +10,20 @@ are, with a notice that the file cannot be checked.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from upstream.integrity import file_sha256
+
 RECORD_KEY = "upstream_file"
 ALLOW_FLAG = "--allow-upstream-change"
 
 
-@functools.lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    """Hashed once per file version within a process (analysis runs many probes on one file)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(path: str | Path) -> dict[str, Any]:
     """``{"path", "size", "sha256"}`` of an upstream checkpoint file."""
-    stat = os.stat(path)
-    return {"path": str(path), "size": stat.st_size, "sha256": _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)}
+    return {"path": str(path), "size": os.stat(path).st_size, "sha256": file_sha256(path)}
 
 
 def upstream_record(upstream_ckpt: Optional[str]) -> Optional[dict[str, Any]]:

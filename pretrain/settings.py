@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from upstream import UpstreamConfig, get_entry
-from upstream.config import dataclass_from_dict
+from upstream.config import check_choice, dataclass_from_dict
 from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, load_yaml, merge_strict, rename_keys
 from utility.training import LoopConfig
@@ -44,8 +44,7 @@ class CorpusSettings:
     on_unreadable: str = "skip"  # unusable audio (unreadable, empty, too short, not mono, NaN/inf): skip (warn, naming each file) or stop
 
     def __post_init__(self) -> None:
-        if self.on_unreadable not in UNREADABLE_ACTIONS:
-            raise ValueError(f"corpus.on_unreadable must be one of {UNREADABLE_ACTIONS}, got {self.on_unreadable!r}")
+        check_choice("corpus.on_unreadable", self.on_unreadable, UNREADABLE_ACTIONS)
 
 
 @dataclass

@@ -93,7 +93,7 @@ def load_in_s3prl(path: Path, family: str) -> torch.nn.Module:
     local = albert_hub.audio_albert_local if family == "aalbert" else mockingjay_hub.mockingjay_local
     expert = local(ckpt=str(path)).eval()  # s3prl leaves dropout on unless asked
     # s3prl's loader only prints missing keys: make sure every weight arrived.
-    stored = torch.load(path, map_location="cpu", weights_only=False)
+    stored = torch.load(path, map_location="cpu", weights_only=True)  # our export is plain data
     loaded = expert.transformer.model.state_dict()
     if set(loaded) != set(stored["Transformer"]):
         raise SystemExit(f"{path}: key sets differ: {sorted(set(loaded) ^ set(stored['Transformer']))[:8]}")

@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Any, Collection, Optional, TypeVar
 
 FEATURE_KINDS = ("logmel", "kaldi_fbank")
 TARGET_KINDS = ("linear", "mel")
@@ -46,10 +46,8 @@ class FrontendConfig:
     target: str = "linear"
 
     def __post_init__(self) -> None:
-        if self.feature not in FEATURE_KINDS:
-            raise ValueError(f"frontend.feature must be one of {FEATURE_KINDS}, got {self.feature!r}")
-        if self.target not in TARGET_KINDS:
-            raise ValueError(f"frontend.target must be one of {TARGET_KINDS}, got {self.target!r}")
+        check_choice("frontend.feature", self.feature, FEATURE_KINDS)
+        check_choice("frontend.target", self.target, TARGET_KINDS)
         if self.delta_order < 0:
             raise ValueError(f"frontend.delta_order must be >= 0, got {self.delta_order}")
 
@@ -152,6 +150,12 @@ class UpstreamConfig:
             frontend=dataclass_from_dict(FrontendConfig, data["frontend"], f"{source}.frontend"),
             encoder=None if encoder is None else dataclass_from_dict(EncoderConfig, encoder, f"{source}.encoder"),
         )
+
+
+def check_choice(name: str, value: Any, choices: Collection[Any]) -> None:
+    """Refuse a setting that is not one of ``choices``, naming the setting and the choices."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:

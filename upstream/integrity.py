@@ -13,6 +13,7 @@ whatever wrote the file: a checkpoint is never expected to hold one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -57,6 +58,23 @@ def tensor_checksum(payload: dict[str, Any]) -> str:
 def with_checksum(payload: dict[str, Any]) -> dict[str, Any]:
     """A shallow copy of ``payload`` carrying the checksum of its tensors."""
     return {**payload, CHECKSUM_KEY: tensor_checksum(payload)}
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, computed once per version of the file (path, size,
+    modification time, inode) in a process: many probes of one checkpoint hash it once."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _file_sha256(str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def _non_finite(tensor: torch.Tensor) -> int:

@@ -11,7 +11,7 @@ import torch
 from . import presets  # noqa: F401  (registers the named upstreams)
 from .catalogue import PublishedCheckpoint, find_published, random_weights_hint
 from .checkpoint import FORMAT, VERSION, check_own_checkpoint, is_own_checkpoint, save_atomic
-from .config import UpstreamConfig
+from .config import UpstreamConfig, check_choice
 from .download import fetch
 from .model import Upstream
 from .registry import UpstreamEntry, entry_names, get_entry
@@ -110,8 +110,7 @@ def build_upstream(
         an ``Upstream`` (or, for torchaudio's entries, a ``TorchaudioUpstream``; both honour
         ``upstream.model.INTERFACE``).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    check_choice("precision", precision, sorted(PRECISIONS))
     entry = get_entry(name) if name is not None else None
     if entry is not None and entry.missing_requirements():
         missing = entry.missing_requirements()

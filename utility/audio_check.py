@@ -31,6 +31,7 @@ import numpy as np
 import soundfile
 
 from upstream.audio import SAMPLE_RATE
+from upstream.config import check_choice
 
 if TYPE_CHECKING:
     from .corpus import Utterance
@@ -80,8 +81,7 @@ class AudioScreen:
     setting: str
 
     def __post_init__(self) -> None:
-        if self.action not in ACTIONS:
-            raise ValueError(f"{self.setting} must be one of {ACTIONS}, got {self.action!r}")
+        check_choice(self.setting, self.action, ACTIONS)
 
     def problem(self, utterance: "Utterance") -> Optional[str]:
         if utterance.problem is not None:

@@ -379,17 +379,18 @@ class CheckpointKeeper:
             return True
         return metric > self.best_metric if self.higher_is_better else metric < self.best_metric
 
-    def save(self, payload: dict[str, Any], step: int, metric: Optional[float] = None, keep_step: bool = True) -> Optional[Path]:
-        """Write ``payload`` for ``step`` (unless ``keep_step`` is False); also as ``best.ckpt``
-        when ``metric`` improves. Returns the step checkpoint's path, or None."""
+    def record(self, metric: Optional[float], step: int) -> bool:
+        """Note ``metric`` of ``step``; True when it is the best so far. (Processes that do not
+        write checkpoints call this to keep the same best step as the one that does.)"""
         improved = metric is not None and self.is_better(metric)
         if improved:
             self.best_metric, self.best_step = float(metric), int(step)
+        return improved
+
+    def save(self, payload: dict[str, Any], step: int, metric: Optional[float] = None) -> Path:
+        """Write ``payload`` for ``step``; also as ``best.ckpt`` when ``metric`` improves."""
+        improved = self.record(metric, step)
         payload[self.STATE_KEY] = self.state_dict()
-        if not keep_step:
-            if improved:
-                save_atomic(payload, self.best_path)
-            return None
         path = save_atomic(payload, self.path_for(step))
         if improved:
             self._publish_best(path, payload)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from downstream.base import Batch, StepOutput, UpstreamInfo
 from downstream.phone_ctc.expert import BLANK, CtcHeadConfig
 from downstream.phone_ctc.expert import DownstreamExpert as CtcExpert
+from upstream.config import check_choice
 
 from .dataset import WORD_BOUNDARY
 
@@ -31,8 +32,7 @@ class AsrHeadConfig(CtcHeadConfig):
     select_by: str = "wer"
 
     def __post_init__(self) -> None:
-        if self.select_by not in SELECTION_METRICS:
-            raise ValueError(f"expert.select_by must be one of {SELECTION_METRICS}, got {self.select_by!r}")
+        check_choice("expert.select_by", self.select_by, SELECTION_METRICS)
 
 
 class DownstreamExpert(CtcExpert):

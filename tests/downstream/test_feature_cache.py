@@ -82,7 +82,7 @@ def test_disk_cache_is_keyed_by_what_changes_the_features(tiny, corpus, tmp_path
         CacheSpec(identity, None, "float16").folder_name,
         CacheSpec(identity, 2, "float16").folder_name,
         CacheSpec(identity, None, "bfloat16").folder_name,
-        CacheSpec({**identity, "checkpoint_sha1": "0" * 40}, None, "float16").folder_name,
+        CacheSpec({**identity, "checkpoint_sha256": "0" * 64}, None, "float16").folder_name,
         CacheSpec(upstream_identity(Upstream(tiny_config(num_layers=3)), "aalbert_3L", None), None, "float16").folder_name,
     }
     assert len(folders) == 5
