@@ -10,6 +10,10 @@ subprocess so that its peak resident memory (``ru_maxrss``) is its own.
     python scripts/benchmark_pretrain.py --allocator default    # glibc malloc untuned
     python scripts/benchmark_pretrain.py --cpu-bf16             # bf16 autocast on the CPU
     python scripts/benchmark_pretrain.py --device cuda          # GPU (bf16 autocast)
+    python scripts/benchmark_pretrain.py --models aalbert_3L --width 256 768 --optimizer loop fused
+                                  # the small-width recipe's model next to the preset; each phase of an
+                                  # update timed (forward, loss, backward, clip, optimizer) for each
+                                  # AdamW implementation, same run
     python scripts/benchmark_pretrain.py --setup s3prl --s3prl-python /tmp/s3prl-venv/bin/python
                                   # also s3prl 0.4.18's step, same run (an interpreter with s3prl)
 """
@@ -30,6 +34,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 PRESETS = ["mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "aalbert_3L", "aalbert_6L", "aalbert_12L"]
+
+PHASES = ("forward", "loss", "backward", "clip", "optimizer")
+OPTIMIZERS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
 
 def time_steps(step, steps: int, batch: int, frames: int) -> dict:
     """Run ``step`` once to warm up (allocator, kernels, optimizer state), then ``steps`` times.
@@ -58,9 +66,12 @@ def time_steps(step, steps: int, batch: int, frames: int) -> dict:
 
 
 def measure(
-    name: str, setup: str, batch: int, frames: int, steps: int, device_name: str, recompute: bool, bf16: bool
+    name: str, setup: str, batch: int, frames: int, steps: int, device_name: str, recompute: bool, bf16: bool,
+    width: int = 0, optimizer_kind: str = "loop",
 ) -> dict:
-    """Time ``steps`` training steps of one preset (after one warm-up step) in this process."""
+    """Time ``steps`` training steps of one preset (after one warm-up step) in this process.
+    ``width`` > 0 resizes the encoder (hidden ``width``, heads of 64, FFN 4 x ``width``), as
+    pretrain/recipes/cpu_small.yaml does; ``optimizer_kind`` picks AdamW's implementation."""
     import torch
 
     from upstream import Upstream, get_entry
@@ -76,13 +87,15 @@ def measure(
         config.frontend.delta_order, config.frontend.target = 0, "mel"
         config.encoder.input_dim, config.encoder.downsample_rate = 80, 1
     config.encoder.max_frames = 0  # attend over the whole input, as s3prl does at these lengths
+    if width:
+        config.encoder.hidden_size, config.encoder.num_heads, config.encoder.intermediate_size = width, width // 64, 4 * width
     device = torch.device(device_name)
     torch.manual_seed(0)
     model = MaskedAcousticModel(Upstream(config).encoder, config.frontend.target_dim)
     if recompute:
         recompute_layers_in_backward(model.encoder)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **OPTIMIZERS[optimizer_kind])
     precision = mixed_precision(device, enabled=bf16 or device.type == "cuda", cpu_bf16=bf16)
     rate = config.encoder.downsample_rate
     inputs = torch.randn(batch, frames, config.frontend.feature_dim)
@@ -92,21 +105,36 @@ def measure(
     inputs, selected = mask_frames(inputs, lengths, generators, load_settings(name).masking, rate, config.frontend.base_dim)
     inputs, lengths, selected = inputs.to(device), lengths.to(device), selected.to(device)
 
+    phases = {phase: [] for phase in PHASES}
+
+    def timed(phase: str, started: float) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        phases[phase].append(now - started)
+        return now
+
     def step() -> None:
+        started = time.perf_counter()
         with precision.autocast():
             prediction = model(inputs, lengths)
+        started = timed("forward", started)
         total, count = masked_l1(prediction, targets, lengths, selected, rate)
+        started = timed("loss", started)
         precision.scaler.scale(total / count).backward()
+        started = timed("backward", started)
         precision.scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        started = timed("clip", started)
         precision.scaler.step(optimizer)
         precision.scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        timed("optimizer", started)
 
-    result = {"model": name, "setup": setup, **time_steps(step, steps, batch, frames),
-              "parameters": sum(p.numel() for p in model.encoder.parameters())}
+    result = {"model": name, "setup": setup, "width": width or config.encoder.hidden_size, "optimizer": optimizer_kind,
+              **time_steps(step, steps, batch, frames), "parameters": sum(p.numel() for p in model.encoder.parameters())}
+    # Each phase's fastest time after the warm-up step (the least disturbed by other work).
+    result["phase_seconds"] = {phase: min(times[1:]) for phase, times in phases.items()}
     if device.type == "cuda":
         result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return result
@@ -153,11 +181,36 @@ def measure_s3prl(name: str, batch: int, frames: int, steps: int) -> dict:
             "parameters": sum(p.numel() for p in transformer.parameters())}
 
 
-def run_in_subprocess(args: argparse.Namespace, name: str, python: str = sys.executable) -> dict:
+def time_data(name: str, corpus: str, width: int, batches: int = 10) -> dict:
+    """Seconds per batch of what a DataLoader worker does for one update (read the audio, front
+    end with targets, masking) on a real corpus, one thread, as the recipe's batches are made."""
+    import torch
+
+    from pretrain.data import BatchMaker, TrainingBatches, select_utterances
+    from pretrain.settings import load_settings
+
+    torch.set_num_threads(1)
+    overrides = [f"corpus.root={corpus}", "data.batch_size=8", f"runner.total_steps={batches}"]
+    if width:
+        overrides += [f"model.encoder.hidden_size={width}", f"model.encoder.num_heads={width // 64}",
+                      f"model.encoder.intermediate_size={4 * width}"]
+    settings = load_settings(name, None, overrides)
+    dataset = TrainingBatches(select_utterances(settings, settings.corpus.subsets, BatchMaker(settings).min_samples()), settings)
+    frames = 0
+    start = time.perf_counter()
+    for index in range(batches):
+        frames += int(dataset[index].lengths.sum())
+    seconds = (time.perf_counter() - start) / batches
+    return {"seconds_per_batch": seconds, "frames_per_batch": frames / batches}
+
+
+def run_in_subprocess(
+    args: argparse.Namespace, name: str, python: str = sys.executable, width: int = 0, optimizer: str = "loop"
+) -> dict:
     command = [
         python, __file__, "--worker", name, "--setup", args.setup, "--batch", str(args.batch),
         "--frames", str(args.frames), "--steps", str(args.steps), "--threads", str(args.threads),
-        "--device", args.device, "--allocator", args.allocator,
+        "--device", args.device, "--allocator", args.allocator, "--width", str(width), "--optimizer", optimizer,
     ] + (["--recompute"] if args.recompute else []) + (["--cpu-bf16"] if args.cpu_bf16 else [])
     if python != sys.executable:
         command.append("--s3prl-worker")
@@ -184,6 +237,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (runner.cpu_bf16)")
     parser.add_argument("--s3prl-python", help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
                         "each model's step is then also timed with s3prl's model, same run, same threads")
+    parser.add_argument("--width", type=int, nargs="+", default=[0],
+                        help="encoder widths to time (heads of 64, FFN 4 x width; 0: the preset's), e.g. 256 768")
+    parser.add_argument("--optimizer", nargs="+", choices=sorted(OPTIMIZERS), default=["loop"],
+                        help="AdamW implementations to time side by side (loop: torch's CPU default; the trainer uses fused)")
+    parser.add_argument("--corpus", help="also time a DataLoader worker's share of an update (audio, front end, "
+                        "masks) on this LibriSpeech-layout corpus, batch 8, one thread")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--s3prl-worker", action="store_true", help=argparse.SUPPRESS)
@@ -205,7 +264,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             result = measure_s3prl(args.worker, args.batch, args.frames, args.steps)
         else:
             result = measure(
-                args.worker, args.setup, args.batch, args.frames, args.steps, args.device, args.recompute, args.cpu_bf16
+                args.worker, args.setup, args.batch, args.frames, args.steps, args.device, args.recompute, args.cpu_bf16,
+                args.width[0], args.optimizer[0],
             )
         print(json.dumps(result))
         return []
@@ -213,19 +273,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     print(f"setup={args.setup} batch={args.batch} frames={args.frames} threads={args.threads} "
           f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}")
-    print(f"{'model':<16}{'s/step':>9}{'median':>9}{'cpu s':>9}{'steps/s':>9}{'frames/s':>10}{'peak GB':>9}")
-    for name in args.models or PRESETS:
+    print(f"{'model':<16}{'width':>6}{'adamw':>8}{'s/step':>9}{'median':>9}{'cpu s':>9}{'upd/min':>9}{'frames/s':>10}"
+          f"{'peak GB':>9}  " + " ".join(f"{phase:>9}" for phase in PHASES))
+    runs = [(name, width, optimizer) for name in args.models or PRESETS for width in args.width for optimizer in args.optimizer]
+    for name, width, optimizer in runs:
         for python in [sys.executable] + ([args.s3prl_python] if args.s3prl_python else []):
-            result = run_in_subprocess(args, name, python)
+            result = run_in_subprocess(args, name, python, width, optimizer)
             results.append(result)
             label = name if python == sys.executable else f"s3prl {name}"
             if "error" in result:
                 print(f"{label:<16} failed: {result['error']}")
                 continue
             memory = result.get("peak_gpu_gb", result["peak_rss_gb"])
-            print(f"{label:<16}{result['seconds_per_step']:>9.2f}{result['median_seconds_per_step']:>9.2f}"
-                  f"{result['cpu_seconds_per_step']:>9.2f}{result['steps_per_second']:>9.3f}"
-                  f"{result['frames_per_second']:>10.0f}{memory:>9.2f}", flush=True)
+            phases = result.get("phase_seconds", {})
+            print(f"{label:<16}{result.get('width', 0):>6}{result.get('optimizer', '-'):>8}{result['seconds_per_step']:>9.3f}"
+                  f"{result['median_seconds_per_step']:>9.3f}{result['cpu_seconds_per_step']:>9.2f}"
+                  f"{60 * result['steps_per_second']:>9.1f}{result['frames_per_second']:>10.0f}{memory:>9.2f}  "
+                  + " ".join(f"{phases[phase]:>9.4f}" if phase in phases else f"{'-':>9}" for phase in PHASES), flush=True)
+    if args.corpus:
+        for name in args.models or PRESETS[:1]:
+            data = time_data(name, args.corpus, args.width[0])
+            results.append({"model": name, "data": data})
+            print(f"{name}: data loading {data['seconds_per_batch']:.3f} s per batch of 8 "
+                  f"({data['frames_per_batch']:.0f} frames; in DataLoader workers, beside the update)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

@@ -1,0 +1,376 @@
+"""The pretraining study, one command: does masked acoustic modelling learn something that
+random weights of the same architecture lack?
+
+    python -m analysis.study -p result/study/cpu_small --pretrain-corpus PRETRAIN_ROOT \\
+        --eval-corpus EVAL_ROOT --recipe pretrain/recipes/cpu_small.yaml \\
+        --upstreams aalbert_3L mockingjay_3L --steps 6000
+
+Stages, each resumable (rerun the same command after a stop: finished parts are read back,
+a stopped pretraining run or probe continues from its newest checkpoint):
+
+1. pretraining: each upstream with the recipe on the pretraining corpus, for the same number of
+   updates (``--steps``; or ``--minutes`` lays the first upstream's schedule over a wall-clock
+   budget and the others get its number of updates), in ``OUT/pretrain/<upstream>``;
+2. learning curves: the held-out masked L1 of every step checkpoint next to the trivial
+   predictors (``pretrain/baselines.py``) and the update where each is first beaten;
+3. random-weight networks: the pretrained run's architecture, initialised as pretraining
+   starts, from ``--random-seeds`` seeds (``OUT/random/<upstream>_seed<k>.ckpt``);
+4. probes on the evaluation corpus: the learned weighted sum for the pretrained checkpoint and
+   every random network, each with ``--probe-seeds`` probe seeds; each hidden state alone for
+   the pretrained checkpoint and the first random network (first probe seed);
+5. ``OUT/report.md``: mean +- standard deviation over seeds, the difference with Welch's
+   95 % interval, layer by layer, the families side by side, plots.
+
+The pretraining and evaluation corpora should share no speaker and no sentence (see
+``docs/results/pretraining_small.md`` for how the study's corpora were made).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from scipy import stats
+
+from pretrain.baselines import PREDICTORS, trivial_losses
+from pretrain.data import BatchMaker, dev_batches, select_utterances
+from pretrain.runner import pretrain
+from pretrain.settings import stored_settings
+from pretrain.state import SECTION
+from upstream import Upstream, build_upstream
+from upstream.checkpoint import read_checkpoint_file
+from upstream.loading import read_upstream_checkpoint, save_upstream
+from utility.cli import ArgumentParser, run_cli
+from utility.training import CheckpointKeeper
+
+from .cells import Cell, ProbeSettings, UpstreamChoice, own_outdir, result_row, run_cell
+from .layerwise import plot_layerwise
+from .plotting import plt, save_figure
+from .tables import markdown_table, write_table
+
+DEFAULT_TASKS = ("phone_linear", "speaker_utterance")
+# Probes long enough to converge on a corpus of a few hours, stopped early when dev stalls.
+DEFAULT_PROBE_OVERRIDES = (
+    "runner.total_steps=3000", "runner.eval_step=100", "runner.log_step=100", "runner.early_stopping_patience=5",
+)
+REPORT = "report.md"
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What one study run does; folders follow from ``outdir``."""
+
+    outdir: Path
+    pretrain_corpus: Path
+    eval_corpus: Path
+    recipe: Optional[Path]
+    upstreams: tuple[str, ...]
+    steps: Optional[int]
+    minutes: Optional[float]
+    tasks: tuple[str, ...]
+    probe_seeds: tuple[int, ...]
+    random_seeds: tuple[int, ...]
+    probe_overrides: tuple[str, ...]
+    pretrain_overrides: tuple[str, ...] = ()
+    device: str = "auto"
+
+    def pretrain_dir(self, upstream: str) -> Path:
+        return self.outdir / "pretrain" / upstream
+
+    def random_ckpt(self, upstream: str, seed: int) -> Path:
+        return self.outdir / "random" / f"{upstream}_seed{seed}.ckpt"
+
+    def probe_root(self, probe_seed: int) -> Path:
+        # One feature cache (OUT/probes/feature_cache) serves every probe seed.
+        return self.outdir / "probes" / f"seed{probe_seed}"
+
+
+# ---- 1. pretraining ------------------------------------------------------------------------
+
+def pretrain_all(plan: StudyPlan) -> dict[str, Path]:
+    """Pretrain (or finish pretraining) every upstream; returns each one's best.ckpt."""
+    steps = plan.steps
+    best = {}
+    for upstream in plan.upstreams:
+        folder = plan.pretrain_dir(upstream)
+        if CheckpointKeeper(folder).latest() is not None:
+            pretrain(resume=folder, device=plan.device)
+        else:
+            budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
+            pretrain(
+                upstream=upstream, experiment=folder, config_file=plan.recipe, device=plan.device,
+                overrides=[f"corpus.root={plan.pretrain_corpus}", *budget, *plan.pretrain_overrides],
+            )
+        steps = steps or int(settings_of(folder).runner.total_steps)  # the others get the same updates
+        best[upstream] = folder / "best.ckpt"
+    return best
+
+
+def settings_of(folder: Path):
+    """The settings of a pretraining run, from its newest step checkpoint."""
+    path = CheckpointKeeper(folder).latest()
+    if path is None:
+        raise FileNotFoundError(f"{folder} holds no pretraining checkpoint")
+    checkpoint = read_checkpoint_file(path)
+    return stored_settings(checkpoint[SECTION]["settings"], str(path))
+
+
+# ---- 2. learning curves --------------------------------------------------------------------
+
+def learning_curve(folder: Path) -> dict[str, Any]:
+    """Held-out masked L1 at every step checkpoint, the trivial predictors on the same held-out
+    masks (recomputed from the run's settings, so older runs get every predictor), and the
+    first checkpoint at which each predictor is beaten (None: never)."""
+    settings = settings_of(folder)
+    dev = select_utterances(settings, settings.corpus.dev_subsets, BatchMaker(settings).min_samples())
+    micro = max(1, settings.data.batch_size // settings.runner.gradient_accumulate_steps)
+    baselines = trivial_losses(dev_batches(dev[: settings.corpus.dev_utterances], settings, micro), settings.downsample_rate)
+    curve = []
+    for step, path in CheckpointKeeper(folder).step_checkpoints():
+        metadata = read_checkpoint_file(path)["metadata"]
+        if metadata.get("dev_masked_l1") is not None:
+            curve.append((step, float(metadata["dev_masked_l1"])))
+    first = {name: next((step for step, value in curve if value < baseline), None) for name, baseline in baselines.items()}
+    return {"curve": curve, "baselines": baselines, "first_beaten": first, "total_steps": settings.runner.total_steps}
+
+
+def plot_curves(curves: dict[str, dict[str, Any]], path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(7, 4), layout="constrained")
+    for index, (upstream, curve) in enumerate(curves.items()):
+        steps, values = zip(*curve["curve"]) if curve["curve"] else ((), ())
+        axis.plot(steps, values, label=f"{upstream}", color=f"C{index}")
+    styles = {"zeros": ":", "utterance_mean": "-.", "copy": "--", "interpolation": (0, (5, 1))}
+    baselines = next(iter(curves.values()))["baselines"]  # the same held-out set and masks for every run
+    for name, value in baselines.items():
+        axis.axhline(value, color="grey", linestyle=styles.get(name, ":"), linewidth=1, label=f"{name} {value:.3f}")
+    axis.set_xlabel("update")
+    axis.set_ylabel("held-out masked L1")
+    axis.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+# ---- 3. random-weight networks -------------------------------------------------------------
+
+def random_networks(plan: StudyPlan, pretrained: dict[str, Path]) -> dict[str, list[Path]]:
+    """For each upstream, ``--random-seeds`` networks of the pretrained checkpoint's exact
+    architecture, initialised as pretraining initialises (``torch.manual_seed``, then
+    ``Upstream(config)``), saved once as upstream checkpoints."""
+    made = {}
+    for upstream, best in pretrained.items():
+        config, _, _ = read_upstream_checkpoint(best)
+        made[upstream] = []
+        for seed in plan.random_seeds:
+            path = plan.random_ckpt(upstream, seed)
+            if not path.is_file():
+                torch.manual_seed(seed)
+                save_upstream(Upstream(config), path, upstream, metadata={"random_weights_seed": seed})
+            made[upstream].append(path)
+    return made
+
+
+# ---- 4. probes -----------------------------------------------------------------------------
+
+def probe_all(plan: StudyPlan, pretrained: dict[str, Path], random: dict[str, list[Path]]) -> list[dict[str, Any]]:
+    """Every probe of the study as table rows (with ``kind``, ``upstream_seed``, ``probe_seed``)."""
+    rows = []
+    for upstream, best in pretrained.items():
+        models = [("pretrained", None, UpstreamChoice(upstream, str(best), f"{upstream}_pretrained"))]
+        models += [("random", seed, UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}"))
+                   for seed, path in zip(plan.random_seeds, random[upstream])]
+        for kind, upstream_seed, choice in models:
+            model = build_upstream(choice.name, choice.ckpt)
+            layers = [None]
+            if (kind == "pretrained" or upstream_seed == plan.random_seeds[0]):
+                layers += list(range(model.num_hidden_states))
+            for probe_seed in plan.probe_seeds:
+                settings = ProbeSettings(overrides=[f"data.root={plan.eval_corpus}", *plan.probe_overrides],
+                                         seed=probe_seed, device=plan.device)
+                for task in plan.tasks:
+                    for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
+                        cell = Cell(task, choice, layer)
+                        results = run_cell(cell, plan.probe_root(probe_seed), settings, model)
+                        rows.append({**result_row(cell, results), "family": upstream, "kind": kind,
+                                     "upstream_seed": upstream_seed, "probe_seed": probe_seed})
+            del model
+    return rows
+
+
+# ---- 5. report -----------------------------------------------------------------------------
+
+def compare(pretrained: Sequence[float], random: Sequence[float]) -> dict[str, Any]:
+    """Mean +- sample standard deviation of each group, the difference of means and Welch's
+    95 % confidence interval for it (the groups may differ in size and spread)."""
+    def spread(values: Sequence[float]) -> float:
+        return statistics.stdev(values) if len(values) > 1 else float("nan")
+
+    row = {
+        "pretrained": f"{statistics.mean(pretrained):.4f} +- {spread(pretrained):.4f} (n={len(pretrained)})",
+        "random": f"{statistics.mean(random):.4f} +- {spread(random):.4f} (n={len(random)})",
+        "difference": statistics.mean(pretrained) - statistics.mean(random),
+        "welch_95ci": "n/a",
+    }
+    if len(pretrained) > 1 and len(random) > 1:
+        test = stats.ttest_ind(pretrained, random, equal_var=False)
+        low, high = test.confidence_interval(0.95)
+        row["welch_95ci"] = f"[{low:+.4f}, {high:+.4f}]"
+    return row
+
+
+def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    table = []
+    for family in dict.fromkeys(row["family"] for row in rows):
+        for task in dict.fromkeys(row["task"] for row in rows):
+            mine = [row for row in rows if row["family"] == family and row["task"] == task and row["layer"] == "weighted_sum"]
+            if not mine:
+                continue
+            values = {kind: [row["test"] for row in mine if row["kind"] == kind] for kind in ("pretrained", "random")}
+            table.append({"family": family, "task": task, "metric": mine[0]["metric"], **compare(values["pretrained"], values["random"])})
+    return table
+
+
+def layer_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if row["layer"] != "weighted_sum"]
+
+
+def family_table(plan: StudyPlan, curves: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    table = []
+    for upstream, curve in curves.items():
+        model = build_upstream(upstream, str(plan.pretrain_dir(upstream) / "best.ckpt"))
+        entry = {
+            "upstream": upstream,
+            "parameters": sum(p.numel() for p in model.encoder.parameters()),
+            "updates": curve["total_steps"],
+            "final held-out L1": curve["curve"][-1][1] if curve["curve"] else float("nan"),
+            "beats copy at": curve["first_beaten"].get("copy"),
+            "beats interpolation at": curve["first_beaten"].get("interpolation"),
+        }
+        for task in plan.tasks:
+            values = [row["test"] for row in rows if row["family"] == upstream and row["task"] == task
+                      and row["kind"] == "pretrained" and row["layer"] == "weighted_sum"]
+            entry[f"{task} test"] = statistics.mean(values) if values else float("nan")
+        table.append(entry)
+    return table
+
+
+def write_report(plan: StudyPlan, command: str, curves: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> Path:
+    out = plan.outdir
+    write_table(rows, out, "probes")
+    (out / "curves.json").write_text(json.dumps(curves, indent=2) + "\n")
+    plot_curves(curves, out / "learning_curves.png")
+    layers = layer_table(rows)
+    if layers:
+        plot_layerwise(layers, out / "layerwise.png")
+    families = family_table(plan, curves, rows)
+    crossing = [{"upstream": upstream, "updates": curve["total_steps"],
+                 **{f"{name} ({curve['baselines'][name]:.3f})": curve["first_beaten"][name] for name in PREDICTORS}}
+                for upstream, curve in curves.items()]
+    lines = [
+        "# Pretraining study: pretrained against random weights of the same architecture",
+        "",
+        "Command:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Pretraining corpus `{plan.pretrain_corpus.name}`, evaluation corpus `{plan.eval_corpus.name}`; "
+        f"probe seeds {list(plan.probe_seeds)}, random-weight seeds {list(plan.random_seeds)}; probe settings "
+        f"`{' '.join(plan.probe_overrides)}`; pretraining overrides `{' '.join(plan.pretrain_overrides) or 'none'}`.",
+        "",
+        "## Learning curves",
+        "",
+        "Held-out masked L1 at every step checkpoint; grey: trivial predictors on the same held-out "
+        "masks. The table gives the first checkpoint below each predictor (None: never).",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        markdown_table(crossing, list(crossing[0])),
+        "",
+        "## Probes: weighted sum of hidden states, test set",
+        "",
+        "Pretrained: one network, one value per probe seed. Random: one value per (random-weight "
+        "seed, probe seed). Mean +- sample standard deviation; difference of means with Welch's "
+        "95 % interval.",
+        "",
+        markdown_table(weighted_sum_table(rows), ["family", "task", "metric", "pretrained", "random", "difference", "welch_95ci"]),
+        "",
+        "## The families at equal width, depth and updates",
+        "",
+        markdown_table(families, list(families[0])),
+        "",
+    ]
+    if layers:
+        lines += [
+            "## Layer by layer (first probe seed; random: the first random-weight seed)",
+            "",
+            "![test metric against layer](layerwise.png)",
+            "",
+            markdown_table(layers, ["task", "upstream", "layer", "metric", "dev", "test", "learned"]),
+            "",
+        ]
+    path = out / REPORT
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text("\n".join(lines))
+    temp.replace(path)
+    return path
+
+
+def run_study(plan: StudyPlan, command: str) -> Path:
+    with own_outdir(plan.outdir):
+        pretrained = pretrain_all(plan)
+        curves = {upstream: learning_curve(plan.pretrain_dir(upstream)) for upstream in plan.upstreams}
+        random = random_networks(plan, pretrained)
+        rows = probe_all(plan, pretrained, random)
+        return write_report(plan, command, curves, rows)
+
+
+def parse_plan(argv: Sequence[str]) -> StudyPlan:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("-p", "--outdir", type=Path, required=True, help="output folder (pretraining runs, probes, report)")
+    parser.add_argument("--pretrain-corpus", type=Path, required=True, help="LibriSpeech-layout corpus to pretrain on")
+    parser.add_argument("--eval-corpus", type=Path, required=True, help="LibriSpeech-layout corpus with alignments to probe on")
+    parser.add_argument("--recipe", type=Path, help="pretraining settings file (-c of run_pretrain.py)")
+    parser.add_argument("--upstreams", nargs="+", default=["aalbert_3L", "mockingjay_3L"])
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--steps", type=int, help="updates of every pretraining run")
+    budget.add_argument("--minutes", type=float, help="wall-clock budget of the first run; the others get its updates")
+    parser.add_argument("-d", "--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    parser.add_argument("--probe-seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--random-seeds", type=int, nargs="+", default=[11, 12, 13])
+    parser.add_argument("-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=f"probe config overrides (default: {' '.join(DEFAULT_PROBE_OVERRIDES)})")
+    parser.add_argument("--pretrain-override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="pretraining setting overrides on top of --recipe, e.g. runner.cpu_bf16=false")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    if args.steps is not None and args.steps < 1 or args.minutes is not None and not 0 < args.minutes < math.inf:
+        parser.error("--steps must be >= 1 and --minutes a positive number")
+    for name in ("pretrain_corpus", "eval_corpus"):
+        if not getattr(args, name).is_dir():
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such folder")
+    overrides = [item for group in args.override for item in group] or list(DEFAULT_PROBE_OVERRIDES)
+    return StudyPlan(
+        outdir=args.outdir, pretrain_corpus=args.pretrain_corpus, eval_corpus=args.eval_corpus, recipe=args.recipe,
+        upstreams=tuple(args.upstreams), steps=args.steps, minutes=args.minutes, tasks=tuple(args.tasks),
+        probe_seeds=tuple(args.probe_seeds), random_seeds=tuple(args.random_seeds), probe_overrides=tuple(overrides),
+        pretrain_overrides=tuple(item for group in args.pretrain_override for item in group), device=args.device,
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    path = run_study(parse_plan(argv), "python -m analysis.study " + shlex.join(argv))
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    run_cli(main, memory_hint="lower the probes' batch size (-o runner.batch_size=N runner.eval_batch_size=N)")

@@ -1,0 +1,73 @@
+"""The pretraining study command end to end on the demo data with a tiny model: pretraining,
+learning curves against the trivial predictors, random networks of the same architecture,
+probes over seeds, the report; and a rerun that reads everything back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from analysis import study
+from conftest import TINY
+from upstream.loading import read_upstream_checkpoint
+from utility.corpus import DEMO_ROOT
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    argv = ["-p", str(out / "run"), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
+            "--upstreams", "aalbert_3L", "--steps", "4", "-d", "speaker_utterance",
+            "--probe-seeds", "1", "2", "--random-seeds", "11", "12",
+            "--pretrain-override", *TINY, "runner.save_step=2",
+            "-o", "runner.total_steps=2", "runner.eval_step=2", "runner.log_step=1"]
+    return argv, study.main(argv)
+
+
+def test_the_report_compares_pretrained_with_random_over_seeds(study_run):
+    argv, path = study_run
+    text = path.read_text()
+    assert "python -m analysis.study " in text and "--random-seeds 11 12" in text
+    rows = json.loads((path.parent / "probes.json").read_text())
+    weighted = [r for r in rows if r["layer"] == "weighted_sum"]
+    assert sorted((r["kind"], r["upstream_seed"], r["probe_seed"]) for r in weighted) == sorted(
+        [("pretrained", None, 1), ("pretrained", None, 2)] + [("random", s, p) for s in (11, 12) for p in (1, 2)]
+    )
+    assert "(n=2)" in text and "(n=4)" in text, "pretrained: one value per probe seed; random: per (network, probe) seed"
+    layers = {(r["kind"], r["upstream_seed"], r["layer"]) for r in rows if r["layer"] != "weighted_sum"}
+    assert layers == {(kind, seed, f"layer_{i}") for kind, seed in (("pretrained", None), ("random", 11)) for i in range(4)}
+    for picture in ("learning_curves.png", "layerwise.png"):
+        assert f"]({picture})" in text and (path.parent / picture).is_file()
+
+
+def test_learning_curve_and_crossings_come_from_the_checkpoints(study_run):
+    _, path = study_run
+    curve = json.loads((path.parent / "curves.json").read_text())["aalbert_3L"]
+    assert [step for step, _ in curve["curve"]] == [2, 4]
+    assert set(curve["baselines"]) == {"zeros", "utterance_mean", "copy", "interpolation"}
+    for name, step in curve["first_beaten"].items():
+        beaten = [s for s, value in curve["curve"] if value < curve["baselines"][name]]
+        assert step == (beaten[0] if beaten else None)
+
+
+def test_random_networks_share_the_pretrained_architecture_not_its_weights(study_run):
+    _, path = study_run
+    pretrained, trained_state, _ = read_upstream_checkpoint(path.parent / "pretrain" / "aalbert_3L" / "best.ckpt")
+    states = []
+    for seed in (11, 12):
+        config, state, _ = read_upstream_checkpoint(path.parent / "random" / f"aalbert_3L_seed{seed}.ckpt")
+        assert config.to_dict() == pretrained.to_dict()
+        states.append(state)
+    name = next(k for k, v in trained_state.items() if v.dim() == 2)
+    assert not torch.equal(states[0][name], states[1][name]) and not torch.equal(states[0][name], trained_state[name])
+
+
+def test_a_rerun_reads_everything_back(study_run):
+    argv, path = study_run
+    out = path.parent
+    files = [*out.glob("pretrain/**/*.ckpt"), *out.glob("random/*.ckpt"), *out.glob("probes/**/results.json")]
+    before = {p: p.stat().st_mtime_ns for p in files}
+    assert study.main(argv) == path
+    assert all(p.stat().st_mtime_ns == before[p] for p in files)
