@@ -22,7 +22,8 @@ from downstream.probe_checkpoint import BEST, RunSpec, read_probe_checkpoint
 from downstream.runner import RESULTS, Runner
 from downstream.settings import complete_task_config, load_task_config
 from upstream import Upstream, build_upstream, get_entry
-from utility.training import CheckpointKeeper, DistributedContext, resolve_device
+from utility.checkpoint_keeper import CheckpointKeeper
+from utility.process_group import DistributedContext, resolve_device
 
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from upstream import read_audio
-from upstream.config import dataclass_from_dict
+from utility.typed_config import dataclass_from_dict
 
 from .frames import FrameGrid
 

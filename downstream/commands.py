@@ -11,7 +11,8 @@ from upstream import get_entry
 from utility.config import apply_overrides
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
-from utility.training import DistributedContext, cleanup_distributed, experiment_of, init_distributed
+from utility.checkpoint_keeper import experiment_of
+from utility.process_group import DistributedContext, cleanup_distributed, init_distributed
 
 from .discovery import load_task
 from .inference import format_predictions, load_probe, predict_files

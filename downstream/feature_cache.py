@@ -44,7 +44,7 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from upstream import Upstream
-from upstream.integrity import file_sha256, tensor_checksum
+from utility.integrity import file_sha256, tensor_checksum
 
 from .base import Batch, Example, ProbeDataset
 from .frames import resampled_length

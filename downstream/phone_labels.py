@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from upstream.config import check_choice, dataclass_from_dict
+from utility.typed_config import check_choice, dataclass_from_dict
 from utility.corpus import Utterance, find_utterances, read_frame_labels
 
 from .base import ProbeDataset, TaskData

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -25,8 +24,13 @@ from tqdm import tqdm
 from upstream import Upstream, build_upstream
 from utility.audio_check import AudioScreen, screening
 from utility.interrupt import TrainingInterrupted, ignore_interrupts_in_worker, stop_requested
-from utility.training import LOG_DIR, CheckpointKeeper, DistributedContext, UpdateStep, linear_warmup_decay, mixed_precision
-from utility.training import capture_rng_state, restore_rng_state, seed_everything
+from utility.atomic_write import write_text_atomic
+from utility.checkpoint_keeper import CheckpointKeeper
+from utility.precision import mixed_precision
+from utility.process_group import DistributedContext
+from utility.schedule import linear_warmup_decay
+from utility.update_step import LOG_DIR, UpdateStep
+from utility.randomness import capture_rng_state, restore_rng_state, seed_everything
 
 from .base import Expert, ProbeDataset, TaskData, UpstreamInfo
 from .batches import epoch_batches, eval_batches
@@ -65,10 +69,8 @@ def stored_weights(spec: RunSpec, model: ProbeModel) -> dict[str, dict[str, torc
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    """Written to a temporary name, then renamed: a reader never sees half a file."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temp, path)
+    """Written atomically: a reader never sees half a file."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 class Runner:

@@ -14,10 +14,10 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from upstream.config import check_choice, dataclass_from_dict
+from utility.typed_config import check_choice, dataclass_from_dict
 from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, defaults, load_yaml, merge_strict, rename_keys
-from utility.training import LoopConfig
+from utility.update_step import LoopConfig
 
 from .discovery import Task
 from .feature_cache import DTYPES as CACHE_DTYPES

@@ -38,7 +38,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from upstream.config import check_choice, dataclass_from_dict
+from utility.typed_config import check_choice, dataclass_from_dict
 from utility.corpus import Utterance, find_utterances
 
 from .base import ProbeDataset, TaskData

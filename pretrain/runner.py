@@ -12,7 +12,8 @@ from tqdm import tqdm
 from utility.config import apply_overrides
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
-from utility.training import CheckpointKeeper, cleanup_distributed, experiment_of, init_distributed
+from utility.checkpoint_keeper import CheckpointKeeper, experiment_of
+from utility.process_group import cleanup_distributed, init_distributed
 
 from .settings import RENAMED, PretrainSettings, load_settings, stored_settings
 from .state import SECTION, read_resume_checkpoint

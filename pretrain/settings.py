@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from upstream import UpstreamConfig, get_entry
-from upstream.config import check_choice, dataclass_from_dict
+from utility.typed_config import check_choice, dataclass_from_dict
 from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, load_yaml, merge_strict, rename_keys
-from utility.training import LoopConfig
+from utility.update_step import LoopConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
 # Keys renamed when both runners took s3prl's names: old name -> new name. Old command lines,
@@ -107,7 +107,7 @@ class OptimizerSettings:
 
 @dataclass
 class RunnerSettings(LoopConfig):
-    """The loop: s3prl's key names, shared with the probing runner (``utility.training.LoopConfig``).
+    """The loop: s3prl's key names, shared with the probing runner (``utility.update_step.LoopConfig``).
     At every ``save_step`` (and at the end) the held-out masked L1 is measured and a checkpoint
     written; ``best.ckpt`` is the one with the lowest held-out L1."""
 

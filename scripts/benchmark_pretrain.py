@@ -68,7 +68,7 @@ def measure(
     from pretrain.masking import mask_frames, masked_l1
     from pretrain.model import MaskedAcousticModel, recompute_layers_in_backward
     from pretrain.settings import load_settings
-    from utility.training import mixed_precision
+    from utility.precision import mixed_precision
 
     config = get_entry(name).preset()
     if setup == "s3prl":

@@ -33,7 +33,7 @@ from s3prl_parity import max_deviation, timing_batch  # noqa: E402  (also puts t
 from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, build_upstream, read_audio  # noqa: E402
 from upstream.export_s3prl import export_s3prl  # noqa: E402
 from upstream.loading import upstream_checkpoint  # noqa: E402
-from upstream.checkpoint import save_atomic  # noqa: E402
+from utility.checkpoint_file import save_atomic  # noqa: E402
 from utility.corpus import DEMO_ROOT, find_utterances  # noqa: E402
 
 S3PRL_LOG_MEL = dict(feature="logmel", n_mels=80, delta_order=0, cmvn=True, target_level_db=-25.0, target="linear")

@@ -20,7 +20,7 @@ import run_downstream
 import run_pretrain
 from conftest import FIXTURES, REPO
 from upstream import read_audio
-from upstream.checkpoint import read_checkpoint_file
+from utility.checkpoint_file import read_checkpoint_file
 from utility.corpus import DEMO_ROOT, find_utterances
 
 LEGACY = FIXTURES / "legacy"

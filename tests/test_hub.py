@@ -15,7 +15,7 @@ import hub
 from conftest import REPO, tiny_config
 from upstream import Upstream, UpstreamEntry, build_upstream, entry_names, get_entry, register, save_upstream
 from upstream import registry
-from upstream.checkpoint import read_checkpoint_file
+from utility.checkpoint_file import read_checkpoint_file
 from upstream.presets import transformer_preset
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+
+from utility.atomic_write import atomic_write
 
 from .catalogue import PublishedCheckpoint
 
@@ -77,19 +78,12 @@ def fetch(checkpoint: PublishedCheckpoint, refresh: bool = False) -> Path:
     url = mirrored_url(checkpoint.url)
     if offline():
         raise _unavailable(checkpoint, url, f"network access is off ({OFFLINE_VARIABLE}=1)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_write(path, suffix=".part") as stream:
             _download(url, stream, checkpoint.short_name)
-        os.replace(temp_name, path)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
-        Path(temp_name).unlink(missing_ok=True)
         hint = "" if url != checkpoint.url else f" (or set {MIRROR_VARIABLE}=http://HOST:PORT to use a mirror)"
         raise _unavailable(checkpoint, url, f"downloading it failed: {error}{hint}") from error
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -108,8 +102,6 @@ def _download(url: str, stream, label: str) -> None:
                 stream.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
-        stream.flush()
-        os.fsync(stream.fileno())
     if expected is not None and received != expected:
         raise OSError(f"the transfer broke off after {received} of {expected} bytes")
     if received == 0:

@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FORMAT, check_own_checkpoint, save_atomic
+from utility.checkpoint_file import save_atomic
+
+from .checkpoint import FORMAT, check_own_checkpoint
 from .config import EncoderConfig, FrontendConfig, UpstreamConfig
 from .s3prl_checkpoint import _LAYER_ALIASES, _LAYER_KEYS, _PARAMS, _QKV_ORDER, _TOP_KEYS
 from .s3prl_checkpoint import is_s3prl_checkpoint, read_s3prl_file, s3prl_encoder_state

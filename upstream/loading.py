@@ -10,8 +10,11 @@ import torch
 
 from . import presets  # noqa: F401  (registers the named upstreams)
 from .catalogue import PublishedCheckpoint, find_published, random_weights_hint
-from .checkpoint import FORMAT, VERSION, check_own_checkpoint, is_own_checkpoint, save_atomic
-from .config import UpstreamConfig, check_choice
+from utility.checkpoint_file import save_atomic
+from utility.typed_config import check_choice
+
+from .checkpoint import FORMAT, VERSION, check_own_checkpoint, is_own_checkpoint
+from .config import UpstreamConfig
 from .download import fetch
 from .model import Upstream
 from .registry import UpstreamEntry, entry_names, get_entry

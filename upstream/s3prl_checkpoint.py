@@ -22,7 +22,8 @@ from typing import Any, Optional
 
 import torch
 
-from .checkpoint import read_checkpoint_file, torch_save_format
+from utility.checkpoint_file import read_checkpoint_file, torch_save_format
+
 from .config import EncoderConfig, FrontendConfig, UpstreamConfig
 
 # Pickled globals that s3prl files carry and that we map to an inert stand-in.

@@ -26,8 +26,9 @@ import torchaudio
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from utility.checkpoint_file import read_checkpoint_file
+
 from .audio import SAMPLE_RATE, check_waveforms
-from .checkpoint import read_checkpoint_file
 from .download import OFFLINE_VARIABLE, offline
 from .inputs import Waveforms, waveform_list
 

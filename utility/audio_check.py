@@ -31,7 +31,7 @@ import numpy as np
 import soundfile
 
 from upstream.audio import SAMPLE_RATE
-from upstream.config import check_choice
+from utility.typed_config import check_choice
 
 if TYPE_CHECKING:
     from .corpus import Utterance

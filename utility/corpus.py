@@ -18,6 +18,7 @@ from typing import Iterable, Optional, Sequence
 
 from tqdm import tqdm
 
+from .atomic_write import write_text_atomic
 from .audio_check import AudioScreen, active_screen, inspect_audio
 
 AUDIO_SUFFIXES = (".flac", ".wav")
@@ -59,10 +60,7 @@ def _read_cache(path: Path) -> dict:
 
 def _write_cache(path: Path, entries: dict) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_suffix(f".{os.getpid()}.tmp")
-        temp.write_text(json.dumps(entries))
-        os.replace(temp, path)
+        write_text_atomic(path, json.dumps(entries))
     except OSError:
         pass  # a cache that cannot be written only costs time at the next start
 

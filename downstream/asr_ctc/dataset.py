@@ -20,7 +20,7 @@ from downstream.base import ProbeDataset, TaskData
 from downstream.corpus_root import resolve_root
 from downstream.frames import FrameGrid, resampled_length
 from downstream.phone_ctc.dataset import ctc_frames_needed
-from upstream.config import dataclass_from_dict
+from utility.typed_config import dataclass_from_dict
 from utility.corpus import Utterance, find_utterances
 
 WORD_BOUNDARY = "|"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from downstream.base import Batch, StepOutput, UpstreamInfo
 from downstream.phone_ctc.expert import BLANK, CtcHeadConfig
 from downstream.phone_ctc.expert import DownstreamExpert as CtcExpert
-from upstream.config import check_choice
+from utility.typed_config import check_choice
 
 from .dataset import WORD_BOUNDARY
 

@@ -20,7 +20,7 @@ import torch
 from downstream.base import ProbeDataset, TaskData
 from downstream.frames import LABEL_HOP, FrameGrid
 from upstream.audio import SAMPLE_RATE
-from upstream.config import dataclass_from_dict
+from utility.typed_config import dataclass_from_dict
 
 
 @dataclass

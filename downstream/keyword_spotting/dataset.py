@@ -31,7 +31,7 @@ import torch
 from downstream.base import ProbeDataset, TaskData
 from downstream.frames import FrameGrid
 from upstream.audio import SAMPLE_RATE
-from upstream.config import dataclass_from_dict
+from utility.typed_config import dataclass_from_dict
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN, SILENCE = "_unknown_", "_silence_"

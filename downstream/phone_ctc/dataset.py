@@ -10,7 +10,7 @@ import torch
 from downstream.base import ProbeDataset, TaskData
 from downstream.frames import FrameGrid, resampled_length
 from downstream.phone_labels import LabelledUtterance, PhoneDataConfig, labelled_dataset, load_phone_splits
-from upstream.config import dataclass_from_dict
+from utility.typed_config import dataclass_from_dict
 
 
 @dataclass

@@ -15,7 +15,7 @@ import run_pretrain
 import upstream.checkpoint
 from conftest import REPO, overrides
 from faults import assert_one_line_error, interrupt_training, overwrite_tensor_bytes, run_command
-from upstream.checkpoint import read_checkpoint_file
+from utility.checkpoint_file import read_checkpoint_file
 
 ENCODER = ("upstream", "state_dict", "input_projection.weight")
 

@@ -17,7 +17,7 @@ import hub
 from conftest import FIXTURES, tiny_config
 from pretrain.model import s3prl_head_state
 from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, build_upstream, save_upstream
-from upstream.checkpoint import save_atomic
+from utility.checkpoint_file import save_atomic
 from upstream.export_s3prl import export_s3prl
 from upstream.loading import upstream_checkpoint
 from upstream.s3prl_checkpoint import read_s3prl_file

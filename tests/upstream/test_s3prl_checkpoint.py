@@ -20,7 +20,7 @@ import hub
 from conftest import FIXTURES as FIXTURE_ROOT
 from conftest import REPO
 from upstream import build_upstream, read_audio
-from upstream.checkpoint import torch_save_format
+from utility.checkpoint_file import torch_save_format
 from pretrain.model import PredictionHead, s3prl_head_state
 from upstream.s3prl_checkpoint import PickledObjectStandIn, read_s3prl_file, s3prl_config
 from utility.corpus import DEMO_ROOT

@@ -42,7 +42,7 @@ MISTAKES = [
     (run_downstream.main, ["-u", "fbank", "-d", "phone_linaer", "-p", "OUT"], "unknown task 'phone_linaer'"),
     (run_downstream.main, ["-k", "TMP/missing.ckpt", "-d", "speaker_frame", "-p", "OUT"], "checkpoint not found"),
     (run_downstream.main, ["-k", "TMP/notes.txt", "-d", "speaker_frame", "-p", "OUT"], "not a loadable checkpoint"),
-    (run_downstream.main, ["-m", "evaluate", "-e", "TMP/nowhere"], "no experiment folder or checkpoint"),
+    (run_downstream.main, ["-m", "evaluate", "-e", "TMP/nowhere"], "no such checkpoint file or experiment folder"),
     (run_downstream.main, ["-m", "inference", "-e", "TMP"], "inference needs a trained probe and audio files"),
     (run_downstream.main, [*TASK, "-m", "tune"], "argument -m/--mode: invalid choice: 'tune'"),
     (hub._main, ["aalbert_4L", AUDIO], "unknown upstream 'aalbert_4L'"),
