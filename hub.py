@@ -107,7 +107,7 @@ def _describe_entries() -> str:
 
 def _export_main(argv: list[str]) -> None:
     """``python hub.py export -k OUR.ckpt -o FILE``: write our checkpoint in s3prl's format."""
-    from upstream.export_s3prl import S3PRL_VERSION, export_s3prl
+    from upstream.s3prl.export import S3PRL_VERSION, export_s3prl
     from utility.cli import ArgumentParser
 
     parser = ArgumentParser(

@@ -23,10 +23,13 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from downstream.frames import FrameGrid
-from downstream.phone_labels import read_phone_names
+from corpora.phone_splits import read_phone_names
 from upstream import Upstream, build_upstream, read_audio
 from utility.cli import ArgumentParser, run_cli
-from utility.corpus import DEMO_ROOT, Utterance, find_utterances, read_frame_labels
+from corpora.index import find_utterances
+from corpora.label_frames import read_frame_labels
+from corpora.root import DEMO_ROOT
+from corpora.utterance import Utterance
 
 from .phone_classes import broad_class_names
 from .plotting import plt, save_figure

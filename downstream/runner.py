@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from upstream import Upstream, build_upstream
-from utility.audio_check import AudioScreen, screening
+from corpora.audio_check import AudioScreen, screening
 from utility.interrupt import TrainingInterrupted, ignore_interrupts_in_worker, stop_requested
 from utility.atomic_write import write_text_atomic
 from utility.checkpoint_keeper import CheckpointKeeper
@@ -103,7 +103,7 @@ class Runner:
         self.upstream_file = upstream_record(spec.upstream_ckpt)
         # Unusable audio is found while the task indexes its corpus, before any update.
         with screening(AudioScreen(self.runner_config.on_unreadable, upstream.min_samples, "runner.on_unreadable")):
-            self.data: TaskData = self.task.build_datasets(spec.config["data"], FrameGrid(upstream))
+            self.data: TaskData = self.task.build_datasets(self.task.data_section(spec.config["data"]), FrameGrid(upstream))
         self.train_indices = proportion_subset(self.data.train.classes, self.runner_config.train_proportion, spec.seed)
         self.model = build_probe(spec, self.task, upstream, self.data.label_names)
         self.precision = mixed_precision(context.device)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 import torch
 
 from utility.typed_config import check_choice, dataclass_from_dict
-from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
+from corpora.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, defaults, load_yaml, merge_strict, rename_keys
 from utility.update_step import LoopConfig
 

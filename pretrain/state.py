@@ -1,7 +1,7 @@
 """Pretraining checkpoints: an upstream checkpoint (loadable by name through torch.hub) with
 the training state beside it, all plain data.
 
-    {"format", "version", "upstream": {...}, "metadata": {...},   <- upstream.loading format
+    {"format", "version", "upstream": {...}, "metadata": {...},   <- upstream.checkpoint format
      "head": prediction head state dict,
      "pretraining": {"settings", "step", "finished", "optimizer", "scheduler", "scaler",
                      "rng", "counters"},

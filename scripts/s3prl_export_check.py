@@ -1,4 +1,4 @@
-"""Check ``upstream.export_s3prl`` against s3prl 0.4.18 itself.
+"""Check ``upstream.s3prl.export`` against s3prl 0.4.18 itself.
 
 A development tool: it needs s3prl 0.4.18, which this project never depends on, so run it
 from a scratch environment outside the repository::
@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from s3prl_parity import max_deviation, timing_batch  # noqa: E402  (also puts the repository on sys.path)
 
 from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, build_upstream, read_audio  # noqa: E402
-from upstream.export_s3prl import export_s3prl  # noqa: E402
-from upstream.loading import upstream_checkpoint  # noqa: E402
+from upstream.s3prl.export import export_s3prl  # noqa: E402
+from upstream.checkpoint import upstream_checkpoint  # noqa: E402
 from utility.checkpoint_file import save_atomic  # noqa: E402
-from utility.corpus import DEMO_ROOT, find_utterances  # noqa: E402
+from corpora.index import find_utterances  # noqa: E402
+from corpora.root import DEMO_ROOT  # noqa: E402
 
 S3PRL_LOG_MEL = dict(feature="logmel", n_mels=80, delta_order=0, cmvn=True, target_level_db=-25.0, target="linear")
 KALDI_FBANK = dict(

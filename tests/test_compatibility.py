@@ -21,7 +21,8 @@ import run_pretrain
 from conftest import FIXTURES, REPO
 from upstream import read_audio
 from utility.checkpoint_file import read_checkpoint_file
-from utility.corpus import DEMO_ROOT, find_utterances
+from corpora.index import find_utterances
+from corpora.root import DEMO_ROOT
 
 LEGACY = FIXTURES / "legacy"
 

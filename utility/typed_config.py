@@ -25,6 +25,8 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     string, because YAML 1.1 reads ``2e-4`` (no dot) as text. For the same reason a boolean
     given to a text field is read back as the word YAML took it for (``off`` -> "off").
     """
+    if isinstance(data, cls):
+        return data  # typed already (task folders written when build_datasets got a dict parse again)
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from downstream.base import Batch, StepOutput, UpstreamInfo
-from downstream.phone_ctc.expert import BLANK, CtcHeadConfig
-from downstream.phone_ctc.expert import DownstreamExpert as CtcExpert
+from downstream.heads.ctc import BLANK, CtcExpert, CtcHeadConfig
 from utility.typed_config import check_choice
 
 from .dataset import WORD_BOUNDARY

@@ -10,7 +10,7 @@ from matplotlib.image import imread
 from conftest import tiny_config
 from upstream import Upstream, save_upstream
 from analysis import attention_map, tsne
-from utility.corpus import DEMO_ROOT
+from corpora.root import DEMO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_speaker_tsne_png_is_deterministic(tmp_path, tiny_checkpoint):
 
 
 def test_broad_classes_cover_the_phone_list_once():
-    from downstream.phone_labels import read_phone_names
+    from corpora.phone_splits import read_phone_names
     from analysis.phone_classes import BROAD_CLASSES, broad_class_names
 
     phones = read_phone_names(DEMO_ROOT / "phones.txt")
@@ -71,7 +71,8 @@ def test_broad_classes_cover_the_phone_list_once():
 def test_frame_embeddings_are_aligned_and_seeded(tiny_checkpoint):
     from downstream.frames import FrameGrid
     from upstream import build_upstream, read_audio
-    from utility.corpus import find_utterances, read_frame_labels
+    from corpora.index import find_utterances
+    from corpora.label_frames import read_frame_labels
 
     model = build_upstream("aalbert_3L", tiny_checkpoint)
     utterances = find_utterances(DEMO_ROOT, ["dev-clean"], progress=False)[:4]

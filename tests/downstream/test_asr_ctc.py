@@ -11,7 +11,7 @@ import torch
 
 import run_downstream
 from conftest import REPO
-from downstream.asr_ctc.dataset import build_datasets
+from downstream.asr_ctc.dataset import DataConfig, build_datasets
 from downstream.asr_ctc.expert import DownstreamExpert
 from downstream.base import Batch, UpstreamInfo
 from downstream.frames import FrameGrid
@@ -79,7 +79,7 @@ def corpus(tmp_path) -> Path:
 
 
 def build(root: Path):
-    config = {"root": str(root), "train_subset": "dev-clean", "dev_subset": "dev-clean", "test_subset": "dev-clean"}
+    config = DataConfig(root=str(root), train_subset="dev-clean", dev_subset="dev-clean", test_subset="dev-clean")
     return build_datasets(config, FrameGrid(build_upstream("fbank")))
 
 

@@ -192,7 +192,7 @@ def test_standardized_speaker_probe_trains_and_keeps_its_statistics(tmp_path):
 
 
 def test_feature_standardizer_handles_a_one_utterance_batch():
-    from downstream.heads import FeatureStandardizer
+    from downstream.heads.layers import FeatureStandardizer
 
     standardizer = FeatureStandardizer(3)
     batch = torch.tensor([[1.0, 2.0, 3.0], [3.0, 6.0, 9.0]])

@@ -16,14 +16,16 @@ from conftest import REPO, tiny_config
 from downstream.discovery import TASKS_DIR, load_task, task_folders
 from downstream.featurizer import Featurizer
 from downstream.frames import FrameGrid
-from downstream.phone_ctc.dataset import ctc_frames_needed, phone_sequence
-from downstream.phone_ctc.expert import PaddedLSTM
-from downstream.phone_labels import PhoneDataConfig, build_phone_frame_datasets, load_phone_splits
+from downstream.heads.ctc import ctc_frames_needed
+from downstream.phone_ctc.dataset import phone_sequence
+from downstream.heads.ctc import PaddedLSTM
+from corpora.phone_splits import PhoneDataConfig, load_phone_splits
+from downstream.phone_datasets import build_phone_frame_datasets
 from downstream.settings import load_task_config, runner_sections
-from downstream.speaker_labels import SpeakerDataConfig, load_speaker_splits
+from corpora.speaker_splits import SpeakerDataConfig, load_speaker_splits
 from downstream.subset import proportion_subset
 from upstream import FrontendConfig, Upstream, UpstreamConfig, build_upstream
-from utility.corpus import read_frame_labels
+from corpora.label_frames import read_frame_labels
 
 DEMO = REPO / "data" / "demo"
 SUBSETS = ("train-clean-100", "dev-clean", "test-clean")
@@ -183,7 +185,7 @@ def test_labels_that_disagree_with_the_audio_are_named(tmp_path):
     lines[3] = " ".join([utt, *labels[:-5]])
     frames.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=rf"utterance {utt}: the label file has {len(labels) - 5} frames .* has {len(labels)}"):
-        build_phone_frame_datasets({"root": str(root)}, FrameGrid(build_upstream("fbank")))
+        build_phone_frame_datasets(PhoneDataConfig(root=str(root)), FrameGrid(build_upstream("fbank")))
 
 
 def test_a_root_without_the_subsets_lists_what_it_has(tmp_path):

@@ -23,7 +23,8 @@ import run_pretrain
 from conftest import REPO, TINY, overrides
 from upstream import Upstream, build_upstream, read_audio, save_upstream
 from utility.checkpoint_file import read_checkpoint_file
-from utility.corpus import DEMO_ROOT, find_utterances
+from corpora.index import find_utterances
+from corpora.root import DEMO_ROOT
 from pretrain.data import BatchMaker, BatchPlan, seeded_generator
 from pretrain.masking import mask_frames, masked_l1
 from pretrain.model import MaskedAcousticModel, recompute_layers_in_backward

@@ -18,9 +18,9 @@ from conftest import FIXTURES, tiny_config
 from pretrain.model import s3prl_head_state
 from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, build_upstream, save_upstream
 from utility.checkpoint_file import save_atomic
-from upstream.export_s3prl import export_s3prl
-from upstream.loading import upstream_checkpoint
-from upstream.s3prl_checkpoint import read_s3prl_file
+from upstream.s3prl.export import export_s3prl
+from upstream.checkpoint import upstream_checkpoint
+from upstream.s3prl.read import read_s3prl_file
 
 # Files written by s3prl's own TransformerModel / SpecHead (tests/fixtures/README.md).
 S3PRL_FILES = ["v04_upstream_config", "v04_pre_layer_norm", "v04_kaldi_fbank_aalbert", "v020_config_aalbert"]

@@ -22,8 +22,8 @@ from conftest import REPO
 from upstream import build_upstream, read_audio
 from utility.checkpoint_file import torch_save_format
 from pretrain.model import PredictionHead, s3prl_head_state
-from upstream.s3prl_checkpoint import PickledObjectStandIn, read_s3prl_file, s3prl_config
-from utility.corpus import DEMO_ROOT
+from upstream.s3prl.read import PickledObjectStandIn, read_s3prl_file, s3prl_config
+from corpora.root import DEMO_ROOT
 
 FIXTURES = FIXTURE_ROOT / "s3prl"
 FIXTURE_NAMES = sorted(path.stem for path in FIXTURES.glob("*.ckpt"))

@@ -1,4 +1,4 @@
-"""``python -m downstream.alignments``: MFA TextGrids and CTM files -> 10 ms frames.txt.
+"""``python -m corpora.alignments`` (also under its former name ``downstream.alignments``): MFA TextGrids and CTM files -> 10 ms frames.txt.
 
 Round trip: the demo corpus's segments (one phone per line, times to 10 microseconds) are
 written as TextGrids and as a CTM file in the forms aligners write (upper case, stress digits,
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from downstream import alignments
-from utility.corpus import read_frame_labels
+from corpora import alignments
+from corpora.label_frames import read_frame_labels
 
 DEMO = REPO / "data" / "demo"
 PHONES = DEMO / "phones.txt"
@@ -116,13 +116,14 @@ def test_textgrids_reproduce_the_demo_frames(split, tmp_path):
     assert ties < 20
 
 
-def test_ctm_reproduces_the_demo_frames_from_the_command_line(tmp_path):
+@pytest.mark.parametrize("module", ["corpora.alignments", "downstream.alignments"])
+def test_ctm_reproduces_the_demo_frames_from_the_command_line(module, tmp_path):
     split = "dev-clean"
     segments = read_segments(split)
     write_ctm(tmp_path / "phones.ctm", segments)
     out = tmp_path / "frames.txt"
     run = subprocess.run(
-        [sys.executable, "-m", "downstream.alignments", "ctm", str(tmp_path / "phones.ctm"), "-o", str(out), "--phones", str(PHONES), "--audio", str(DEMO / split)],
+        [sys.executable, "-m", module, "ctm", str(tmp_path / "phones.ctm"), "-o", str(out), "--phones", str(PHONES), "--audio", str(DEMO / split)],
         cwd=REPO, capture_output=True, text=True,
     )
     assert run.returncode == 0, run.stderr

@@ -14,8 +14,8 @@ import soundfile
 import run_downstream
 from conftest import REPO
 from downstream.probe_checkpoint import read_probe_checkpoint
-from downstream.speaker_labels import SpeakerDataConfig, load_speaker_splits
-from utility.corpus import find_utterances
+from corpora.speaker_splits import SpeakerDataConfig, load_speaker_splits
+from corpora.index import find_utterances
 
 DEMO = REPO / "data" / "demo"
 TINY = ["runner.total_steps=2", "runner.eval_step=2", "runner.log_step=1", "runner.batch_size=4", "runner.eval_batch_size=16"]
