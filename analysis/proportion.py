@@ -42,7 +42,9 @@ def plot_proportions(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     for panel, task in zip(panels[0], tasks):
         metric = next(row["metric"] for row in rows if row["task"] == task)
         for upstream in upstreams:
-            points = sorted((row["train_proportion"], row["test"]) for row in rows if row["task"] == task and row["upstream"] == upstream)
+            points = sorted(
+                (row["train_proportion"], row["test"]) for row in rows if row["task"] == task and row["upstream"] == upstream
+            )
             if points:
                 x, y = zip(*points)
                 panel.plot(x, y, marker="o", label=upstream)
@@ -74,7 +76,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Path]:
     args = parser.parse_args(argv)
     choices = parse_upstreams(args.upstreams)
     cells_root = args.outdir / "cells"
-    done = run_cells(choices, lambda choice, _: proportion_cells(args.tasks, choice, args.proportions), cells_root, settings_from_args(args))
+    done = run_cells(
+        choices, lambda choice, _: proportion_cells(args.tasks, choice, args.proportions), cells_root, settings_from_args(args)
+    )
     paths = write_proportions(done, args.outdir)
     print("\n".join(f"wrote {path}" for path in paths.values()))
     return paths

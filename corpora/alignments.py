@@ -193,7 +193,8 @@ def read_ctm(path: Path) -> list[Alignment]:
         if not fields or text.startswith(";;"):
             continue
         if len(fields) not in (5, 6):
-            raise AlignmentError(f"{path}:{number}: expected '<utt_id> <channel> <start> <duration> <phone> [<confidence>]', got {text!r}")
+            expected = "'<utt_id> <channel> <start> <duration> <phone> [<confidence>]'"
+            raise AlignmentError(f"{path}:{number}: expected {expected}, got {text!r}")
         utt_id, _, start, duration, symbol = fields[:5]
         begin = microseconds(start, path, number)
         interval = Interval(begin, begin + microseconds(duration, path, number), symbol, path, number)
@@ -221,7 +222,9 @@ def read_alignments(kind: str, inputs: Sequence[Path], tier: str = "phones") -> 
     first: dict[str, Path] = {}
     for alignment in alignments:
         if alignment.utt_id in first:
-            raise AlignmentError(f"utterance {alignment.utt_id} is aligned twice: in {first[alignment.utt_id]} and {alignment.source}")
+            raise AlignmentError(
+                f"utterance {alignment.utt_id} is aligned twice: in {first[alignment.utt_id]} and {alignment.source}"
+            )
         first[alignment.utt_id] = alignment.source
     return alignments
 

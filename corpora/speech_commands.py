@@ -1,4 +1,5 @@
-"""Speech Commands v0.01 (the corpus side: classes, lists, noise slices) with SUPERB's keyword spotting protocol (s3prl downstream/speech_commands).
+"""Speech Commands v0.01 (the corpus side: classes, lists, noise slices) with SUPERB's keyword
+spotting protocol (s3prl downstream/speech_commands).
 
 Twelve classes: the ten words ``yes no up down left right on off stop go``, ``_unknown_`` (every
 other word folder) and ``_silence_`` (one-second slices of ``_background_noise_``).
@@ -101,4 +102,8 @@ def speech_commands_splits(root: Optional[str], test_root: Optional[str] = None)
         if not clips:
             raise FileNotFoundError(f"no <class>/*.wav clips under {test_folder} (data.test_root)")
         test = CommandsSplit("test", test_folder, clips, [])
-    return [CommandsSplit("train", folder, train, slices["train"]), CommandsSplit("dev", folder, listed["dev"], slices["dev"]), test]
+    return [
+        CommandsSplit("train", folder, train, slices["train"]),
+        CommandsSplit("dev", folder, listed["dev"], slices["dev"]),
+        test,
+    ]

@@ -253,7 +253,9 @@ class Runner:
         started = time.monotonic()
         self.model.train()
         while self.step < config.total_steps and not self.stopped_early:
-            plan = epoch_batches(len(train_set), config.batch_size, self.spec.seed, self.epoch, self.context.rank, self.context.world_size)
+            plan = epoch_batches(
+                len(train_set), config.batch_size, self.spec.seed, self.epoch, self.context.rank, self.context.world_size
+            )
             for batch in self.loader(train_set, plan[self.batch_in_epoch :]):
                 self.batch_in_epoch += 1
                 micro += 1
@@ -275,7 +277,9 @@ class Runner:
                 if self.step % config.log_step == 0:
                     metrics = self.expert.summarize(stats)
                     self.train_loss = metrics.get("loss", float(output.loss.detach()))
-                    self.write_scalars(writer, "train", {**metrics, "grad_norm": grad_norm, "lr": self.update.scheduler.get_last_lr()[0]})
+                    self.write_scalars(
+                        writer, "train", {**metrics, "grad_norm": grad_norm, "lr": self.update.scheduler.get_last_lr()[0]}
+                    )
                     bar.set_postfix(loss=f"{self.train_loss:.3f}")
                     stats = {}
                 evaluate = self.step % config.eval_step == 0 or self.step == config.total_steps
@@ -313,11 +317,20 @@ class Runner:
             self.keeper.save(self.payload(metrics), self.step, metric)
             if evaluate:
                 self.write_scalars(writer, "dev", metrics)
-                self.write_scalars(writer, "featurizer", {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())})
-                best = "best so far" if self.keeper.best_step == self.step else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
+                self.write_scalars(
+                    writer, "featurizer", {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())}
+                )
+                best = (
+                    "best so far"
+                    if self.keeper.best_step == self.step
+                    else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
+                )
                 self.log(f"step {self.step}: dev {self.expert.metric} {metric:.4f} ({best})")
                 if self.stopped_early:
-                    self.log(f"step {self.step}: no dev improvement in {patience} evaluations; training stops (early_stopping_patience)")
+                    self.log(
+                        f"step {self.step}: no dev improvement in {patience} evaluations; "
+                        "training stops (early_stopping_patience)"
+                    )
         # Other processes read best.ckpt from disk at the end: they only wait for it here.
         self.context.barrier()
 
@@ -361,7 +374,8 @@ class Runner:
             if results.get("learned") is False:
                 self.log(
                     f"warning: the probe did not learn: dev loss {results['dev']['loss']:.3f} is within "
-                    f"{100 * (1 - LEARNED_FRACTION):.0f} % of chance (ln {len(self.expert.label_names)} = {results['chance_loss']:.3f}); "
+                    f"{100 * (1 - LEARNED_FRACTION):.0f} % of chance "
+                    f"(ln {len(self.expert.label_names)} = {results['chance_loss']:.3f}); "
                     "train longer, raise optimizer.lr, or check the features' scale (see downstream/README.md)"
                 )
             write_json(results, self.expdir / RESULTS)
@@ -401,4 +415,3 @@ def add_stats(total: dict[str, float], stats: dict[str, float]) -> None:
     """Sum one batch's (or one process's) statistics into ``total``."""
     for name, value in stats.items():
         total[name] = total.get(name, 0.0) + float(value)
-

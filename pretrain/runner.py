@@ -97,7 +97,9 @@ def pretrain(
                  settings.upstream, context.world_size, context.device)
         if checkpoint is None and settings.runner.max_minutes > 0:
             if context.is_distributed:
-                raise ValueError("runner.max_minutes needs one process (each would measure its own step time); set runner.total_steps")
+                raise ValueError(
+                    "runner.max_minutes needs one process (each would measure its own step time); set runner.total_steps"
+                )
             trainer.calibrate_total_steps(settings.runner.max_minutes)
             (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
         with stop_at_step_boundary():

@@ -163,27 +163,39 @@ def run_in_subprocess(args: argparse.Namespace, name: str, python: str = sys.exe
         command.append("--s3prl-worker")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        return {"model": name, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+        error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        return {"model": name, "error": error}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=None, help=f"presets (default: all of {PRESETS})")
-    parser.add_argument("--setup", choices=["preset", "s3prl"], default="preset",
-                        help="preset: the model as named (160-dim, R = 3); s3prl: R = 1, 80-dim in and out")
+    parser.add_argument(
+        "--setup",
+        choices=["preset", "s3prl"],
+        default="preset",
+        help="preset: the model as named (160-dim, R = 3); s3prl: R = 1, 80-dim in and out",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--frames", type=int, default=None, help="frames per utterance (default 1000; s3prl: 1001)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--allocator", choices=["default", "tuned"], default="tuned",
-                        help="tuned (as run_pretrain.py): glibc malloc keeps freed blocks for reuse, "
-                        "see utility/cpu_allocator.py; default: glibc as it comes")
+    parser.add_argument(
+        "--allocator",
+        choices=["default", "tuned"],
+        default="tuned",
+        help="tuned (as run_pretrain.py): glibc malloc keeps freed blocks for reuse, "
+        "see utility/cpu_allocator.py; default: glibc as it comes",
+    )
     parser.add_argument("--recompute", action="store_true", help="activation checkpointing (runner.activation_checkpointing)")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (runner.cpu_bf16)")
-    parser.add_argument("--s3prl-python", help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
-                        "each model's step is then also timed with s3prl's model, same run, same threads")
+    parser.add_argument(
+        "--s3prl-python",
+        help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
+        "each model's step is then also timed with s3prl's model, same run, same threads",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--s3prl-worker", action="store_true", help=argparse.SUPPRESS)
@@ -211,8 +223,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return []
 
     results = []
-    print(f"setup={args.setup} batch={args.batch} frames={args.frames} threads={args.threads} "
-          f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}")
+    print(
+        f"setup={args.setup} batch={args.batch} frames={args.frames} threads={args.threads} "
+        f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}"
+    )
     print(f"{'model':<16}{'s/step':>9}{'median':>9}{'cpu s':>9}{'steps/s':>9}{'frames/s':>10}{'peak GB':>9}")
     for name in args.models or PRESETS:
         for python in [sys.executable] + ([args.s3prl_python] if args.s3prl_python else []):
@@ -223,9 +237,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"{label:<16} failed: {result['error']}")
                 continue
             memory = result.get("peak_gpu_gb", result["peak_rss_gb"])
-            print(f"{label:<16}{result['seconds_per_step']:>9.2f}{result['median_seconds_per_step']:>9.2f}"
-                  f"{result['cpu_seconds_per_step']:>9.2f}{result['steps_per_second']:>9.3f}"
-                  f"{result['frames_per_second']:>10.0f}{memory:>9.2f}", flush=True)
+            print(
+                f"{label:<16}{result['seconds_per_step']:>9.2f}{result['median_seconds_per_step']:>9.2f}"
+                f"{result['cpu_seconds_per_step']:>9.2f}{result['steps_per_second']:>9.3f}"
+                f"{result['frames_per_second']:>10.0f}{memory:>9.2f}",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

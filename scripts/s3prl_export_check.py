@@ -107,7 +107,9 @@ def load_in_s3prl(path: Path, family: str) -> torch.nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--full-size", action="store_true", help="768 hidden, 12 heads, FFN 3072, 3 and 12 layers")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -118,7 +120,7 @@ def main() -> None:
     sizes = [(768, 3, 12, 3072), (768, 12, 12, 3072)] if args.full_size else [(32, 2, 4, 64)]
     print(f"{'layout':34s} {'size':>10s}  max |ours - s3prl| per hidden state (files alone / one batch)")
     with tempfile.TemporaryDirectory() as scratch:
-        for seed, (layout, (hidden, layers, heads, ffn)) in enumerate((l, s) for s in sizes for l in LAYOUTS):
+        for seed, (layout, (hidden, layers, heads, ffn)) in enumerate((layout, size) for size in sizes for layout in LAYOUTS):
             model = build(layout, hidden, layers, heads, ffn, seed)
             ours_path, s3prl_path = Path(scratch) / "ours.ckpt", Path(scratch) / "s3prl.ckpt"
             save_with_head(model, ours_path)

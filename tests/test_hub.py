@@ -200,7 +200,8 @@ print((before - rss()) >> 20)
 
 
 def _mib_returned_after(setup: str) -> int:
-    done = subprocess.run([sys.executable, "-c", _FREE_PROBE.format(setup=setup)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    probe = [sys.executable, "-c", _FREE_PROBE.format(setup=setup)]
+    done = subprocess.run(probe, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return int(done.stdout.split()[-1])
 

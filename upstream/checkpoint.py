@@ -8,7 +8,8 @@ A checkpoint is a dict::
 
 Pretraining adds optimizer, scheduler, step and RNG states beside these keys. Everything
 loads with ``torch.load(weights_only=True)``: no code in a file is ever executed. Every file
-written here carries a checksum of its tensors, verified on reading (``utility.integrity``); the file I/O is ``utility.checkpoint_file``.
+written here carries a checksum of its tensors, verified on reading (``utility.integrity``);
+the file I/O is ``utility.checkpoint_file``.
 """
 
 from __future__ import annotations

@@ -20,15 +20,21 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
 
 from utility.atomic_write import atomic_write
 
-if TYPE_CHECKING:  # the catalogue fetches through this module
-    from .catalogue import PublishedCheckpoint
+
+class Published(Protocol):
+    """What a download needs of a published file (``upstream.catalogue.PublishedCheckpoint``)."""
+
+    name: str  # also the file name in the cache
+    short_name: str
+    url: str
+
 
 MIRROR_VARIABLE = "MAM_CHECKPOINT_MIRROR"
 OFFLINE_VARIABLE = "MAM_OFFLINE"
@@ -58,13 +64,13 @@ def mirrored_url(url: str) -> str:
     return urllib.parse.urlunsplit((base.scheme, base.netloc, path, original.query, ""))
 
 
-def cache_path(checkpoint: "PublishedCheckpoint") -> Path:
+def cache_path(checkpoint: Published) -> Path:
     """Where the file lives: torch.hub's checkpoint folder, under s3prl's full name (several
     published files share the base name ``states-1000000.ckpt``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / f"{checkpoint.name}.ckpt"
 
 
-def _unavailable(checkpoint: "PublishedCheckpoint", url: str, reason: str) -> CheckpointDownloadError:
+def _unavailable(checkpoint: Published, url: str, reason: str) -> CheckpointDownloadError:
     path = cache_path(checkpoint)
     return CheckpointDownloadError(
         f"published checkpoint '{checkpoint.short_name}' is not in the cache and {reason}. "
@@ -72,7 +78,7 @@ def _unavailable(checkpoint: "PublishedCheckpoint", url: str, reason: str) -> Ch
     )
 
 
-def fetch(checkpoint: "PublishedCheckpoint", refresh: bool = False) -> Path:
+def fetch(checkpoint: Published, refresh: bool = False) -> Path:
     """The cached file of ``checkpoint``, downloaded first if it is missing (or ``refresh``)."""
     path = cache_path(checkpoint)
     if path.is_file() and not refresh:

@@ -1,4 +1,5 @@
-"""Keyword spotting on Speech Commands v0.01 (its reader: ``corpora.speech_commands``) with SUPERB's keyword spotting protocol (s3prl downstream/speech_commands).
+"""Keyword spotting on Speech Commands v0.01 (its reader: ``corpora.speech_commands``) with
+SUPERB's keyword spotting protocol (s3prl downstream/speech_commands).
 
 Twelve classes: the ten words ``yes no up down left right on off stop go``, ``_unknown_`` (every
 other word folder) and ``_silence_`` (one-second slices of ``_background_noise_``).
@@ -51,9 +52,7 @@ class KeywordDataset(ProbeDataset):
     """
 
     def __init__(self, utt_ids: Sequence[str], sources: Sequence[Any], labels: Sequence[int], balance: bool = False):
-        super().__init__(
-            utt_ids, sources, [torch.tensor(c, dtype=torch.int32) for c in labels], [np.array([c]) for c in labels]
-        )
+        super().__init__(utt_ids, sources, [torch.tensor(c, dtype=torch.int32) for c in labels], [np.array([c]) for c in labels])
         self.balance = balance
         self.order = self.balanced_order()
 

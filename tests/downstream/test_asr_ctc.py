@@ -97,7 +97,10 @@ def test_transcripts_become_characters_with_word_boundaries(corpus):
         (lambda lines: [lines[0].split()[0]] + lines[1:], r"1040-104001.trans.txt:1: the transcript of 1040-104001-\d+ is empty"),
         (lambda lines: lines + ["1040-104001-9999 A WORD"], r"1040-104001.trans.txt:4: 1040-104001-9999 has no audio file under"),
         (lambda lines: lines[1:], r"1040-104001-\d+.flac has no line in any \*.trans.txt under"),
-        (lambda lines: [lines[0] + " NAÏVE"] + lines[1:], r"1040-104001.trans.txt:1: characters \['Ï'\] are not in data.characters"),
+        (
+            lambda lines: [lines[0] + " NAÏVE"] + lines[1:],
+            r"1040-104001.trans.txt:1: characters \['Ï'\] are not in data.characters",
+        ),
     ],
 )
 def test_bad_transcripts_name_the_file_and_line(corpus, edit, message):

@@ -244,7 +244,11 @@ def test_a_task_folder_missing_a_file_is_named(tmp_path):
 def test_an_expert_of_the_wrong_base_is_named(tmp_path):
     write_task(
         tmp_path / "wrong_base",
-        {"config.yaml": "runner: {}\n", "dataset.py": "def build_datasets(config, grid): ...\n", "expert.py": "class DownstreamExpert:\n    pass\n"},
+        {
+            "config.yaml": "runner: {}\n",
+            "dataset.py": "def build_datasets(config, grid): ...\n",
+            "expert.py": "class DownstreamExpert:\n    pass\n",
+        },
     )
     with pytest.raises(TypeError, match=r"task folder .*wrong_base: expert.py must define class DownstreamExpert, a subclass"):
         load_task("wrong_base", tmp_path)
@@ -287,7 +291,7 @@ def test_help_lists_tasks_and_upstreams(capsys):
         run_downstream.main(["-h"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    tasks = next(line for line in text.splitlines() if line.startswith("tasks: "))[len("tasks: "):].split(", ")
+    tasks = next(line for line in text.splitlines() if line.startswith("tasks: "))[len("tasks: ") :].split(", ")
     assert tasks == sorted(tasks) and {"example", "phone_1hidden", "phone_2hidden", "phone_ctc", "phone_linear"} <= set(tasks)
     assert "upstreams: aalbert_12L" in text and "fbank" in text
 

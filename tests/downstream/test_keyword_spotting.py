@@ -75,7 +75,18 @@ def test_splits_classes_and_silence_slices(commands):
 
 def test_keyword_spotting_trains_evaluates_and_labels_a_clip(commands, tmp_path):
     expdir = tmp_path / "exp"
-    results = run_downstream.main(["-u", "fbank", "-d", "keyword_spotting", "-c", str(tiny_config(tmp_path / "c.yaml", root=str(commands))), "-p", str(expdir)])
+    results = run_downstream.main(
+        [
+            "-u",
+            "fbank",
+            "-d",
+            "keyword_spotting",
+            "-c",
+            str(tiny_config(tmp_path / "c.yaml", root=str(commands))),
+            "-p",
+            str(expdir),
+        ]
+    )
     written = json.loads((expdir / "results.json").read_text())
     assert written["metric"] == "accuracy" and 0.0 <= written["test"]["accuracy"] <= 1.0
     assert results["train_utterances"] == 28  # clips and slices, each counted once
@@ -87,12 +98,19 @@ def test_keyword_spotting_trains_evaluates_and_labels_a_clip(commands, tmp_path)
 
 def test_a_separate_test_folder_is_the_test_set(commands, tmp_path):
     test_root = tmp_path / "test_set"
-    for folder, source in (("yes", "yes/00c0ffee_nohash_1.wav"), ("_silence_", "no/01c0ffee_nohash_1.wav"), ("_unknown_", "cat/11c0ffee_nohash_1.wav")):
+    for folder, source in (
+        ("yes", "yes/00c0ffee_nohash_1.wav"),
+        ("_silence_", "no/01c0ffee_nohash_1.wav"),
+        ("_unknown_", "cat/11c0ffee_nohash_1.wav"),
+    ):
         (test_root / folder).mkdir(parents=True)
         (test_root / folder / "a.wav").symlink_to(commands / source)
     data = build_datasets(DataConfig(root=str(commands), test_root=str(test_root)), FrameGrid(build_upstream("fbank")))
     assert sorted(zip(data.test.utt_ids, (CLASSES[int(t)] for t in data.test.targets))) == [
-        ("_silence_/a.wav", "_silence_"), ("_unknown_/a.wav", "_unknown_"), ("yes/a.wav", "yes")]
+        ("_silence_/a.wav", "_silence_"),
+        ("_unknown_/a.wav", "_unknown_"),
+        ("yes/a.wav", "yes"),
+    ]
 
 
 def test_bad_speech_commands_input_is_named(commands, tmp_path):

@@ -29,7 +29,13 @@ def three_layer_s3prl_file(path: Path) -> Path:
     AALBERT), still in s3prl's 0.4 layout with a pickled argparse.Namespace."""
     data = read_s3prl_file(FIXTURES / "s3prl" / "v04_kaldi_fbank_aalbert.ckpt")
     transformer = dict(data["Transformer"])
-    transformer.update({key.replace("encoder.layer.0.", "encoder.layer.2."): tensor for key, tensor in transformer.items() if key.startswith("encoder.layer.0.")})
+    transformer.update(
+        {
+            key.replace("encoder.layer.0.", "encoder.layer.2."): tensor
+            for key, tensor in transformer.items()
+            if key.startswith("encoder.layer.0.")
+        }
+    )
     config = data["Upstream_Config"]
     config["transformer"]["num_hidden_layers"] = 3
     payload = {

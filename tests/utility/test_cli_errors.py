@@ -22,7 +22,11 @@ TASK = ["-u", "fbank", "-d", "speaker_frame"]
 
 # (command, arguments, text the error line must hold); OUT is the experiment folder, TMP the test's folder.
 MISTAKES = [
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps=many"], "runner.total_steps must be int, got 'many'"),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps=many"],
+        "runner.total_steps must be int, got 'many'",
+    ),
     (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_stepz=5"], "no key 'total_stepz'"),
     (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/missing.yaml"], "config file not found"),
     (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--stop-at-step", "0"], "--stop-at-step must be a step >= 1"),
@@ -120,9 +124,24 @@ def test_out_of_memory_is_one_line_with_a_batch_size_hint(tmp_path, monkeypatch,
 
     monkeypatch.setattr(Pretrainer, "_update", too_big)
     with pytest.raises(SystemExit) as stop:
-        run_cli(run_pretrain.main, ["-u", "aalbert_3L", "-p", str(tmp_path / "x"), "-o", "model.encoder.hidden_size=32",
-                                    "-o", "model.encoder.num_heads=4", "-o", "corpus.dev_subsets=[]", "-o", "data.num_workers=0"],
-                run_pretrain.MEMORY_HINT)
+        run_cli(
+            run_pretrain.main,
+            [
+                "-u",
+                "aalbert_3L",
+                "-p",
+                str(tmp_path / "x"),
+                "-o",
+                "model.encoder.hidden_size=32",
+                "-o",
+                "model.encoder.num_heads=4",
+                "-o",
+                "corpus.dev_subsets=[]",
+                "-o",
+                "data.num_workers=0",
+            ],
+            run_pretrain.MEMORY_HINT,
+        )
     assert stop.value.code == 2
     assert_one_line_error(capsys.readouterr().err, "out of memory (", "can't allocate memory", "runner.gradient_accumulate_steps")
 

@@ -51,7 +51,9 @@ def export_problems(config: UpstreamConfig) -> list[str]:
             f"s3prl {S3PRL_VERSION}'s TransformerModel has no frame stacking (pretrain with encoder.downsample_rate=1)"
         )
     if encoder.embedding_size:
-        problems.append(f"it has a factorised input projection (encoder.embedding_size={encoder.embedding_size}), which s3prl lacks")
+        problems.append(
+            f"it has a factorised input projection (encoder.embedding_size={encoder.embedding_size}), which s3prl lacks"
+        )
     if frontend.sample_rate != 16000:
         problems.append(f"it takes {frontend.sample_rate} Hz audio; s3prl's upstreams take 16000 Hz")
     if frontend.feature == "logmel":
@@ -66,7 +68,10 @@ def export_problems(config: UpstreamConfig) -> list[str]:
         if frontend.target_level_db is not None:
             problems.append("its Kaldi fbank front end scales waveforms (frontend.target_level_db), which s3prl's never does")
         options = frontend.kaldi_options
-        if (frontend.win_ms, frontend.hop_ms) != (float(options.get("frame_length", 25.0)), float(options.get("frame_shift", 10.0))):
+        if (frontend.win_ms, frontend.hop_ms) != (
+            float(options.get("frame_length", 25.0)),
+            float(options.get("frame_shift", 10.0)),
+        ):
             problems.append("its win_ms / hop_ms differ from kaldi_options frame_length / frame_shift")
     return problems
 
@@ -130,7 +135,11 @@ def s3prl_transformer_state(state: dict[str, torch.Tensor], config: EncoderConfi
         out.update({f"encoder.layer.{index}.{key}": tensor for key, tensor in layers[prefix].items()})
     if config.pre_layer_norm:
         out.update(
-            {f"encoder.LayerNorm.{i}.{param}": state[f"output_norms.{i}.{param}"] for i in range(config.num_layers + 1) for param in PARAMS}
+            {
+                f"encoder.LayerNorm.{i}.{param}": state[f"output_norms.{i}.{param}"]
+                for i in range(config.num_layers + 1)
+                for param in PARAMS
+            }
         )
     return out
 
