@@ -11,9 +11,6 @@ other word folder) and ``_silence_`` (one-second slices of ``_background_noise_`
   when k % 10 == 8, to test when k % 10 == 9 (unless ``test_root`` is given, whose own
   ``_silence_`` folder is used), else to train. Fixed slices keep dev and test deterministic
   (s3prl draws a random second of each noise file at every visit).
-- Training is class-balanced (``data.balance_train``): every class's clips are repeated to
-  about the count of the largest class, the deterministic counterpart of s3prl's
-  ``WeightedRandomSampler`` with weights ``len(data) / count[class]``.
 
 A list line naming a clip that does not exist raises, naming the list and line.
 """

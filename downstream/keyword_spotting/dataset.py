@@ -1,21 +1,11 @@
 """Keyword spotting on Speech Commands v0.01 (its reader: ``corpora.speech_commands``) with
 SUPERB's keyword spotting protocol (s3prl downstream/speech_commands).
 
-Twelve classes: the ten words ``yes no up down left right on off stop go``, ``_unknown_`` (every
-other word folder) and ``_silence_`` (one-second slices of ``_background_noise_``).
+The classes, splits and ``_silence_`` slices are the corpus reader's (see there).
 
-- dev: the clips listed in ``ROOT/validation_list.txt``; test: those in ``testing_list.txt``,
-  or, with ``data.test_root``, every clip of a separate test folder (SUPERB uses the v0.01 test
-  set, whose folders are the twelve classes); train: every other clip of ``ROOT``.
-- ``_silence_``: each noise file is cut into consecutive one-second slices; slice k goes to dev
-  when k % 10 == 8, to test when k % 10 == 9 (unless ``test_root`` is given, whose own
-  ``_silence_`` folder is used), else to train. Fixed slices keep dev and test deterministic
-  (s3prl draws a random second of each noise file at every visit).
-- Training is class-balanced (``data.balance_train``): every class's clips are repeated to
-  about the count of the largest class, the deterministic counterpart of s3prl's
-  ``WeightedRandomSampler`` with weights ``len(data) / count[class]``.
-
-A list line naming a clip that does not exist raises, naming the list and line.
+Training is class-balanced (``data.balance_train``): every class's clips are repeated to
+about the count of the largest class, the deterministic counterpart of s3prl's
+``WeightedRandomSampler`` with weights ``len(data) / count[class]``.
 """
 
 from __future__ import annotations
