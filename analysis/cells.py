@@ -17,13 +17,14 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from downstream import experiment
 from downstream.discovery import TASKS_DIR, load_task
 from downstream.probe_checkpoint import BEST, RunSpec, read_probe_checkpoint
-from downstream.runner import RESULTS, Runner
-from downstream.settings import complete_task_config, load_task_config
+from downstream.runner import RESULTS
+from downstream.settings import load_task_config
 from upstream import Upstream, build_upstream, get_entry
-from utility.checkpoint_keeper import CheckpointKeeper
-from utility.process_group import DistributedContext, resolve_device
+from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG, CheckpointKeeper
+from utility.experiment_lock import ExperimentLock
 
 
 
@@ -82,6 +83,7 @@ class ProbeSettings:
     seed: int = 1337
     device: str = "auto"
     tasks_dir: Path = TASKS_DIR
+    skip_damaged: bool = False  # a cell whose newest checkpoints are damaged continues from its newest intact one
 
 
 @dataclass(frozen=True)
@@ -154,34 +156,34 @@ def is_finished(cell: Cell, root: Path) -> bool:
 
 
 def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional[Upstream] = None) -> dict[str, Any]:
-    """The cell's results: read when finished, otherwise trained (continuing a partial run).
+    """The cell's results: read when finished, otherwise trained through the experiment API
+    (continuing a partial run from its newest intact checkpoint, under the folder's lock).
 
     ``upstream``: a built (e.g. cached) upstream to probe; None builds the one the cell names.
     """
     folder = cell.folder(root)
     spec = cell.spec(settings, Path(root).parent / "feature_cache")
-    newest = CheckpointKeeper(folder).latest()
-    checkpoint = read_probe_checkpoint(newest) if newest is not None else None  # continue from it
-    stored = checkpoint or (read_probe_checkpoint(folder / BEST) if (folder / BEST).is_file() else None)
-    task = load_task(cell.task, settings.tasks_dir)
-    task_defaults = load_task_config(task)
-    stored_run = None
-    if stored is not None:  # as this version writes it: renamed keys translated, new keys added
-        stored_run = {**stored["run"], "config": complete_task_config(task, stored["run"]["config"], str(folder))}
-    if stored_run is not None and not same_settings(
-        without_storage_keys(stored_run), without_storage_keys(spec.to_dict()), {"config": task_defaults}
-    ):
+    task_defaults = load_task_config(load_task(cell.task, settings.tasks_dir))
+
+    def check(stored: RunSpec, source: Path) -> None:
         # Folders are named by cell, not by every setting: a stored run must match this one.
-        raise ValueError(
-            f"{folder} holds a probe trained with other settings (corpus, overrides, seed or "
-            "checkpoint) than this command's; use another output folder, or delete that one"
-        )
+        if not same_settings(without_storage_keys(stored.to_dict()), without_storage_keys(spec.to_dict()), {"config": task_defaults}):
+            raise ValueError(
+                f"{source} holds a probe trained with other settings (corpus, overrides, seed or "
+                "checkpoint) than this command's; use another output folder, or delete that one"
+            )
+
     if is_finished(cell, root):
+        best = folder / BEST
+        if best.is_file():
+            check(experiment.stored_spec(read_probe_checkpoint(best), (), settings.tasks_dir, best), best)
         return json.loads((folder / RESULTS).read_text())
-    folder.mkdir(parents=True, exist_ok=True)
-    context = DistributedContext(device=resolve_device(settings.device))
-    runner = Runner(spec, context, folder, settings.tasks_dir, upstream=upstream)
-    return runner.train(checkpoint)
+    common = {"tasks_dir": settings.tasks_dir, "device": settings.device, "upstream": upstream}
+    if CheckpointKeeper(folder).latest() is None:
+        return experiment.train(spec, folder, **common)
+    # Where features are kept is this command's choice, not the stored run's.
+    storage = [f"runner.{key}={json.dumps(spec.config['runner'][key])}" for key in STORAGE_KEYS if key in spec.config["runner"]]
+    return experiment.resume(folder, overrides=storage, skip_damaged=settings.skip_damaged, check=check, **common)
 
 
 def learned_layer_weights(cell: Cell, root: Path) -> list[float]:
@@ -247,10 +249,20 @@ def add_probe_arguments(parser: argparse.ArgumentParser, default_tasks: Sequence
     )
     parser.add_argument("--seed", type=int, default=1337, help="probe seed; also draws the weights of upstreams without a checkpoint")
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
+    parser.add_argument(
+        SKIP_DAMAGED_FLAG, action="store_true",
+        help="a cell whose newest checkpoints are damaged continues from its newest intact one",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ProbeSettings:
-    return ProbeSettings(overrides=override_list(args), seed=args.seed, device=args.device)
+    return ProbeSettings(overrides=override_list(args), seed=args.seed, device=args.device, skip_damaged=args.skip_damaged)
+
+
+def own_outdir(outdir: Path) -> ExperimentLock:
+    """The output folder's lock: one analysis at a time writes its cells, tables and plots
+    (a second one is refused, naming the first, like a second training run on a folder)."""
+    return ExperimentLock(outdir)
 
 
 def override_list(args: argparse.Namespace) -> list[str]:

@@ -26,6 +26,7 @@ from .cells import (
     UpstreamChoice,
     add_probe_arguments,
     learned_layer_weights,
+    own_outdir,
     parse_upstreams,
     result_row,
     run_cells,
@@ -122,8 +123,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Path]:
     args = parser.parse_args(argv)
     choices = parse_upstreams(args.upstreams)
     cells_root = args.outdir / "cells"
-    done = run_cells(choices, lambda choice, n: layer_cells(args.tasks, choice, n), cells_root, settings_from_args(args))
-    paths = write_layerwise(done, cells_root, args.outdir)
+    with own_outdir(args.outdir):
+        done = run_cells(choices, lambda choice, n: layer_cells(args.tasks, choice, n), cells_root, settings_from_args(args))
+        paths = write_layerwise(done, cells_root, args.outdir)
     print("\n".join(f"wrote {path}" for path in paths.values()))
     return paths
 

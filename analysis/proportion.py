@@ -19,7 +19,9 @@ from typing import Any, Optional, Sequence
 from downstream.subset import check_proportion
 from utility.cli import ArgumentParser, run_cli
 
-from .cells import Cell, UpstreamChoice, add_probe_arguments, parse_upstreams, result_row, run_cells, settings_from_args
+from .cells import (
+    Cell, UpstreamChoice, add_probe_arguments, own_outdir, parse_upstreams, result_row, run_cells, settings_from_args,
+)
 from .plotting import plt, save_figure
 from .tables import write_table
 
@@ -76,10 +78,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Path]:
     args = parser.parse_args(argv)
     choices = parse_upstreams(args.upstreams)
     cells_root = args.outdir / "cells"
-    done = run_cells(
-        choices, lambda choice, _: proportion_cells(args.tasks, choice, args.proportions), cells_root, settings_from_args(args)
-    )
-    paths = write_proportions(done, args.outdir)
+    with own_outdir(args.outdir):
+        cells = lambda choice, _: proportion_cells(args.tasks, choice, args.proportions)
+        done = run_cells(choices, cells, cells_root, settings_from_args(args))
+        paths = write_proportions(done, args.outdir)
     print("\n".join(f"wrote {path}" for path in paths.values()))
     return paths
 

@@ -32,7 +32,18 @@ from utility.cli import ArgumentParser, run_cli
 from corpora.index import find_utterances
 from corpora.root import DEMO_ROOT
 
-from .cells import Cell, UpstreamChoice, add_probe_arguments, corpus_root, override_list, parse_upstreams, result_row, run_cells, settings_from_args
+from .cells import (
+    Cell,
+    UpstreamChoice,
+    add_probe_arguments,
+    corpus_root,
+    override_list,
+    own_outdir,
+    parse_upstreams,
+    result_row,
+    run_cells,
+    settings_from_args,
+)
 from .layerwise import DEFAULT_TASKS, layer_cells, write_layerwise
 from .proportion import DEFAULT_PROPORTIONS, proportion_cells, proportion_rows, write_proportions
 from .tables import markdown_table
@@ -197,15 +208,15 @@ def main(argv: Optional[list[str]] = None) -> Path:
         parser.error("--speed-utterances must be at least 1")
     choices = parse_upstreams(args.upstreams)
     root = Path(corpus_root(args) or DEMO_ROOT)
-    facts = [measure_upstream(choice, root, args.speed_utterances, args.seed) for choice in choices]
-    args.outdir.mkdir(parents=True, exist_ok=True)
-    (args.outdir / "upstreams.json").write_text(json.dumps(facts, indent=2) + "\n")
 
     def cells_for(choice: UpstreamChoice, num_hidden_states: int) -> list[Cell]:
         return report_cells(choice, num_hidden_states, args.tasks, args.proportion_task, args.proportions, args.stages)
 
-    done = run_cells(choices, cells_for, args.outdir / "cells", settings_from_args(args))
-    path = write_report("python -m analysis.report " + shlex.join(argv), args, facts, done)
+    with own_outdir(args.outdir):
+        facts = [measure_upstream(choice, root, args.speed_utterances, args.seed) for choice in choices]
+        (args.outdir / "upstreams.json").write_text(json.dumps(facts, indent=2) + "\n")
+        done = run_cells(choices, cells_for, args.outdir / "cells", settings_from_args(args))
+        path = write_report("python -m analysis.report " + shlex.join(argv), args, facts, done)
     print(f"wrote {path}")
     return path
 

@@ -316,6 +316,13 @@ class Pretrainer:
         best_name, best = min(self.dev_baselines.items(), key=lambda item: item[1])
         verdict = "beaten" if value < best else "not yet beaten"
         log.info("step %d: held-out masked L1 %.4f (best trivial predictor: %s %.4f, %s)", self.step, value, best_name, best, verdict)
+        for name, baseline in self.dev_baselines.items():
+            key = f"first_beat_{name}"
+            if value < baseline and key not in self.counters:
+                # The counters travel in every checkpoint, so a resumed run reports each crossing once.
+                self.counters[key] = self.step
+                log.info("step %d: held-out masked L1 %.4f falls below the %s predictor (%.4f) for the first time",
+                         self.step, value, name, baseline)
         self.writer.add_scalar("dev/masked_l1", value, self.step)
         for name, baseline in self.dev_baselines.items():
             self.writer.add_scalar(f"dev/trivial_{name}", baseline, self.step)

@@ -7,7 +7,7 @@ import yaml
 import torch
 
 import run_pretrain
-from pretrain.baselines import interpolate, predictions, trivial_losses, visible_frames
+from pretrain.baselines import copy_nearest, interpolate, predictions, trivial_losses, visible_frames
 from pretrain.data import MaskedBatch
 from utility.checkpoint_file import read_checkpoint_file
 
@@ -41,13 +41,21 @@ def test_interpolation_recovers_a_ramp_and_the_others_are_what_they_say():
     visible_mean = batch.targets[0][visible[0]].mean(0)
     assert torch.allclose(out["utterance_mean"][0, 0, :2], visible_mean)
     losses = trivial_losses([batch], 3)
-    assert losses["interpolation"] < losses["utterance_mean"] < losses["zeros"]
+    assert losses["interpolation"] < losses["copy"] < losses["utterance_mean"] < losses["zeros"]
+
+
+def test_copy_takes_the_nearest_visible_frame():
+    targets = torch.arange(8, dtype=torch.float32)[None, :, None]  # (1, 8, 1): frame t holds t
+    visible = torch.tensor([[True, False, False, False, True, False, False, False]])
+    copied = copy_nearest(targets, visible)[0, :, 0].tolist()
+    # frame 1 is nearer frame 0, 3 nearer 4, 2 halfway (the earlier one), 5-7 after the last visible
+    assert copied == [0, 0, 0, 4, 4, 4, 4, 4]
 
 
 def test_the_log_compares_the_model_with_trivial_predictors(tmp_path):
     outcome = run_pretrain.main(["-u", "aalbert_3L", "-p", str(tmp_path / "run"), *[a for o in TINY for a in ("-o", o)],
                                  "-o", "runner.total_steps=2", "-o", "runner.save_step=2"])
-    assert set(outcome.dev_baselines) == {"zeros", "utterance_mean", "interpolation"}
+    assert set(outcome.dev_baselines) == {"zeros", "utterance_mean", "copy", "interpolation"}
     assert all(0 < value < 5 for value in outcome.dev_baselines.values())
     log = (tmp_path / "run" / "train.log").read_text()
     assert "held-out masked L1 of trivial predictors: zeros" in log and "best trivial predictor: interpolation" in log
