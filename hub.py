@@ -72,7 +72,8 @@ def mel(ckpt: Optional[str] = None, **options: Any) -> Upstream:
 
 
 def wav2vec2_base(ckpt: Optional[str] = None, **options: Any) -> TorchaudioUpstream:
-    """wav2vec 2.0 Base from torchaudio (WAV2VEC2_BASE, LibriSpeech 960 h; 12 layers, 768 hidden, 20 ms frames); 13 hidden states."""
+    """wav2vec 2.0 Base from torchaudio (WAV2VEC2_BASE, LibriSpeech 960 h; 12 layers, 768 hidden,
+    20 ms frames); 13 hidden states."""
     return build_upstream("wav2vec2_base", ckpt, **options)
 
 
@@ -92,8 +93,17 @@ def from_checkpoint(ckpt: str, **options: Any) -> Upstream:
 
 
 ENTRIES = (
-    "aalbert_3L", "aalbert_6L", "aalbert_12L", "mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "fbank", "mel",
-    "wav2vec2_base", "hubert_base", "wavlm_base_plus",
+    "aalbert_3L",
+    "aalbert_6L",
+    "aalbert_12L",
+    "mockingjay_3L",
+    "mockingjay_6L",
+    "mockingjay_12L",
+    "fbank",
+    "mel",
+    "wav2vec2_base",
+    "hubert_base",
+    "wavlm_base_plus",
 )
 __all__ = [*ENTRIES, "from_checkpoint"]
 
@@ -107,7 +117,7 @@ def _describe_entries() -> str:
 
 def _export_main(argv: list[str]) -> None:
     """``python hub.py export -k OUR.ckpt -o FILE``: write our checkpoint in s3prl's format."""
-    from upstream.export_s3prl import S3PRL_VERSION, export_s3prl
+    from upstream.s3prl.export import S3PRL_VERSION, export_s3prl
     from utility.cli import ArgumentParser
 
     parser = ArgumentParser(
@@ -147,7 +157,9 @@ def _main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("name", nargs="?", help="upstream name (omit to list them)")
     parser.add_argument("audio", nargs="*", help="wav/flac files")
     parser.add_argument("-k", "--ckpt", help="checkpoint (ours or s3prl's)")
-    parser.add_argument("--pretrained", action="store_true", help="list the published checkpoints and the entries they load under")
+    parser.add_argument(
+        "--pretrained", action="store_true", help="list the published checkpoints and the entries they load under"
+    )
     args = parser.parse_intermixed_args(argv)
     if args.pretrained:
         print(catalogue_table())

@@ -22,7 +22,7 @@ from downstream.upstream_file import ALLOW_FLAG
 from upstream import entry_names
 from utility.cli import ArgumentParser, run_cli
 from utility.cpu_allocator import keep_freed_memory_for_reuse
-from utility.training import SKIP_DAMAGED_FLAG
+from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG
 
 
 def _tasks_line(tasks_dir: Path) -> str:

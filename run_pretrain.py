@@ -26,7 +26,7 @@ from pretrain.trainer import PretrainOutcome
 from upstream import entry_names
 from utility.cli import ArgumentParser, run_cli
 from utility.cpu_allocator import keep_freed_memory_for_reuse
-from utility.training import SKIP_DAMAGED_FLAG
+from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG
 
 
 MEMORY_HINT = (

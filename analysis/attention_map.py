@@ -38,7 +38,9 @@ def attention_map(model: Upstream, wav: torch.Tensor, layer: int, head: Optional
     return weights.mean(0) if head is None else weights[head]
 
 
-def plot_attention_map(model: Upstream, wav: torch.Tensor, layer: int, head: Optional[int], path: str | Path, title: str = "") -> Path:
+def plot_attention_map(
+    model: Upstream, wav: torch.Tensor, layer: int, head: Optional[int], path: str | Path, title: str = ""
+) -> Path:
     weights = attention_map(model, wav, layer, head)
     step = model.downsample_rate / model.config.frontend.sample_rate  # seconds per output frame
     span = weights.shape[0] * step
@@ -47,9 +49,7 @@ def plot_attention_map(model: Upstream, wav: torch.Tensor, layer: int, head: Opt
     mel = FeatureExtractor(mel_config)([wav]).inputs[0]
     mel = mel[: round(span / (mel_config.hop_length / mel_config.sample_rate))]
 
-    figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=FIGURE_SIZE, sharex=True, height_ratios=[3, 1], layout="constrained"
-    )
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=FIGURE_SIZE, sharex=True, height_ratios=[3, 1], layout="constrained")
     image = top.imshow(weights.numpy(), origin="lower", aspect="auto", cmap="viridis", extent=(0, span, 0, span))
     top.set_ylabel("query time (s)")
     head_name = "mean over heads" if head is None else f"head {head}"

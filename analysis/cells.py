@@ -23,8 +23,8 @@ from downstream.probe_checkpoint import BEST, RunSpec, read_probe_checkpoint
 from downstream.runner import RESULTS
 from downstream.settings import load_task_config
 from upstream import Upstream, build_upstream, get_entry
+from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG, CheckpointKeeper
 from utility.experiment_lock import ExperimentLock
-from utility.training import SKIP_DAMAGED_FLAG, CheckpointKeeper
 
 
 

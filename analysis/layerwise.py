@@ -6,8 +6,9 @@ weighted sum, for one or more upstreams and tasks.
 
 Writes ``results.csv``/``results.json`` (one row per upstream, task and layer; the weighted
 sum is layer ``weighted_sum``), ``layerwise.png`` (test metric against layer, one line per
-upstream) and ``layer_weights.png`` (the weighted-sum probes' learned weights, for upstreams with more than one hidden state). Each probe is
-a resumable cell under ``OUTDIR/cells``; the upstream runs once per utterance (cached).
+upstream) and ``layer_weights.png`` (the weighted-sum probes' learned weights, for upstreams
+with more than one hidden state). Each probe is a resumable cell under ``OUTDIR/cells``; the
+upstream runs once per utterance (cached).
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def write_layerwise(done: Sequence[tuple[Cell, dict[str, Any]]], cells_root: Pat
     rows = [result_row(cell, results) for cell, results in done]
     csv_path, json_path = write_table(rows, outdir, "results")
     # A single hidden state (feature baselines) always gets weight 1: nothing to show.
-    learned = {(cell.task, cell.upstream.label): learned_layer_weights(cell, cells_root) for cell, _ in done if cell.layer is None}
+    learned = {
+        (cell.task, cell.upstream.label): learned_layer_weights(cell, cells_root) for cell, _ in done if cell.layer is None
+    }
     weights = {key: values for key, values in learned.items() if len(values) > 1}
     paths = {"csv": csv_path, "json": json_path, "layerwise": plot_layerwise(rows, outdir / "layerwise.png")}
     if weights:

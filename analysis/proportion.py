@@ -19,7 +19,9 @@ from typing import Any, Optional, Sequence
 from downstream.subset import check_proportion
 from utility.cli import ArgumentParser, run_cli
 
-from .cells import Cell, UpstreamChoice, add_probe_arguments, own_outdir, parse_upstreams, result_row, run_cells, settings_from_args
+from .cells import (
+    Cell, UpstreamChoice, add_probe_arguments, own_outdir, parse_upstreams, result_row, run_cells, settings_from_args,
+)
 from .plotting import plt, save_figure
 from .tables import write_table
 
@@ -42,7 +44,9 @@ def plot_proportions(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     for panel, task in zip(panels[0], tasks):
         metric = next(row["metric"] for row in rows if row["task"] == task)
         for upstream in upstreams:
-            points = sorted((row["train_proportion"], row["test"]) for row in rows if row["task"] == task and row["upstream"] == upstream)
+            points = sorted(
+                (row["train_proportion"], row["test"]) for row in rows if row["task"] == task and row["upstream"] == upstream
+            )
             if points:
                 x, y = zip(*points)
                 panel.plot(x, y, marker="o", label=upstream)
@@ -75,7 +79,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Path]:
     choices = parse_upstreams(args.upstreams)
     cells_root = args.outdir / "cells"
     with own_outdir(args.outdir):
-        done = run_cells(choices, lambda choice, _: proportion_cells(args.tasks, choice, args.proportions), cells_root, settings_from_args(args))
+        cells = lambda choice, _: proportion_cells(args.tasks, choice, args.proportions)
+        done = run_cells(choices, cells, cells_root, settings_from_args(args))
         paths = write_proportions(done, args.outdir)
     print("\n".join(f"wrote {path}" for path in paths.values()))
     return paths

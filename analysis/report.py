@@ -29,7 +29,8 @@ from tqdm import tqdm
 from upstream import read_audio
 from upstream.audio import SAMPLE_RATE
 from utility.cli import ArgumentParser, run_cli
-from utility.corpus import DEMO_ROOT, find_utterances
+from corpora.index import find_utterances
+from corpora.root import DEMO_ROOT
 
 from .cells import (
     Cell,

@@ -46,10 +46,11 @@ from pretrain.runner import pretrain
 from pretrain.settings import stored_settings
 from pretrain.state import SECTION
 from upstream import Upstream, build_upstream
-from upstream.checkpoint import read_checkpoint_file
-from upstream.loading import read_upstream_checkpoint, save_upstream
+from upstream.checkpoint import save_upstream
+from upstream.files import read_upstream_checkpoint
+from utility.checkpoint_file import read_checkpoint_file
+from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, run_cli
-from utility.training import CheckpointKeeper
 
 from .cells import Cell, ProbeSettings, UpstreamChoice, own_outdir, result_row, run_cell
 from .layerwise import plot_layerwise
@@ -62,6 +63,7 @@ DEFAULT_PROBE_OVERRIDES = (
     "runner.total_steps=3000", "runner.eval_step=100", "runner.log_step=100", "runner.early_stopping_patience=5",
 )
 REPORT = "report.md"
+WEIGHTED_SUM_COLUMNS = ["family", "task", "metric", "pretrained", "random", "difference", "welch_95ci"]
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,8 @@ def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if not mine:
                 continue
             values = {kind: [row["test"] for row in mine if row["kind"] == kind] for kind in ("pretrained", "random")}
-            table.append({"family": family, "task": task, "metric": mine[0]["metric"], **compare(values["pretrained"], values["random"])})
+            comparison = compare(values["pretrained"], values["random"])
+            table.append({"family": family, "task": task, "metric": mine[0]["metric"], **comparison})
     return table
 
 
@@ -300,7 +303,7 @@ def write_report(plan: StudyPlan, command: str, curves: dict[str, dict[str, Any]
         "seed, probe seed). Mean +- sample standard deviation; difference of means with Welch's "
         "95 % interval.",
         "",
-        markdown_table(weighted_sum_table(rows), ["family", "task", "metric", "pretrained", "random", "difference", "welch_95ci"]),
+        markdown_table(weighted_sum_table(rows), WEIGHTED_SUM_COLUMNS),
         "",
         "## The families at equal width, depth and updates",
         "",

@@ -23,10 +23,13 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from downstream.frames import FrameGrid
-from downstream.phone_labels import read_phone_names
+from corpora.phone_splits import read_phone_names
 from upstream import Upstream, build_upstream, read_audio
 from utility.cli import ArgumentParser, run_cli
-from utility.corpus import DEMO_ROOT, Utterance, find_utterances, read_frame_labels
+from corpora.index import find_utterances
+from corpora.label_frames import read_frame_labels
+from corpora.root import DEMO_ROOT
+from corpora.utterance import Utterance
 
 from .phone_classes import broad_class_names
 from .plotting import plt, save_figure
@@ -44,7 +47,9 @@ def select_state(hidden_states: Sequence[torch.Tensor], layer: Optional[int]) ->
     return hidden_states[layer]
 
 
-def utterance_embeddings(model: Upstream, utterances: Sequence[Utterance], layer: Optional[int], batch_size: int = 8) -> np.ndarray:
+def utterance_embeddings(
+    model: Upstream, utterances: Sequence[Utterance], layer: Optional[int], batch_size: int = 8
+) -> np.ndarray:
     """(utterances, hidden) mean over each utterance's real frames."""
     pooled = []
     with torch.inference_mode():
@@ -89,7 +94,9 @@ def plot_points(points: np.ndarray, labels: Sequence[str], title: str, legend_ti
     return save_figure(figure, path)
 
 
-def plot_speaker_tsne(model: Upstream, utterances: Sequence[Utterance], layer: Optional[int], path: str | Path, seed: int = 0, title: str = "") -> Path:
+def plot_speaker_tsne(
+    model: Upstream, utterances: Sequence[Utterance], layer: Optional[int], path: str | Path, seed: int = 0, title: str = ""
+) -> Path:
     if len(utterances) < 5:
         raise ValueError(f"t-SNE needs at least 5 utterances, got {len(utterances)}")
     points = embed_2d(utterance_embeddings(model, utterances, layer), seed)
@@ -98,8 +105,13 @@ def plot_speaker_tsne(model: Upstream, utterances: Sequence[Utterance], layer: O
 
 
 def frame_embeddings(
-    model: Upstream, utterances: Sequence[Utterance], labels: dict[str, list[int]], layer: Optional[int],
-    max_frames: int, seed: int, batch_size: int = 8,
+    model: Upstream,
+    utterances: Sequence[Utterance],
+    labels: dict[str, list[int]],
+    layer: Optional[int],
+    max_frames: int,
+    seed: int,
+    batch_size: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n, hidden) frames drawn at random (``seed``) from all real frames, at most
     ``max_frames``, and (n,) the 10 ms label under each, aligned by :class:`FrameGrid`."""
@@ -124,15 +136,24 @@ def frame_embeddings(
 
 
 def plot_phone_tsne(
-    model: Upstream, utterances: Sequence[Utterance], labels: dict[str, list[int]], phone_names: list[str],
-    layer: Optional[int], path: str | Path, max_frames: int = 2000, seed: int = 0, title: str = "",
+    model: Upstream,
+    utterances: Sequence[Utterance],
+    labels: dict[str, list[int]],
+    phone_names: list[str],
+    layer: Optional[int],
+    path: str | Path,
+    max_frames: int = 2000,
+    seed: int = 0,
+    title: str = "",
 ) -> Path:
     vectors, classes = frame_embeddings(model, utterances, labels, layer, max_frames, seed)
     if len(vectors) < 5:
         raise ValueError(f"t-SNE needs at least 5 frames, got {len(vectors)}")
     broad = np.asarray(broad_class_names(phone_names))[classes]
     layer_name = "average of all hidden states" if layer is None else f"hidden state {layer}"
-    return plot_points(embed_2d(vectors, seed), list(broad), title or f"{len(vectors)} frames, {layer_name}", "broad phone class", path)
+    return plot_points(
+        embed_2d(vectors, seed), list(broad), title or f"{len(vectors)} frames, {layer_name}", "broad phone class", path
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> Path:
@@ -142,7 +163,12 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--root", default=str(DEMO_ROOT), help="LibriSpeech-layout corpus (default: demo data)")
     parser.add_argument("--subsets", nargs="+", default=["train-clean-100"])
     parser.add_argument("--layer", default="average", help="hidden-state index (0 = input), or 'average'")
-    parser.add_argument("--level", choices=["utterance", "frame"], default="utterance", help="utterance: coloured by speaker; frame: by broad phone class")
+    parser.add_argument(
+        "--level",
+        choices=["utterance", "frame"],
+        default="utterance",
+        help="utterance: coloured by speaker; frame: by broad phone class",
+    )
     parser.add_argument("--max-frames", type=int, default=2000, help="frame level: frames drawn at random (seeded)")
     parser.add_argument("--labels", help="frame level: 10 ms label dir (default ROOT/alignments, SUBSET.frames.txt)")
     parser.add_argument("--phones", help="frame level: 'name index' phone list (default ROOT/phones.txt)")

@@ -3,8 +3,8 @@
 A task folder ``downstream/<task>/`` holds:
 
 - ``config.yaml`` with sections ``runner``, ``optimizer``, ``data`` and ``expert``;
-- ``dataset.py`` defining ``build_datasets(config: dict, grid: FrameGrid) -> TaskData``
-  (it receives only the ``data`` section);
+- ``dataset.py`` defining ``build_datasets(config: DataConfig, grid: FrameGrid) -> TaskData``
+  (it receives only the ``data`` section, typed by its ``DataConfig`` dataclass);
 - ``expert.py`` defining ``class DownstreamExpert(Expert)`` (it receives only the ``expert``
   section).
 
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from upstream import read_audio
-from upstream.config import dataclass_from_dict
+from utility.typed_config import dataclass_from_dict
 
 from .frames import FrameGrid
 

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from utility.process_group import init_distributed
+
 from . import experiment
 from .inference import format_predictions, load_probe, predict_files
 from .probe_checkpoint import RunSpec, read_located_checkpoint
 from .upstream_file import check_upstream_file
-from utility.training import init_distributed
 
 DEFAULT_ROOT = Path("result") / "downstream"
 

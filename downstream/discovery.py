@@ -4,7 +4,8 @@ The core never lists tasks: any folder holding these files is one. A folder hold
 them but not all is an error naming the folder, and so is an ``expert.py`` without a
 ``DownstreamExpert(Expert)`` class or a ``dataset.py`` without ``build_datasets``.
 ``dataset.py`` may also name its ``data`` section's dataclass ``DataConfig``; then every data
-key has its default there and the task's YAML states only what differs.
+key has its default there, the task's YAML states only what differs, and ``build_datasets``
+receives the section as a ``DataConfig`` (without one, as a dict).
 
 A *variant* is a folder holding only a ``config.yaml`` whose first key is ``extends: TASK``:
 it runs TASK's code with TASK's config, then its own on top (``phone_1hidden`` is
@@ -25,9 +26,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from utility.config import load_yaml
+from utility.typed_config import dataclass_from_dict
 
 from .base import Expert, TaskData
 from .frames import FrameGrid
@@ -45,13 +47,20 @@ class Task:
     name: str
     folder: Path
     expert_class: type[Expert]
-    build_datasets: Callable[[dict, FrameGrid], TaskData]
+    build_datasets: Callable[[Any, FrameGrid], TaskData]
     data_config_class: Optional[type] = None
     config_files: tuple[Path, ...] = ()  # the base task's first, for a variant
 
     @property
     def config_path(self) -> Path:
         return self.folder / "config.yaml"
+
+    def data_section(self, data: dict[str, Any]) -> Any:
+        """The ``data`` section as ``build_datasets`` receives it: a ``DataConfig`` when the task
+        declares one (as ``Expert`` receives its typed ``expert`` section), else the dict."""
+        if self.data_config_class is None:
+            return data
+        return dataclass_from_dict(self.data_config_class, data, "data")
 
 
 def task_folders(tasks_dir: Path = TASKS_DIR) -> dict[str, Path]:

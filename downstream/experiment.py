@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from upstream import Upstream, get_entry
+from utility.checkpoint_keeper import experiment_of
 from utility.config import apply_overrides
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
-from utility.training import DistributedContext, cleanup_distributed, experiment_of, init_distributed
+from utility.process_group import DistributedContext, cleanup_distributed, init_distributed
 
 from .discovery import TASKS_DIR, load_task
 from .probe_checkpoint import RunSpec, read_located_checkpoint

@@ -43,11 +43,11 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
+from corpora.label_frames import resampled_length
 from upstream import Upstream
-from upstream.integrity import file_sha256, tensor_checksum
+from utility.integrity import file_sha256, tensor_checksum
 
 from .base import Batch, Example, ProbeDataset
-from .frames import resampled_length
 
 MODES = ("auto", "memory", "disk", "off")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}

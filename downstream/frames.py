@@ -22,16 +22,8 @@ from typing import Sequence
 
 import torch
 
+from corpora.label_frames import LABEL_HOP, TOLERANCE
 from upstream import Upstream
-from upstream.audio import SAMPLE_RATE
-
-LABEL_HOP = 160  # samples per 10 ms label frame at 16 kHz
-TOLERANCE = 1  # label frames of mismatch accepted at the end of an utterance
-
-
-def resampled_length(num_samples: int, sample_rate: int, target_rate: int = SAMPLE_RATE) -> int:
-    """Samples a file of ``num_samples`` at ``sample_rate`` has once resampled as ``read_audio`` does."""
-    return math.ceil(num_samples * target_rate / sample_rate)
 
 
 class FrameGrid:

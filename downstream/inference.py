@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from upstream import read_audio
 from upstream.audio import check_waveforms
-from utility.training import seed_everything
+from utility.randomness import seed_everything
 
 from .discovery import TASKS_DIR, load_task
 from .probe import ProbeModel

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from upstream.checkpoint import read_checkpoint_file
-from utility.training import CheckpointKeeper, read_newest_intact
+from utility.checkpoint_file import read_checkpoint_file
+from utility.checkpoint_keeper import CheckpointKeeper, read_newest_intact
 
 FORMAT = "downstream-probe"
 VERSION = 1
@@ -51,37 +51,20 @@ class RunSpec:
         return self.upstream if self.upstream is not None else Path(self.upstream_ckpt).stem
 
 
-def _candidates(folder: Path, prefer_best: bool) -> list[Path]:
-    """The checkpoints of a folder in the order they are tried: best.ckpt (``prefer_best``),
-    then the step checkpoints, newest first."""
-    steps = [step_path for _, step_path in CheckpointKeeper(folder).step_checkpoints()]
-    return [path for path in ([folder / BEST] if prefer_best else []) + steps[::-1] if path.is_file()]
-
-
-def locate_checkpoint(path: str | Path, prefer_best: bool) -> Path:
-    """A checkpoint file, or an experiment folder: its ``best.ckpt`` (``prefer_best``) or its
-    newest step checkpoint."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"no experiment folder or checkpoint at {path}")
-    candidates = _candidates(path, prefer_best)
-    if not candidates:
-        raise FileNotFoundError(f"{path} holds no probe checkpoint ({BEST} or {CheckpointKeeper.PREFIX}-*.ckpt); was it trained?")
-    return candidates[0]
-
-
 def read_located_checkpoint(
     path: str | Path, prefer_best: bool, skip_damaged: bool = False, set_aside: bool = False
 ) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint :func:`locate_checkpoint` finds, read. In a folder, a damaged one is
-    named with the newest intact one offered; ``skip_damaged`` uses that one instead (and
-    ``set_aside`` renames the damaged ones, see ``utility.training.read_newest_intact``)."""
-    first = locate_checkpoint(path, prefer_best)
-    if first == Path(path):
-        return first, read_probe_checkpoint(first)
-    return read_newest_intact(_candidates(Path(path), prefer_best), read_probe_checkpoint, skip_damaged, set_aside)
+    """A probe checkpoint file, or an experiment folder's newest intact one: its ``best.ckpt``
+    (``prefer_best``) or its newest step checkpoint (see
+    ``utility.checkpoint_keeper.read_newest_intact`` for damaged ones and ``skip_damaged``)."""
+    return read_newest_intact(
+        path,
+        read_probe_checkpoint,
+        prefer_best=prefer_best,
+        skip_damaged=skip_damaged,
+        set_aside=set_aside,
+        none_found=f"{{folder}} holds no probe checkpoint ({BEST} or {CheckpointKeeper.PREFIX}-*.ckpt); was it trained?",
+    )
 
 
 def read_probe_checkpoint(path: str | Path) -> dict[str, Any]:

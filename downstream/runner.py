@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -23,10 +22,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from upstream import Upstream, build_upstream
-from utility.audio_check import AudioScreen, screening
+from corpora.audio_check import AudioScreen, screening
 from utility.interrupt import TrainingInterrupted, ignore_interrupts_in_worker, stop_requested
-from utility.training import LOG_DIR, CheckpointKeeper, DistributedContext, UpdateStep, linear_warmup_decay, mixed_precision
-from utility.training import capture_rng_state, restore_rng_state, seed_everything
+from utility.atomic_write import write_text_atomic
+from utility.checkpoint_keeper import CheckpointKeeper
+from utility.precision import mixed_precision
+from utility.process_group import DistributedContext
+from utility.schedule import linear_warmup_decay
+from utility.update_step import LOG_DIR, UpdateStep
+from utility.randomness import capture_rng_state, restore_rng_state, seed_everything
 
 from .base import Expert, ProbeDataset, TaskData, UpstreamInfo
 from .batches import epoch_batches, eval_batches
@@ -65,10 +69,8 @@ def stored_weights(spec: RunSpec, model: ProbeModel) -> dict[str, dict[str, torc
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    """Written to a temporary name, then renamed: a reader never sees half a file."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temp, path)
+    """Written atomically: a reader never sees half a file."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 class Runner:
@@ -101,7 +103,7 @@ class Runner:
         self.upstream_file = upstream_record(spec.upstream_ckpt)
         # Unusable audio is found while the task indexes its corpus, before any update.
         with screening(AudioScreen(self.runner_config.on_unreadable, upstream.min_samples, "runner.on_unreadable")):
-            self.data: TaskData = self.task.build_datasets(spec.config["data"], FrameGrid(upstream))
+            self.data: TaskData = self.task.build_datasets(self.task.data_section(spec.config["data"]), FrameGrid(upstream))
         self.train_indices = proportion_subset(self.data.train.classes, self.runner_config.train_proportion, spec.seed)
         self.model = build_probe(spec, self.task, upstream, self.data.label_names)
         self.precision = mixed_precision(context.device)
@@ -251,7 +253,9 @@ class Runner:
         started = time.monotonic()
         self.model.train()
         while self.step < config.total_steps and not self.stopped_early:
-            plan = epoch_batches(len(train_set), config.batch_size, self.spec.seed, self.epoch, self.context.rank, self.context.world_size)
+            plan = epoch_batches(
+                len(train_set), config.batch_size, self.spec.seed, self.epoch, self.context.rank, self.context.world_size
+            )
             for batch in self.loader(train_set, plan[self.batch_in_epoch :]):
                 self.batch_in_epoch += 1
                 micro += 1
@@ -273,7 +277,9 @@ class Runner:
                 if self.step % config.log_step == 0:
                     metrics = self.expert.summarize(stats)
                     self.train_loss = metrics.get("loss", float(output.loss.detach()))
-                    self.write_scalars(writer, "train", {**metrics, "grad_norm": grad_norm, "lr": self.update.scheduler.get_last_lr()[0]})
+                    self.write_scalars(
+                        writer, "train", {**metrics, "grad_norm": grad_norm, "lr": self.update.scheduler.get_last_lr()[0]}
+                    )
                     bar.set_postfix(loss=f"{self.train_loss:.3f}")
                     stats = {}
                 evaluate = self.step % config.eval_step == 0 or self.step == config.total_steps
@@ -311,11 +317,20 @@ class Runner:
             self.keeper.save(self.payload(metrics), self.step, metric)
             if evaluate:
                 self.write_scalars(writer, "dev", metrics)
-                self.write_scalars(writer, "featurizer", {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())})
-                best = "best so far" if self.keeper.best_step == self.step else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
+                self.write_scalars(
+                    writer, "featurizer", {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())}
+                )
+                best = (
+                    "best so far"
+                    if self.keeper.best_step == self.step
+                    else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
+                )
                 self.log(f"step {self.step}: dev {self.expert.metric} {metric:.4f} ({best})")
                 if self.stopped_early:
-                    self.log(f"step {self.step}: no dev improvement in {patience} evaluations; training stops (early_stopping_patience)")
+                    self.log(
+                        f"step {self.step}: no dev improvement in {patience} evaluations; "
+                        "training stops (early_stopping_patience)"
+                    )
         # Other processes read best.ckpt from disk at the end: they only wait for it here.
         self.context.barrier()
 
@@ -359,7 +374,8 @@ class Runner:
             if results.get("learned") is False:
                 self.log(
                     f"warning: the probe did not learn: dev loss {results['dev']['loss']:.3f} is within "
-                    f"{100 * (1 - LEARNED_FRACTION):.0f} % of chance (ln {len(self.expert.label_names)} = {results['chance_loss']:.3f}); "
+                    f"{100 * (1 - LEARNED_FRACTION):.0f} % of chance "
+                    f"(ln {len(self.expert.label_names)} = {results['chance_loss']:.3f}); "
                     "train longer, raise optimizer.lr, or check the features' scale (see downstream/README.md)"
                 )
             write_json(results, self.expdir / RESULTS)
@@ -399,4 +415,3 @@ def add_stats(total: dict[str, float], stats: dict[str, float]) -> None:
     """Sum one batch's (or one process's) statistics into ``total``."""
     for name, value in stats.items():
         total[name] = total.get(name, 0.0) + float(value)
-

@@ -14,10 +14,10 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from upstream.config import check_choice, dataclass_from_dict
-from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
+from utility.typed_config import check_choice, dataclass_from_dict
+from corpora.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, defaults, load_yaml, merge_strict, rename_keys
-from utility.training import LoopConfig
+from utility.update_step import LoopConfig
 
 from .discovery import Task
 from .feature_cache import DTYPES as CACHE_DTYPES
@@ -58,7 +58,7 @@ class RunnerConfig(LoopConfig):
     feature_cache_dir: Optional[str] = None  # disk stores live here (None: EXPDIR/feature_cache); share it across runs
     feature_cache_dtype: str = "float16"  # storage precision: float16, bfloat16 or float32
     feature_cache_memory_gb: float = 4.0  # auto: the most a memory cache may hold
-    on_unreadable: str = "stop"  # unusable audio (unreadable, empty, too short, not mono, NaN/inf): stop, or skip (warn, naming each file)
+    on_unreadable: str = "stop"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,7 +71,8 @@ class RunnerConfig(LoopConfig):
                 raise ValueError(f"runner.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.num_workers < 0 or self.early_stopping_patience < 0:
             raise ValueError(
-                f"runner.num_workers and early_stopping_patience must be >= 0, got {self.num_workers} and {self.early_stopping_patience}"
+                "runner.num_workers and early_stopping_patience must be >= 0, "
+                f"got {self.num_workers} and {self.early_stopping_patience}"
             )
         check_choice("runner.on_unreadable", self.on_unreadable, UNREADABLE_ACTIONS)
         self.train_proportion = check_proportion(self.train_proportion)

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from upstream.integrity import file_sha256
+from utility.integrity import file_sha256
 
 RECORD_KEY = "upstream_file"
 ALLOW_FLAG = "--allow-upstream-change"

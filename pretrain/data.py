@@ -21,8 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from upstream.audio import read_audio
 from upstream.frontend import FeatureExtractor
-from utility.audio_check import AudioScreen
-from utility.corpus import DEMO_ROOT, Utterance, find_utterances
+from corpora.audio_check import AudioScreen
+from corpora.index import find_utterances
+from corpora.root import DEMO_ROOT
+from corpora.utterance import Utterance
 from utility.interrupt import ignore_interrupts_in_worker
 
 from .masking import mask_frames

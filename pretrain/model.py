@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from upstream.config import EncoderConfig
 from upstream.encoder import TransformerEncoder
-from upstream.s3prl_checkpoint import rename_gamma_beta
+from upstream.s3prl.keys import rename_gamma_beta
 
 # s3prl's SpecHead (pretraining head) key -> our PredictionHead key.
 S3PRL_HEAD_KEYS = {"dense": "dense", "LayerNorm": "norm", "output": "output"}

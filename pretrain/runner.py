@@ -12,7 +12,8 @@ from tqdm import tqdm
 from utility.config import apply_overrides
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
-from utility.training import CheckpointKeeper, cleanup_distributed, experiment_of, init_distributed
+from utility.checkpoint_keeper import CheckpointKeeper, experiment_of
+from utility.process_group import cleanup_distributed, init_distributed
 
 from .settings import RENAMED, PretrainSettings, load_settings, stored_settings
 from .state import SECTION, read_resume_checkpoint
@@ -96,7 +97,9 @@ def pretrain(
                  settings.upstream, context.world_size, context.device)
         if checkpoint is None and settings.runner.max_minutes > 0:
             if context.is_distributed:
-                raise ValueError("runner.max_minutes needs one process (each would measure its own step time); set runner.total_steps")
+                raise ValueError(
+                    "runner.max_minutes needs one process (each would measure its own step time); set runner.total_steps"
+                )
             trainer.calibrate_total_steps(settings.runner.max_minutes)
             (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
         with stop_at_step_boundary():

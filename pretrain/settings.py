@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from upstream import UpstreamConfig, get_entry
-from upstream.config import check_choice, dataclass_from_dict
-from utility.audio_check import ACTIONS as UNREADABLE_ACTIONS
+from utility.typed_config import check_choice, dataclass_from_dict
+from corpora.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.config import apply_overrides, load_yaml, merge_strict, rename_keys
-from utility.training import LoopConfig
+from utility.update_step import LoopConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
 # Keys renamed when both runners took s3prl's names: old name -> new name. Old command lines,
@@ -39,9 +39,11 @@ RENAMED = {
 class CorpusSettings:
     root: Optional[str] = None  # LibriSpeech-layout folder; None: the demo corpus in data/demo
     subsets: list[str] = field(default_factory=lambda: ["train-clean-100"])  # training subsets under root
-    dev_subsets: list[str] = field(default_factory=lambda: ["dev-clean"])  # held-out subsets for the masked L1 that picks best.ckpt ([]: none)
+    dev_subsets: list[str] = field(
+        default_factory=lambda: ["dev-clean"]
+    )  # held-out subsets for the masked L1 that picks best.ckpt ([]: none)
     dev_utterances: int = 32  # the first N held-out utterances (by id) form the dev set
-    on_unreadable: str = "skip"  # unusable audio (unreadable, empty, too short, not mono, NaN/inf): skip (warn, naming each file) or stop
+    on_unreadable: str = "skip"
 
     def __post_init__(self) -> None:
         check_choice("corpus.on_unreadable", self.on_unreadable, UNREADABLE_ACTIONS)
@@ -102,12 +104,14 @@ class OptimizerSettings:
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or not 0 <= self.warmup_proportion <= 1:
-            raise ValueError(f"optimizer.lr must be > 0 (got {self.lr}) and warmup_proportion in [0, 1] (got {self.warmup_proportion})")
+            raise ValueError(
+                f"optimizer.lr must be > 0 (got {self.lr}) and warmup_proportion in [0, 1] (got {self.warmup_proportion})"
+            )
 
 
 @dataclass
 class RunnerSettings(LoopConfig):
-    """The loop: s3prl's key names, shared with the probing runner (``utility.training.LoopConfig``).
+    """The loop: s3prl's key names, shared with the probing runner (``utility.update_step.LoopConfig``).
     At every ``save_step`` (and at the end) the held-out masked L1 is measured and a checkpoint
     written; ``best.ckpt`` is the one with the lowest held-out L1."""
 
@@ -205,9 +209,7 @@ def default_settings_dict(upstream: str) -> dict[str, Any]:
     return data
 
 
-def load_settings(
-    upstream: str, config_file: Optional[str | Path] = None, overrides: Sequence[str] = ()
-) -> PretrainSettings:
+def load_settings(upstream: str, config_file: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> PretrainSettings:
     """Settings for pretraining ``upstream`` (a registered name), with a user YAML and overrides."""
     data = default_settings_dict(upstream)
     if config_file is not None:

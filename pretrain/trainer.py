@@ -40,9 +40,13 @@ from .model import MaskedAcousticModel, recompute_layers_in_backward
 from .settings import PretrainSettings
 from .state import SECTION
 from .visualize import reconstruction_figure
-from utility.training import LOG_DIR, CheckpointKeeper, DistributedContext, UpdateStep, linear_warmup_decay, mixed_precision
+from utility.checkpoint_keeper import CheckpointKeeper
+from utility.precision import mixed_precision
+from utility.process_group import DistributedContext
+from utility.schedule import linear_warmup_decay
+from utility.update_step import LOG_DIR, UpdateStep
 from utility.interrupt import TrainingInterrupted, stop_requested
-from utility.training import capture_rng_state, restore_rng_state
+from utility.randomness import capture_rng_state, restore_rng_state
 
 log = logging.getLogger("pretrain")
 

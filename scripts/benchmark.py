@@ -90,7 +90,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each waveform")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--keep-glibc-defaults", action="store_true", help="leave glibc malloc untuned (see utility/cpu_allocator.py)")
+    parser.add_argument(
+        "--keep-glibc-defaults", action="store_true", help="leave glibc malloc untuned (see utility/cpu_allocator.py)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -102,7 +104,10 @@ def main() -> None:
         return
 
     results = []
-    print(f"{'model':16s} {'precision':9s} {'batch':>5s} {'time s':>8s} {'RTF':>7s} {'build+1st s':>11s} {'peak GB':>8s} {'max |bf16-fp32|':>15s}")
+    print(
+        f"{'model':16s} {'precision':9s} {'batch':>5s} {'time s':>8s} {'RTF':>7s} {'build+1st s':>11s} {'peak GB':>8s} "
+        f"{'max |bf16-fp32|':>15s}"
+    )
     for model in [args.ckpt] if args.ckpt else args.models:
         for precision in args.precision:
             for batch in args.batch_sizes:
@@ -113,10 +118,11 @@ def main() -> None:
                 output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
                 result = json.loads(output.strip().splitlines()[-1])
                 results.append(result)
+                deviation = result["max_abs_deviation_vs_float32"]
                 print(
                     f"{Path(str(result['model'])).name[:16]:16s} {precision:9s} {batch:5d} {result['seconds']:8.3f} "
                     f"{result['rtf']:7.4f} {result['build_and_first_feature_s']:11.2f} {result['peak_rss_gb']:8.2f} "
-                    f"{'' if result['max_abs_deviation_vs_float32'] is None else format(result['max_abs_deviation_vs_float32'], '15.4f')}",
+                    f"{'' if deviation is None else format(deviation, '15.4f')}",
                     flush=True,
                 )
     if args.json:

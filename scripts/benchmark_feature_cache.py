@@ -63,15 +63,28 @@ def main() -> None:
             for task in args.tasks:
                 cached = run_probe(upstream, task, args.steps, "auto", args.root, args.threads, workdir)
                 plain = run_probe(upstream, task, uncached_steps, "off", args.root, args.threads, workdir)
-                same = cached if uncached_steps == args.steps else run_probe(upstream, task, uncached_steps, "auto", args.root, args.threads, workdir)
+                same = (
+                    cached
+                    if uncached_steps == args.steps
+                    else run_probe(upstream, task, uncached_steps, "auto", args.root, args.threads, workdir)
+                )
                 plain_full = plain["seconds"] * args.steps / uncached_steps
                 row = {
-                    "upstream": upstream, "task": task, "steps": args.steps, "cached_s": cached["seconds"],
-                    "uncached_s": round(plain_full, 1), "uncached_extrapolated": uncached_steps != args.steps,
-                    "speed-up": round(plain_full / cached["seconds"], 1), "metric": cached["metric"],
-                    "cached_dev": cached["dev"], "cached_test": cached["test"],
-                    "compared_at_steps": uncached_steps, "same_steps_cached_test": same["test"], "uncached_test": plain["test"],
-                    "same_steps_cached_dev": same["dev"], "uncached_dev": plain["dev"],
+                    "upstream": upstream,
+                    "task": task,
+                    "steps": args.steps,
+                    "cached_s": cached["seconds"],
+                    "uncached_s": round(plain_full, 1),
+                    "uncached_extrapolated": uncached_steps != args.steps,
+                    "speed-up": round(plain_full / cached["seconds"], 1),
+                    "metric": cached["metric"],
+                    "cached_dev": cached["dev"],
+                    "cached_test": cached["test"],
+                    "compared_at_steps": uncached_steps,
+                    "same_steps_cached_test": same["test"],
+                    "uncached_test": plain["test"],
+                    "same_steps_cached_dev": same["dev"],
+                    "uncached_dev": plain["dev"],
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -79,7 +79,7 @@ def measure(
     from pretrain.masking import mask_frames, masked_l1
     from pretrain.model import MaskedAcousticModel, recompute_layers_in_backward
     from pretrain.settings import load_settings
-    from utility.training import mixed_precision
+    from utility.precision import mixed_precision
 
     config = get_entry(name).preset()
     if setup == "s3prl":
@@ -216,23 +216,32 @@ def run_in_subprocess(
         command.append("--s3prl-worker")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        return {"model": name, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+        error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        return {"model": name, "error": error}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=None, help=f"presets (default: all of {PRESETS})")
-    parser.add_argument("--setup", choices=["preset", "s3prl"], default="preset",
-                        help="preset: the model as named (160-dim, R = 3); s3prl: R = 1, 80-dim in and out")
+    parser.add_argument(
+        "--setup",
+        choices=["preset", "s3prl"],
+        default="preset",
+        help="preset: the model as named (160-dim, R = 3); s3prl: R = 1, 80-dim in and out",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--frames", type=int, default=None, help="frames per utterance (default 1000; s3prl: 1001)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--allocator", choices=["default", "tuned"], default="tuned",
-                        help="tuned (as run_pretrain.py): glibc malloc keeps freed blocks for reuse, "
-                        "see utility/cpu_allocator.py; default: glibc as it comes")
+    parser.add_argument(
+        "--allocator",
+        choices=["default", "tuned"],
+        default="tuned",
+        help="tuned (as run_pretrain.py): glibc malloc keeps freed blocks for reuse, "
+        "see utility/cpu_allocator.py; default: glibc as it comes",
+    )
     parser.add_argument("--recompute", action="store_true", help="activation checkpointing (runner.activation_checkpointing)")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (runner.cpu_bf16)")
     parser.add_argument("--s3prl-python", help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
@@ -240,7 +249,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--width", type=int, nargs="+", default=[0],
                         help="encoder widths to time (heads of 64, FFN 4 x width; 0: the preset's), e.g. 256 768")
     parser.add_argument("--optimizer", nargs="+", choices=sorted(OPTIMIZERS), default=["loop"],
-                        help="AdamW implementations to time side by side (loop: torch's CPU default; the trainer uses fused)")
+                        help="AdamW implementations to time side by side (loop: torch's CPU default, the trainer's)")
     parser.add_argument("--corpus", help="also time a DataLoader worker's share of an update (audio, front end, "
                         "masks) on this LibriSpeech-layout corpus, batch 8, one thread")
     parser.add_argument("--json", help="also write the results to this file")

@@ -48,11 +48,11 @@ def main() -> None:
         for kind in ("frames", "segments"):
             name = f"alignments/{split}.{kind}.txt"
             lines = (args.source / name).read_text().splitlines()
-            (args.target / name).write_text("\n".join(l for l in lines if l.split(" ", 1)[0] in kept) + "\n")
+            (args.target / name).write_text("\n".join(line for line in lines if line.split(" ", 1)[0] in kept) + "\n")
     shutil.copy2(args.source / "phones.txt", args.target / "phones.txt")
     speaker_lines = (args.source / "SPEAKERS.TXT").read_text().splitlines()
     (args.target / "SPEAKERS.TXT").write_text(
-        "\n".join(l for l in speaker_lines if l.startswith(";") or l.split("|")[0].strip() in speakers) + "\n"
+        "\n".join(line for line in speaker_lines if line.startswith(";") or line.split("|")[0].strip() in speakers) + "\n"
     )
     print(f"{len(kept)} utterances of {len(speakers)} speakers written to {args.target}")
 

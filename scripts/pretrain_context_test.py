@@ -38,7 +38,7 @@ from pretrain.model import MaskedAcousticModel  # noqa: E402
 from pretrain.settings import PretrainSettings, stored_settings  # noqa: E402
 from pretrain.state import read_training_checkpoint  # noqa: E402
 from upstream.encoder import TransformerEncoder, stack_frames  # noqa: E402
-from utility.training import CheckpointKeeper  # noqa: E402
+from utility.checkpoint_keeper import CheckpointKeeper  # noqa: E402
 
 VARIANTS = ("as_trained", "visible_shuffled", "all_zero")
 

@@ -1,4 +1,4 @@
-"""Check ``upstream.export_s3prl`` against s3prl 0.4.18 itself.
+"""Check ``upstream.s3prl.export`` against s3prl 0.4.18 itself.
 
 A development tool: it needs s3prl 0.4.18, which this project never depends on, so run it
 from a scratch environment outside the repository::
@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from s3prl_parity import max_deviation, timing_batch  # noqa: E402  (also puts the repository on sys.path)
 
 from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, build_upstream, read_audio  # noqa: E402
-from upstream.export_s3prl import export_s3prl  # noqa: E402
-from upstream.loading import upstream_checkpoint  # noqa: E402
-from upstream.checkpoint import save_atomic  # noqa: E402
-from utility.corpus import DEMO_ROOT, find_utterances  # noqa: E402
+from upstream.s3prl.export import export_s3prl  # noqa: E402
+from upstream.checkpoint import upstream_checkpoint  # noqa: E402
+from utility.checkpoint_file import save_atomic  # noqa: E402
+from corpora.index import find_utterances  # noqa: E402
+from corpora.root import DEMO_ROOT  # noqa: E402
 
 S3PRL_LOG_MEL = dict(feature="logmel", n_mels=80, delta_order=0, cmvn=True, target_level_db=-25.0, target="linear")
 KALDI_FBANK = dict(
@@ -106,7 +107,9 @@ def load_in_s3prl(path: Path, family: str) -> torch.nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--full-size", action="store_true", help="768 hidden, 12 heads, FFN 3072, 3 and 12 layers")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -117,7 +120,7 @@ def main() -> None:
     sizes = [(768, 3, 12, 3072), (768, 12, 12, 3072)] if args.full_size else [(32, 2, 4, 64)]
     print(f"{'layout':34s} {'size':>10s}  max |ours - s3prl| per hidden state (files alone / one batch)")
     with tempfile.TemporaryDirectory() as scratch:
-        for seed, (layout, (hidden, layers, heads, ffn)) in enumerate((l, s) for s in sizes for l in LAYOUTS):
+        for seed, (layout, (hidden, layers, heads, ffn)) in enumerate((layout, size) for size in sizes for layout in LAYOUTS):
             model = build(layout, hidden, layers, heads, ffn, seed)
             ours_path, s3prl_path = Path(scratch) / "ours.ckpt", Path(scratch) / "s3prl.ckpt"
             save_with_head(model, ours_path)

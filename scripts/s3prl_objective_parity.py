@@ -152,7 +152,7 @@ def our_side(s3prl_python: str, corpus: Path, work: Path) -> dict[str, Any]:
     from upstream.encoder import TransformerEncoder, stack_frames
     from upstream.frontend import FeatureExtractor
     from upstream.presets import transformer_preset
-    from upstream.s3prl_checkpoint import s3prl_encoder_state
+    from upstream.s3prl.read import s3prl_encoder_state
 
     torch.set_num_threads(1)
     report: dict[str, Any] = {}

@@ -90,7 +90,9 @@ def timed(build: Callable[[], torch.nn.Module], first_input: list[torch.Tensor])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("ckpt", type=Path, help="an s3prl Mockingjay / AALBERT checkpoint")
     parser.add_argument("audio", type=Path, nargs="+", help="wav/flac files (16 kHz after resampling)")
     parser.add_argument("--threads", type=int, default=2)
@@ -107,8 +109,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     theirs, theirs_start = timed(lambda: load_s3prl_expert(args.ckpt), wavs[:1])
     ours, ours_start = timed(lambda: build_upstream(None, args.ckpt, precision=args.precision), wavs[:1])
 
-    print(f"checkpoint: {args.ckpt} ({ours.config.family}, {ours.config.encoder.num_layers} layers, "
-          f"hidden {ours.config.encoder.hidden_size}); ours in {args.precision}; {args.threads} threads")
+    print(
+        f"checkpoint: {args.ckpt} ({ours.config.family}, {ours.config.encoder.num_layers} layers, "
+        f"hidden {ours.config.encoder.hidden_size}); ours in {args.precision}; {args.threads} threads"
+    )
     single = max_deviation(ours, theirs, [[wav] for wav in wavs])
     batched = max_deviation(ours, theirs, [batch])
     print(f"{'hidden state':>12}  {'max |ours - s3prl|, files alone':>32}  {'timing batch':>14}")

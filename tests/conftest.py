@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, read_audio
-from utility.corpus import DEMO_ROOT, find_utterances
+from corpora.index import find_utterances
+from corpora.root import DEMO_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"

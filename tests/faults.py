@@ -18,7 +18,8 @@ import soundfile
 import torch
 
 from conftest import REPO
-from utility.corpus import DEMO_ROOT, find_utterances
+from corpora.index import find_utterances
+from corpora.root import DEMO_ROOT
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
 

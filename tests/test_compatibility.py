@@ -20,8 +20,9 @@ import run_downstream
 import run_pretrain
 from conftest import FIXTURES, REPO
 from upstream import read_audio
-from upstream.checkpoint import read_checkpoint_file
-from utility.corpus import DEMO_ROOT, find_utterances
+from utility.checkpoint_file import read_checkpoint_file
+from corpora.index import find_utterances
+from corpora.root import DEMO_ROOT
 
 LEGACY = FIXTURES / "legacy"
 
@@ -33,7 +34,10 @@ def reference() -> dict:
 
 def test_old_pretraining_checkpoint_loads_by_name_with_the_same_hidden_states(reference):
     wav = read_audio(find_utterances(DEMO_ROOT, ["dev-clean"], progress=False)[0].path)
-    for model in (hub.aalbert_3L(str(LEGACY / "pretrain" / "best.ckpt")), hub.from_checkpoint(str(LEGACY / "pretrain" / "best.ckpt"))):
+    for model in (
+        hub.aalbert_3L(str(LEGACY / "pretrain" / "best.ckpt")),
+        hub.from_checkpoint(str(LEGACY / "pretrain" / "best.ckpt")),
+    ):
         with torch.inference_mode():
             states = model([wav])["hidden_states"]
         assert len(states) == len(reference["hidden_states"]) == 4
@@ -67,7 +71,9 @@ def test_old_probe_folder_evaluates_to_its_stored_scores(tmp_path, monkeypatch):
 
 def test_old_key_names_are_translated_with_a_notice(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="config"):
-        settings = run_pretrain.main(["-u", "aalbert_3L", "--print-config", "-o", "runner.keep_last=5", "-o", "optimizer.grad_clip=2"])
+        settings = run_pretrain.main(
+            ["-u", "aalbert_3L", "--print-config", "-o", "runner.keep_last=5", "-o", "optimizer.grad_clip=2"]
+        )
     assert settings is None
     assert "runner.keep_last is now called runner.max_keep" in caplog.text
     assert "optimizer.grad_clip is now called runner.gradient_clipping" in caplog.text

@@ -15,7 +15,7 @@ import hub
 from conftest import REPO, tiny_config
 from upstream import Upstream, UpstreamEntry, build_upstream, entry_names, get_entry, register, save_upstream
 from upstream import registry
-from upstream.checkpoint import read_checkpoint_file
+from utility.checkpoint_file import read_checkpoint_file
 from upstream.presets import transformer_preset
 
 
@@ -200,7 +200,8 @@ print((before - rss()) >> 20)
 
 
 def _mib_returned_after(setup: str) -> int:
-    done = subprocess.run([sys.executable, "-c", _FREE_PROBE.format(setup=setup)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    probe = [sys.executable, "-c", _FREE_PROBE.format(setup=setup)]
+    done = subprocess.run(probe, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return int(done.stdout.split()[-1])
 

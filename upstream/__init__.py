@@ -2,7 +2,9 @@
 
 from .audio import read_audio
 from .config import EncoderConfig, FrontendConfig, UpstreamConfig
-from .loading import build_upstream, read_upstream_checkpoint, save_upstream, upstream_checkpoint
+from .checkpoint import save_upstream, upstream_checkpoint
+from .files import read_upstream_checkpoint
+from .loading import build_upstream
 from .model import Upstream
 from .registry import UpstreamEntry, entry_names, get_entry, register
 

@@ -10,12 +10,21 @@ is the papers' 3-layer size and "Large" the 12-layer one (s3prl's recipe configs
 10 ms); the loader reads every detail from each file's own config.
 
     build_upstream("mockingjay_3L", pretrained="mockingjay_960hr")   # s3prl name or alias
+    find_published("mockingjay_960hr").get_model()                   # the same model
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from .config import UpstreamConfig
+from .download import fetch
+from .files import model_from_state, read_upstream_checkpoint
+from .model import Upstream
 
 _DROPBOX = "https://www.dropbox.com/s"
 _HF = "https://huggingface.co/s3prl"
@@ -44,6 +53,25 @@ class PublishedCheckpoint:
     def short_name(self) -> str:
         """The most specific alias (what users type), or the full name."""
         return self.aliases[-1] if self.aliases else self.name
+
+    def read(self, refresh: bool = False) -> tuple[UpstreamConfig, dict[str, torch.Tensor], str, Path]:
+        """Config, weights, format and cached path of the file, fetched first if it is not
+        cached (or ``refresh``); a cached file that does not load is reported with its path
+        and the way to fetch it again."""
+        path = fetch(self, refresh=refresh)
+        try:
+            config, state, kind = read_upstream_checkpoint(path)
+        except ValueError as error:
+            raise ValueError(
+                f"the cached file of published checkpoint '{self.short_name}' does not load: {path} ({error}); "
+                "download it again with refresh=True, or delete the file"
+            ) from error
+        return config, state, kind, path
+
+    def get_model(self, precision: str = "float32", max_frames: Optional[int] = None, refresh: bool = False) -> Upstream:
+        """The model with these weights, in eval mode (like torchaudio's ``Bundle.get_model()``)."""
+        config, state, kind, path = self.read(refresh)
+        return model_from_state(config, state, f"{kind} checkpoint {path}", precision, max_frames)
 
 
 # s3prl name, its aliases, the entry it loads under, URL, training data, steps, notes.

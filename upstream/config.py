@@ -7,15 +7,13 @@ file always says which features its weights were trained on.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Collection, Optional, TypeVar
+from typing import Any, Optional
+
+from utility.typed_config import check_choice, dataclass_from_dict
 
 FEATURE_KINDS = ("logmel", "kaldi_fbank")
 TARGET_KINDS = ("linear", "mel")
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -150,60 +148,3 @@ class UpstreamConfig:
             frontend=dataclass_from_dict(FrontendConfig, data["frontend"], f"{source}.frontend"),
             encoder=None if encoder is None else dataclass_from_dict(EncoderConfig, encoder, f"{source}.encoder"),
         )
-
-
-def check_choice(name: str, value: Any, choices: Collection[Any]) -> None:
-    """Refuse a setting that is not one of ``choices``, naming the setting and the choices."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
-    """Build a config dataclass from a dict: unknown keys and values of the wrong type raise,
-    naming the key. Missing keys take the dataclass defaults.
-
-    Numbers are read once, here: an int is accepted for a float field, and so is a numeric
-    string, because YAML 1.1 reads ``2e-4`` (no dot) as text. For the same reason a boolean
-    given to a text field is read back as the word YAML took it for (``off`` -> "off").
-    """
-    if not isinstance(data, dict):
-        raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-    hints = typing.get_type_hints(cls)
-    return cls(**{key: _typed(hints[key], value, f"{source}.{key}") for key, value in data.items()})
-
-
-class SettingTypeError(TypeError, ValueError):
-    """A setting of the wrong type: a mistake in the user's configuration (hence also a ValueError)."""
-
-
-def _typed(hint: Any, value: Any, name: str) -> Any:
-    """``value`` checked against the annotation ``hint`` (numbers converted to float)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [option for option in typing.get_args(hint) if option is not type(None)]
-        if value is None:
-            return None
-        if len(options) != 1:
-            return value  # a real union: left to the dataclass's own checks
-        hint, origin = options[0], typing.get_origin(options[0])
-    expected = origin or hint
-    if expected is str and isinstance(value, bool):
-        return "on" if value else "off"
-    if expected is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise SettingTypeError(f"{name} must be a number, got {value!r}")
-    if expected in (int, bool, str, list, dict) and (
-        not isinstance(value, expected) or (expected is int and isinstance(value, bool))
-    ):
-        raise SettingTypeError(f"{name} must be {expected.__name__}, got {value!r}")
-    return value

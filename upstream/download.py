@@ -16,16 +16,25 @@ from __future__ import annotations
 
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
 
-from .catalogue import PublishedCheckpoint
+from utility.atomic_write import atomic_write
+
+
+class Published(Protocol):
+    """What a download needs of a published file (``upstream.catalogue.PublishedCheckpoint``)."""
+
+    name: str  # also the file name in the cache
+    short_name: str
+    url: str
+
 
 MIRROR_VARIABLE = "MAM_CHECKPOINT_MIRROR"
 OFFLINE_VARIABLE = "MAM_OFFLINE"
@@ -55,13 +64,13 @@ def mirrored_url(url: str) -> str:
     return urllib.parse.urlunsplit((base.scheme, base.netloc, path, original.query, ""))
 
 
-def cache_path(checkpoint: PublishedCheckpoint) -> Path:
+def cache_path(checkpoint: Published) -> Path:
     """Where the file lives: torch.hub's checkpoint folder, under s3prl's full name (several
     published files share the base name ``states-1000000.ckpt``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / f"{checkpoint.name}.ckpt"
 
 
-def _unavailable(checkpoint: PublishedCheckpoint, url: str, reason: str) -> CheckpointDownloadError:
+def _unavailable(checkpoint: Published, url: str, reason: str) -> CheckpointDownloadError:
     path = cache_path(checkpoint)
     return CheckpointDownloadError(
         f"published checkpoint '{checkpoint.short_name}' is not in the cache and {reason}. "
@@ -69,7 +78,7 @@ def _unavailable(checkpoint: PublishedCheckpoint, url: str, reason: str) -> Chec
     )
 
 
-def fetch(checkpoint: PublishedCheckpoint, refresh: bool = False) -> Path:
+def fetch(checkpoint: Published, refresh: bool = False) -> Path:
     """The cached file of ``checkpoint``, downloaded first if it is missing (or ``refresh``)."""
     path = cache_path(checkpoint)
     if path.is_file() and not refresh:
@@ -77,19 +86,12 @@ def fetch(checkpoint: PublishedCheckpoint, refresh: bool = False) -> Path:
     url = mirrored_url(checkpoint.url)
     if offline():
         raise _unavailable(checkpoint, url, f"network access is off ({OFFLINE_VARIABLE}=1)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_write(path, suffix=".part") as stream:
             _download(url, stream, checkpoint.short_name)
-        os.replace(temp_name, path)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
-        Path(temp_name).unlink(missing_ok=True)
         hint = "" if url != checkpoint.url else f" (or set {MIRROR_VARIABLE}=http://HOST:PORT to use a mirror)"
         raise _unavailable(checkpoint, url, f"downloading it failed: {error}{hint}") from error
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -108,8 +110,6 @@ def _download(url: str, stream, label: str) -> None:
                 stream.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
-        stream.flush()
-        os.fsync(stream.fileno())
     if expected is not None and received != expected:
         raise OSError(f"the transfer broke off after {received} of {expected} bytes")
     if received == 0:

@@ -38,7 +38,9 @@ def waveform_list(
         )
     if not isinstance(wavs, torch.Tensor):
         if wav_lengths is not None:
-            raise ValueError("wav_lengths goes with a padded (batch, samples) tensor; a list of waveforms carries its own lengths")
+            raise ValueError(
+                "wav_lengths goes with a padded (batch, samples) tensor; a list of waveforms carries its own lengths"
+            )
         return wavs
     if wavs.dim() != 2:
         raise ValueError(

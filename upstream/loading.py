@@ -1,4 +1,5 @@
-"""Building upstreams by name, from our checkpoints or s3prl's, and saving them."""
+"""``build_upstream``: an upstream by name, from a checkpoint file, from the published catalogue,
+or from torchaudio's bundles, each resolved by its own function below."""
 
 from __future__ import annotations
 
@@ -6,80 +7,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
+from utility.typed_config import check_choice
 
 from . import presets  # noqa: F401  (registers the named upstreams)
-from .catalogue import PublishedCheckpoint, find_published, random_weights_hint
-from .checkpoint import FORMAT, VERSION, check_own_checkpoint, is_own_checkpoint, save_atomic
-from .config import UpstreamConfig, check_choice
-from .download import fetch
+from .catalogue import find_published, random_weights_hint
+from .config import UpstreamConfig
+from .files import PRECISIONS, model_from_state, read_upstream_checkpoint
 from .model import Upstream
 from .registry import UpstreamEntry, entry_names, get_entry
-from .s3prl_checkpoint import is_s3prl_checkpoint, read_s3prl_file, s3prl_config, s3prl_encoder_state
-
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def read_upstream_checkpoint(path: str | Path) -> tuple[UpstreamConfig, dict[str, torch.Tensor], str]:
-    """Config, encoder state dict and format ('own' or 's3prl') of a checkpoint file."""
-    data = read_s3prl_file(path)
-    if is_own_checkpoint(data):
-        check_own_checkpoint(data, path)
-        section = data["upstream"]
-        return UpstreamConfig.from_dict(section["config"], source=f"{path}:upstream.config"), section["state_dict"], "own"
-    if is_s3prl_checkpoint(data):
-        config = s3prl_config(data)
-        return config, s3prl_encoder_state(data["Transformer"], config.encoder), "s3prl"
-    raise ValueError(
-        f"{path} is neither a {FORMAT} checkpoint nor an s3prl Mockingjay/AALBERT checkpoint "
-        f"(top-level keys: {sorted(map(str, data))[:10]})"
-    )
-
-
-def load_state_strict(model: Upstream, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load that names both the missing and the unexpected keys."""
-    if model.encoder is None:
-        if state:
-            raise ValueError(f"{source}: a plain-feature upstream has no weights, but the file has {len(state)}")
-        return
-    expected = set(model.encoder.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ValueError(f"{source} does not fit the model: missing keys {missing}; unexpected keys {unexpected}")
-    try:
-        model.encoder.load_state_dict(state, strict=True)
-    except RuntimeError as error:  # shape mismatches
-        raise ValueError(f"{source} does not fit the model: {error}") from error
-
-
-def _check_fits_entry(entry: UpstreamEntry, config: UpstreamConfig, path: str | Path) -> None:
-    if config.family != entry.family:
-        raise ValueError(
-            f"{path} holds a {config.family} model, not {entry.family}: load it with a {config.family} name "
-            "or with the generic 'from_checkpoint' entry"
-        )
-    depth = config.encoder.num_layers if config.encoder is not None else None
-    if entry.num_layers is not None and depth != entry.num_layers:
-        fitting = f"{config.family}_{depth}L"
-        hint = f"'{fitting}' or " if fitting in entry_names() else ""  # only names that exist
-        raise ValueError(
-            f"{path} holds a {depth}-layer {config.family} model, but '{entry.name}' has {entry.num_layers} layers; "
-            f"use {hint}the generic 'from_checkpoint' entry"
-        )
-
-
-def _read_published(published: PublishedCheckpoint, refresh: bool) -> tuple[UpstreamConfig, dict[str, torch.Tensor], str, Path]:
-    """Fetch a published checkpoint (once) and read it; a cached file that does not load is
-    reported with its path and the way to fetch it again."""
-    path = fetch(published, refresh=refresh)
-    try:
-        config, state, kind = read_upstream_checkpoint(path)
-    except ValueError as error:
-        raise ValueError(
-            f"the cached file of published checkpoint '{published.short_name}' does not load: {path} ({error}); "
-            "download it again with refresh=True, or delete the file"
-        ) from error
-    return config, state, kind, path
 
 
 def build_upstream(
@@ -116,52 +51,62 @@ def build_upstream(
         missing = entry.missing_requirements()
         raise ImportError(f"upstream {name!r} needs {missing}: pip install {' '.join(missing)}")
     if entry is not None and entry.builder is not None:
-        return entry.builder(ckpt=ckpt, pretrained=pretrained, precision=precision, max_frames=max_frames, refresh=refresh)
-    published = None
+        return _from_builder(entry, ckpt, pretrained, precision, max_frames, refresh)
     if pretrained is not None and pretrained is not False:
         if ckpt is not None:
             raise ValueError(f"give ckpt=PATH or pretrained={pretrained!r}, not both")
-        published = find_published(pretrained, name)
-        entry = get_entry(published.entry)
-    if ckpt is None and published is None:
-        if entry is None:
-            raise ValueError("give an upstream name, a checkpoint, or both")
-        config, state, source = entry.preset(), None, None
-        if config.encoder is not None and pretrained is None:
-            warnings.warn(
-                f"{name}: no checkpoint given, so the weights are RANDOM; pass ckpt=PATH for a trained model"
-                + random_weights_hint(name),
-                stacklevel=3,
-            )
-    else:
-        if published is not None:
-            config, state, kind, ckpt = _read_published(published, refresh)
-        else:
-            config, state, kind = read_upstream_checkpoint(ckpt)
-        source = f"{kind} checkpoint {ckpt}"
-        if entry is not None:
-            _check_fits_entry(entry, config, ckpt)
-    if max_frames is not None and config.encoder is not None:
-        config.encoder.max_frames = int(max_frames)
-    model = Upstream(config)
-    if state is not None:
-        load_state_strict(model, state, source)
-    if model.encoder is not None:
-        model.encoder.to(PRECISIONS[precision])
-    return model.eval()
+        return _from_catalogue(pretrained, name, precision, max_frames, refresh)
+    if ckpt is not None:
+        return _from_file(ckpt, entry, precision, max_frames)
+    if entry is None:
+        raise ValueError("give an upstream name, a checkpoint, or both")
+    return _from_preset(entry, warn=pretrained is None, precision=precision, max_frames=max_frames)
 
 
-def upstream_checkpoint(model: Upstream, name: str, metadata: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """The plain-data checkpoint dict for ``model`` (extend it with training state as needed)."""
-    state = {} if model.encoder is None else {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "upstream": {"name": name, "config": model.config.to_dict(), "state_dict": state},
-        "metadata": dict(metadata or {}),
-    }
+def _from_builder(entry: UpstreamEntry, ckpt, pretrained, precision: str, max_frames, refresh: bool) -> Any:
+    """Entries no ``UpstreamConfig`` describes (torchaudio's bundles) build themselves."""
+    return entry.builder(ckpt=ckpt, pretrained=pretrained, precision=precision, max_frames=max_frames, refresh=refresh)
 
 
-def save_upstream(model: Upstream, path: str | Path, name: str, metadata: Optional[dict[str, Any]] = None) -> Path:
-    """Write ``model`` as a loadable checkpoint, atomically."""
-    return save_atomic(upstream_checkpoint(model, name, metadata), path)
+def _from_catalogue(pretrained: str | bool, name: Optional[str], precision: str, max_frames, refresh: bool) -> Upstream:
+    """A published checkpoint by s3prl name or alias (``True``: the one that fits ``name``)."""
+    published = find_published(pretrained, name)
+    config, state, kind, path = published.read(refresh)
+    _check_fits_entry(get_entry(published.entry), config, path)
+    return model_from_state(config, state, f"{kind} checkpoint {path}", precision, max_frames)
+
+
+def _from_file(ckpt: str | Path, entry: Optional[UpstreamEntry], precision: str, max_frames) -> Upstream:
+    """Our checkpoint or s3prl's; under a name, it must hold that name's family and depth."""
+    config, state, kind = read_upstream_checkpoint(ckpt)
+    if entry is not None:
+        _check_fits_entry(entry, config, ckpt)
+    return model_from_state(config, state, f"{kind} checkpoint {ckpt}", precision, max_frames)
+
+
+def _from_preset(entry: UpstreamEntry, warn: bool, precision: str, max_frames) -> Upstream:
+    """A named preset with random weights (with a warning naming what would fit, unless ``pretrained=False``)."""
+    config = entry.preset()
+    if config.encoder is not None and warn:
+        warnings.warn(
+            f"{entry.name}: no checkpoint given, so the weights are RANDOM; pass ckpt=PATH for a trained model"
+            + random_weights_hint(entry.name),
+            stacklevel=4,
+        )
+    return model_from_state(config, None, None, precision, max_frames)
+
+
+def _check_fits_entry(entry: UpstreamEntry, config: UpstreamConfig, path: str | Path) -> None:
+    if config.family != entry.family:
+        raise ValueError(
+            f"{path} holds a {config.family} model, not {entry.family}: load it with a {config.family} name "
+            "or with the generic 'from_checkpoint' entry"
+        )
+    depth = config.encoder.num_layers if config.encoder is not None else None
+    if entry.num_layers is not None and depth != entry.num_layers:
+        fitting = f"{config.family}_{depth}L"
+        hint = f"'{fitting}' or " if fitting in entry_names() else ""  # only names that exist
+        raise ValueError(
+            f"{path} holds a {depth}-layer {config.family} model, but '{entry.name}' has {entry.num_layers} layers; "
+            f"use {hint}the generic 'from_checkpoint' entry"
+        )

@@ -1,4 +1,6 @@
-"""Named upstreams. Registration validates at import time; hub entries are generated from here."""
+"""Named upstreams. Registration validates a name at import time (a Python identifier, not
+taken). ``hub.py`` writes one plain function per registered name by hand (torch.hub lists only
+functions it can read), and a test checks that its ``ENTRIES`` and ``entry_names()`` agree."""
 
 from __future__ import annotations
 

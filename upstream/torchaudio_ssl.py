@@ -26,8 +26,9 @@ import torchaudio
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from utility.checkpoint_file import read_checkpoint_file
+
 from .audio import SAMPLE_RATE, check_waveforms
-from .checkpoint import read_checkpoint_file
 from .download import OFFLINE_VARIABLE, offline
 from .inputs import Waveforms, waveform_list
 
@@ -56,22 +57,36 @@ class TorchaudioModel:
 
     def no_preset(self) -> Any:
         """The registry's preset: there is none, so pretraining refuses this name clearly."""
-        raise ValueError(f"upstream {self.name!r} is torchaudio's {self.bundle} model: it is for comparison and cannot be pretrained here")
+        raise ValueError(
+            f"upstream {self.name!r} is torchaudio's {self.bundle} model: it is for comparison and cannot be pretrained here"
+        )
 
 
 TORCHAUDIO_MODELS = {
     model.name: model
     for model in (
         TorchaudioModel(
-            "wav2vec2_base", "wav2vec2", "WAV2VEC2_BASE", "wav2vec2_base", "wav2vec2_fairseq_base_ls960.pth",
+            "wav2vec2_base",
+            "wav2vec2",
+            "WAV2VEC2_BASE",
+            "wav2vec2_base",
+            "wav2vec2_fairseq_base_ls960.pth",
             "wav2vec 2.0 Base from torchaudio (WAV2VEC2_BASE, LibriSpeech 960 h; 12 layers, 768 hidden, 20 ms frames).",
         ),
         TorchaudioModel(
-            "hubert_base", "hubert", "HUBERT_BASE", "hubert_base", "hubert_fairseq_base_ls960.pth",
+            "hubert_base",
+            "hubert",
+            "HUBERT_BASE",
+            "hubert_base",
+            "hubert_fairseq_base_ls960.pth",
             "HuBERT Base from torchaudio (HUBERT_BASE, LibriSpeech 960 h; 12 layers, 768 hidden, 20 ms frames).",
         ),
         TorchaudioModel(
-            "wavlm_base_plus", "wavlm", "WAVLM_BASE_PLUS", "wavlm_base", "wavlm_base_plus.pth",
+            "wavlm_base_plus",
+            "wavlm",
+            "WAVLM_BASE_PLUS",
+            "wavlm_base",
+            "wavlm_base_plus.pth",
             "WavLM Base+ from torchaudio (WAVLM_BASE_PLUS, 94k h; 12 layers, 768 hidden, 20 ms frames).",
             relative_positions=True,
         ),
@@ -202,7 +217,9 @@ def build_torchaudio_upstream(
     if max_frames is not None:
         raise ValueError(f"max_frames applies to Mockingjay/AALBERT only; {spec.name} attends over whole inputs")
     if pretrained not in (None, False, True, spec.bundle):
-        raise ValueError(f"{spec.name}: pretrained must be True (torchaudio's {spec.bundle} weights) or False, got {pretrained!r}")
+        raise ValueError(
+            f"{spec.name}: pretrained must be True (torchaudio's {spec.bundle} weights) or False, got {pretrained!r}"
+        )
     if ckpt is not None and pretrained not in (None, False):
         raise ValueError(f"{spec.name}: give ckpt=PATH or pretrained=True, not both")
     if pretrained not in (None, False):
@@ -228,7 +245,10 @@ def _pretrained_model(spec: TorchaudioModel, refresh: bool) -> nn.Module:
         return getattr(torchaudio.pipelines, spec.bundle).get_model()
     fixes = f"download {spec.url} by other means and place it at {path}, or pass ckpt=PATH to a copy of it"
     if offline():
-        raise RuntimeError(f"{spec.name}: torchaudio's {spec.bundle} weights are not in the cache and network access is off ({OFFLINE_VARIABLE}=1); {fixes}")
+        raise RuntimeError(
+            f"{spec.name}: torchaudio's {spec.bundle} weights are not in the cache "
+            f"and network access is off ({OFFLINE_VARIABLE}=1); {fixes}"
+        )
     try:
         return getattr(torchaudio.pipelines, spec.bundle).get_model()
     except (urllib.error.URLError, OSError) as error:

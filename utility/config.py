@@ -4,7 +4,7 @@
 - YAML files and ``-o key.sub=value`` overrides may only change keys that exist (a misspelt
   key raises, listing the keys there); values are parsed with ``yaml.safe_load`` and never
   evaluated as code; types are checked once, when the dataclass is built
-  (``upstream.config.dataclass_from_dict``).
+  (``utility.typed_config.dataclass_from_dict``).
 - Keys renamed since an older release are translated with a one-line notice (:func:`renamed`),
   so old configs, command lines and stored runs keep working.
 """

@@ -25,7 +25,7 @@ from typing import Iterator, Optional
 import torch
 import torch.distributed as dist
 
-from .training import DistributedContext
+from .process_group import DistributedContext
 
 _requested = threading.Event()
 

@@ -16,12 +16,14 @@ from typing import Optional
 
 import torch
 
+from corpora.index import find_utterances
+from corpora.label_frames import resampled_length
+from corpora.root import resolve_root
+from corpora.transcripts import Transcript, read_transcripts
+from corpora.utterance import Utterance
 from downstream.base import ProbeDataset, TaskData
-from downstream.corpus_root import resolve_root
-from downstream.frames import FrameGrid, resampled_length
-from downstream.phone_ctc.dataset import ctc_frames_needed
-from upstream.config import dataclass_from_dict
-from utility.corpus import Utterance, find_utterances
+from downstream.frames import FrameGrid
+from downstream.heads.ctc import ctc_frames_needed
 
 WORD_BOUNDARY = "|"
 SPLITS = ("train", "dev", "test")
@@ -43,33 +45,6 @@ class DataConfig:
                 f"data.characters must list distinct characters without {WORD_BOUNDARY!r} (the word "
                 f"boundary, always class 0), got {self.characters!r}"
             )
-
-
-@dataclass(frozen=True)
-class Transcript:
-    words: list[str]
-    source: Path
-    line: int
-
-
-def read_transcripts(folder: Path) -> dict[str, Transcript]:
-    """utt_id -> transcript, from every ``*.trans.txt`` under ``folder``."""
-    transcripts: dict[str, Transcript] = {}
-    files = sorted(folder.rglob("*.trans.txt"))
-    if not files:
-        raise FileNotFoundError(f"no *.trans.txt transcripts under {folder}")
-    for path in files:
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            utt_id, *words = line.split()
-            if not words:
-                raise ValueError(f"{path}:{number}: the transcript of {utt_id} is empty")
-            if utt_id in transcripts:
-                first = transcripts[utt_id]
-                raise ValueError(f"{path}:{number}: {utt_id} has a transcript already ({first.source}:{first.line})")
-            transcripts[utt_id] = Transcript([w.upper() for w in words], path, number)
-    return transcripts
 
 
 def spell(transcript: Transcript, index: dict[str, int]) -> torch.Tensor:
@@ -106,8 +81,7 @@ def transcribed_dataset(utterances: list[Utterance], folder: Path, index: dict[s
     )
 
 
-def build_datasets(config: dict, grid: FrameGrid) -> TaskData:
-    cfg = dataclass_from_dict(DataConfig, config, "data")
+def build_datasets(cfg: DataConfig, grid: FrameGrid) -> TaskData:
     root = resolve_root(cfg.root)
     names = [WORD_BOUNDARY, *cfg.characters]
     index = {name: i for i, name in enumerate(names)}

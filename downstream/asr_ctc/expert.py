@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from downstream.base import Batch, StepOutput, UpstreamInfo
-from downstream.phone_ctc.expert import BLANK, CtcHeadConfig
-from downstream.phone_ctc.expert import DownstreamExpert as CtcExpert
-from upstream.config import check_choice
+from downstream.heads.ctc import BLANK, CtcExpert, CtcHeadConfig
+from utility.typed_config import check_choice
 
 from .dataset import WORD_BOUNDARY
 
@@ -59,7 +58,14 @@ class DownstreamExpert(CtcExpert):
         target_lengths = torch.tensor([t.numel() for t in targets], device=features.device)
         labels = torch.cat(targets).to(features.device) + 1  # class c is output c + 1, after the blank
         loss_sum = F.ctc_loss(log_probs.transpose(0, 1), labels, lengths, target_lengths, blank=BLANK, reduction="sum")
-        stats = {"loss_sum": float(loss_sum.detach()), "utterances": len(batch), "char_edits": 0, "chars": 0, "word_edits": 0, "words": 0}
+        stats = {
+            "loss_sum": float(loss_sum.detach()),
+            "utterances": len(batch),
+            "char_edits": 0,
+            "chars": 0,
+            "word_edits": 0,
+            "words": 0,
+        }
         for hypothesis, target in zip(self.decode(log_probs, lengths), targets):
             (hyp_chars, hyp_words), (ref_chars, ref_words) = self.spell(hypothesis), self.spell(target)
             stats["char_edits"] += editdistance.eval(hyp_chars, ref_chars)

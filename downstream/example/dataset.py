@@ -1,7 +1,8 @@
 """Template dataset: synthetic tone bursts in noise, no corpus needed.
 
 ``build_datasets(config, grid)`` is the one function the runner calls. It receives only the
-``data`` section of config.yaml and the upstream's ``FrameGrid``, and returns a ``TaskData``
+``data`` section of config.yaml, typed by ``DataConfig`` (every key's default is there), and
+the upstream's ``FrameGrid``, and returns a ``TaskData``
 (train / dev / test ``ProbeDataset`` s and the class names).
 
 Here every utterance is noise with one tone burst; the target is a label per 10 ms frame
@@ -17,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from corpora.label_frames import LABEL_HOP
 from downstream.base import ProbeDataset, TaskData
-from downstream.frames import LABEL_HOP, FrameGrid
+from downstream.frames import FrameGrid
 from upstream.audio import SAMPLE_RATE
-from upstream.config import dataclass_from_dict
 
 
 @dataclass
@@ -70,8 +71,7 @@ class ToneDataset(ProbeDataset):
         return torch.from_numpy((noise + tone).astype(np.float32))
 
 
-def build_datasets(config: dict, grid: FrameGrid) -> TaskData:
-    cfg = dataclass_from_dict(DataConfig, config, "data")
+def build_datasets(cfg: DataConfig, grid: FrameGrid) -> TaskData:
     counts = [cfg.train_utterances, cfg.dev_utterances, cfg.test_utterances]
     # Each split draws its utterances from its own range of seeds.
     splits = [ToneDataset([cfg.seed * 1_000_000 + k * 100_000 + i for i in range(n)], cfg, grid) for k, n in enumerate(counts)]

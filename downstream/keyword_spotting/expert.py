@@ -1,6 +1,6 @@
 """Keyword spotting: mean pooling over real frames, then one linear layer over the 12 classes."""
 
-from downstream.utterance_classifier import UtteranceClassificationExpert
+from downstream.heads.utterance import UtteranceClassificationExpert
 
 
 class DownstreamExpert(UtteranceClassificationExpert):

@@ -7,10 +7,12 @@ from typing import Optional
 
 import torch
 
+from corpora.label_frames import resampled_length
+from corpora.phone_splits import LabelledUtterance, PhoneDataConfig, load_phone_splits
 from downstream.base import ProbeDataset, TaskData
-from downstream.frames import FrameGrid, resampled_length
-from downstream.phone_labels import LabelledUtterance, PhoneDataConfig, labelled_dataset, load_phone_splits
-from upstream.config import dataclass_from_dict
+from downstream.frames import FrameGrid
+from downstream.heads.ctc import ctc_frames_needed
+from downstream.phone_datasets import labelled_dataset
 
 
 @dataclass
@@ -22,11 +24,6 @@ def phone_sequence(labels: torch.Tensor, silence_index: Optional[int]) -> torch.
     """(T,) frame labels -> (L,) phone sequence: runs of one label become one, silence goes."""
     sequence = torch.unique_consecutive(labels)
     return sequence if silence_index is None else sequence[sequence != silence_index]
-
-
-def ctc_frames_needed(sequence: torch.Tensor) -> int:
-    """CTC emits one frame per label plus a blank between two equal neighbours."""
-    return int(sequence.numel() + (sequence[1:] == sequence[:-1]).sum())
 
 
 def sequence_dataset(items: list[LabelledUtterance], grid: FrameGrid, silence_index: Optional[int]) -> ProbeDataset:
@@ -41,8 +38,7 @@ def sequence_dataset(items: list[LabelledUtterance], grid: FrameGrid, silence_in
     return labelled_dataset(items, sequences)
 
 
-def build_datasets(config: dict, grid: FrameGrid) -> TaskData:
-    data_config = dataclass_from_dict(PhoneSequenceConfig, config, "data")
+def build_datasets(data_config: PhoneSequenceConfig, grid: FrameGrid) -> TaskData:
     splits = load_phone_splits(data_config)
     return TaskData(
         *(sequence_dataset(getattr(splits, name), grid, data_config.silence_index) for name in ("train", "dev", "test")),

@@ -1,6 +1,6 @@
 """Frame-level phone classification with a linear probe."""
 
-from downstream.frame_classifier import FrameClassificationExpert
+from downstream.heads.frame import FrameClassificationExpert
 
 
 class DownstreamExpert(FrameClassificationExpert):

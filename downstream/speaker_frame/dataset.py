@@ -1,9 +1,9 @@
-"""The speaker's label on every upstream frame (splits: downstream/speaker_labels.py)."""
+"""The speaker's label on every upstream frame (splits: corpora/speaker_splits.py)."""
 
+from corpora.speaker_splits import SpeakerDataConfig as DataConfig
 from downstream.frames import FrameGrid
-from downstream.speaker_labels import SpeakerDataConfig as DataConfig  # noqa: F401
-from downstream.speaker_labels import build_speaker_datasets
+from downstream.speaker_datasets import build_speaker_datasets
 
 
-def build_datasets(config: dict, grid: FrameGrid):
+def build_datasets(config: DataConfig, grid: FrameGrid):
     return build_speaker_datasets(config, grid, per_frame=True)

@@ -1,6 +1,6 @@
 """Frame-level speaker identification: one linear layer on every frame."""
 
-from downstream.frame_classifier import FrameClassificationExpert
+from downstream.heads.frame import FrameClassificationExpert
 
 
 class DownstreamExpert(FrameClassificationExpert):

@@ -1,6 +1,6 @@
 """Utterance-level speaker identification: mean pooling over real frames, then one linear layer."""
 
-from downstream.utterance_classifier import UtteranceClassificationExpert
+from downstream.heads.utterance import UtteranceClassificationExpert
 
 
 class DownstreamExpert(UtteranceClassificationExpert):

@@ -10,7 +10,7 @@ from matplotlib.image import imread
 from conftest import tiny_config
 from upstream import Upstream, save_upstream
 from analysis import attention_map, tsne
-from utility.corpus import DEMO_ROOT
+from corpora.root import DEMO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,20 @@ def tiny_checkpoint(tmp_path_factory):
 def test_attention_map_png(tmp_path, tiny_checkpoint):
     audio = next(DEMO_ROOT.glob("dev-clean/*/*/*.flac"))
     out = attention_map.main(
-        ["-u", "aalbert_3L", "-k", str(tiny_checkpoint), "--audio", str(audio), "--layer", "3", "--head", "1", "--output", str(tmp_path / "a.png")]
+        [
+            "-u",
+            "aalbert_3L",
+            "-k",
+            str(tiny_checkpoint),
+            "--audio",
+            str(audio),
+            "--layer",
+            "3",
+            "--head",
+            "1",
+            "--output",
+            str(tmp_path / "a.png"),
+        ]
     )
     image = imread(out)
     assert image.shape[:2] == (900, 800)
@@ -57,7 +70,7 @@ def test_speaker_tsne_png_is_deterministic(tmp_path, tiny_checkpoint):
 
 
 def test_broad_classes_cover_the_phone_list_once():
-    from downstream.phone_labels import read_phone_names
+    from corpora.phone_splits import read_phone_names
     from analysis.phone_classes import BROAD_CLASSES, broad_class_names
 
     phones = read_phone_names(DEMO_ROOT / "phones.txt")
@@ -71,16 +84,15 @@ def test_broad_classes_cover_the_phone_list_once():
 def test_frame_embeddings_are_aligned_and_seeded(tiny_checkpoint):
     from downstream.frames import FrameGrid
     from upstream import build_upstream, read_audio
-    from utility.corpus import find_utterances, read_frame_labels
+    from corpora.index import find_utterances
+    from corpora.label_frames import read_frame_labels
 
     model = build_upstream("aalbert_3L", tiny_checkpoint)
     utterances = find_utterances(DEMO_ROOT, ["dev-clean"], progress=False)[:4]
     labels = read_frame_labels(DEMO_ROOT / "alignments" / "dev-clean.frames.txt")
     vectors, classes = tsne.frame_embeddings(model, utterances, labels, layer=1, max_frames=10**6, seed=0)
     grid = FrameGrid(model)
-    expected = torch.cat(
-        [grid.align(torch.tensor(labels[u.utt_id]), read_audio(u.path).numel(), u.utt_id) for u in utterances]
-    )
+    expected = torch.cat([grid.align(torch.tensor(labels[u.utt_id]), read_audio(u.path).numel(), u.utt_id) for u in utterances])
     assert vectors.shape == (expected.numel(), 32)
     assert np.array_equal(classes, expected.numpy()), "all frames kept, in order, with FrameGrid's labels"
     few = tsne.frame_embeddings(model, utterances, labels, layer=1, max_frames=50, seed=3)
@@ -94,8 +106,20 @@ def test_frame_embeddings_are_aligned_and_seeded(tiny_checkpoint):
 
 def test_phone_tsne_png(tmp_path, tiny_checkpoint):
     out = tsne.main(
-        ["-u", "aalbert_3L", "-k", str(tiny_checkpoint), "--level", "frame", "--subsets", "dev-clean",
-         "--max-frames", "120", "--output", str(tmp_path / "phones.png")]
+        [
+            "-u",
+            "aalbert_3L",
+            "-k",
+            str(tiny_checkpoint),
+            "--level",
+            "frame",
+            "--subsets",
+            "dev-clean",
+            "--max-frames",
+            "120",
+            "--output",
+            str(tmp_path / "phones.png"),
+        ]
     )
     image = imread(out)
     assert image.shape[:2] == (700, 800)
@@ -159,8 +183,20 @@ def report_run(tmp_path_factory, tiny_checkpoint):
     from analysis import report
 
     outdir = tmp_path_factory.mktemp("report")
-    argv = ["-u", "fbank", f"aalbert_3L:{tiny_checkpoint}", "-d", "speaker_utterance", "--proportions", "0.05", "1",
-            "--speed-utterances", "2", "-p", str(outdir)] + FEW_STEPS
+    argv = [
+        "-u",
+        "fbank",
+        f"aalbert_3L:{tiny_checkpoint}",
+        "-d",
+        "speaker_utterance",
+        "--proportions",
+        "0.05",
+        "1",
+        "--speed-utterances",
+        "2",
+        "-p",
+        str(outdir),
+    ] + FEW_STEPS
     return argv, report.main(argv)
 
 
@@ -201,7 +237,10 @@ def test_report_proportion_sweep(report_run):
     _, path = report_run
     rows = read_rows(path.parent / "proportion.csv")
     assert [(r["upstream"], float(r["train_proportion"])) for r in rows] == [
-        ("fbank", 0.05), ("fbank", 1.0), ("aalbert_3L", 0.05), ("aalbert_3L", 1.0)
+        ("fbank", 0.05),
+        ("fbank", 1.0),
+        ("aalbert_3L", 0.05),
+        ("aalbert_3L", 1.0),
     ]
     small, full = int(rows[0]["train_utterances"]), int(rows[1]["train_utterances"])
     assert small < full
@@ -250,8 +289,10 @@ def test_a_switch_added_to_a_task_keeps_finished_cells_valid():
 def test_report_stages_are_switched_by_name(tmp_path):
     from analysis import report
 
-    path = report.main(["-u", "fbank", "-d", "speaker_utterance", "--stages", "weighted_sum", "--speed-utterances", "1",
-                        "-p", str(tmp_path)] + FEW_STEPS)
+    path = report.main(
+        ["-u", "fbank", "-d", "speaker_utterance", "--stages", "weighted_sum", "--speed-utterances", "1", "-p", str(tmp_path)]
+        + FEW_STEPS
+    )
     text = path.read_text()
     assert "## Probes on the learned weighted sum" in text
     assert "## Layer-wise" not in text and "## Label-proportion" not in text

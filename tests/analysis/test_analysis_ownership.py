@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from analysis import layerwise, report
-from upstream.integrity import DamagedCheckpoint
+from utility.integrity import DamagedCheckpoint
 from utility.experiment_lock import ExperimentInUse, ExperimentLock
 
 STEPS = ["-o", "runner.total_steps=4", "runner.eval_step=2", "runner.log_step=1", "runner.max_keep=5"]
@@ -15,7 +15,8 @@ STEPS = ["-o", "runner.total_steps=4", "runner.eval_step=2", "runner.log_step=1"
 def test_an_analysis_on_a_folder_in_use_is_refused(tmp_path):
     with ExperimentLock(tmp_path / "out"):  # what a running analysis (or training run) holds
         with pytest.raises(ExperimentInUse, match="is in use by"):
-            report.main(["-u", "fbank", "-d", "speaker_utterance", "--stages", "weighted_sum", "-p", str(tmp_path / "out")] + STEPS)
+            args = ["-u", "fbank", "-d", "speaker_utterance", "--stages", "weighted_sum", "-p", str(tmp_path / "out")]
+            report.main(args + STEPS)
     assert not (tmp_path / "out" / "cells").exists(), "nothing written by the refused run"
 
 

@@ -11,8 +11,8 @@ import torch
 
 from analysis import study
 from conftest import TINY
-from upstream.loading import read_upstream_checkpoint
-from utility.corpus import DEMO_ROOT
+from upstream.files import read_upstream_checkpoint
+from corpora.root import DEMO_ROOT
 
 
 @pytest.fixture(scope="module")

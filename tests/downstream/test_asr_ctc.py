@@ -11,7 +11,7 @@ import torch
 
 import run_downstream
 from conftest import REPO
-from downstream.asr_ctc.dataset import build_datasets
+from downstream.asr_ctc.dataset import DataConfig, build_datasets
 from downstream.asr_ctc.expert import DownstreamExpert
 from downstream.base import Batch, UpstreamInfo
 from downstream.frames import FrameGrid
@@ -79,7 +79,7 @@ def corpus(tmp_path) -> Path:
 
 
 def build(root: Path):
-    config = {"root": str(root), "train_subset": "dev-clean", "dev_subset": "dev-clean", "test_subset": "dev-clean"}
+    config = DataConfig(root=str(root), train_subset="dev-clean", dev_subset="dev-clean", test_subset="dev-clean")
     return build_datasets(config, FrameGrid(build_upstream("fbank")))
 
 
@@ -97,7 +97,10 @@ def test_transcripts_become_characters_with_word_boundaries(corpus):
         (lambda lines: [lines[0].split()[0]] + lines[1:], r"1040-104001.trans.txt:1: the transcript of 1040-104001-\d+ is empty"),
         (lambda lines: lines + ["1040-104001-9999 A WORD"], r"1040-104001.trans.txt:4: 1040-104001-9999 has no audio file under"),
         (lambda lines: lines[1:], r"1040-104001-\d+.flac has no line in any \*.trans.txt under"),
-        (lambda lines: [lines[0] + " NAÏVE"] + lines[1:], r"1040-104001.trans.txt:1: characters \['Ï'\] are not in data.characters"),
+        (
+            lambda lines: [lines[0] + " NAÏVE"] + lines[1:],
+            r"1040-104001.trans.txt:1: characters \['Ï'\] are not in data.characters",
+        ),
     ],
 )
 def test_bad_transcripts_name_the_file_and_line(corpus, edit, message):

@@ -26,7 +26,13 @@ DEMO = REPO / "data" / "demo"
 
 # Few steps, small batches, small heads: each run takes seconds on two cores.
 TINY = {
-    "runner": ["runner.total_steps=4", "runner.eval_step=2", "runner.log_step=2", "runner.batch_size=3", "runner.eval_batch_size=12"],
+    "runner": [
+        "runner.total_steps=4",
+        "runner.eval_step=2",
+        "runner.log_step=2",
+        "runner.batch_size=3",
+        "runner.eval_batch_size=12",
+    ],
     "phone_1hidden": ["expert.hidden_sizes=[32]"],
     "phone_2hidden": ["expert.hidden_sizes=[32,32]"],
     "phone_ctc": ["expert.rnn_hidden=16"],
@@ -130,7 +136,9 @@ def test_inference_writes_a_label_per_frame(tmp_path):
     train("phone_linear", tmp_path / "phones", "runner.train_proportion=0.2")
     audio = sorted((DEMO / "test-clean").rglob("*.flac"))[:2]
     out = tmp_path / "phones.txt"
-    frames = run_downstream.main(["-m", "inference", "-e", str(tmp_path / "phones"), "-i", *map(str, audio), "--output", str(out)])
+    frames = run_downstream.main(
+        ["-m", "inference", "-e", str(tmp_path / "phones"), "-i", *map(str, audio), "--output", str(out)]
+    )
     lines = out.read_text().splitlines()
     assert lines[0].startswith("# phone_linear (fbank): one label per 10 ms frame")
     assert [line.split("\t")[0] for line in lines[1:]] == list(map(str, audio))
@@ -157,7 +165,18 @@ def test_a_new_task_folder_runs_without_touching_the_core(tmp_path):
     config = (tasks / "my_tones" / "config.yaml").read_text() + "expert:\n  hidden_size: 8\n"
     (tasks / "my_tones" / "config.yaml").write_text(config)
     results = run_downstream.main(
-        ["-u", "fbank", "-d", "my_tones", "--tasks-dir", str(tasks), "-p", str(tmp_path / "exp"), "-o", *tiny_overrides("example")]
+        [
+            "-u",
+            "fbank",
+            "-d",
+            "my_tones",
+            "--tasks-dir",
+            str(tasks),
+            "-p",
+            str(tmp_path / "exp"),
+            "-o",
+            *tiny_overrides("example"),
+        ]
     )
     assert results["task"] == "my_tones" and math.isfinite(results["test"]["loss"])
     best = read_probe_checkpoint(tmp_path / "exp" / "best.ckpt")
@@ -170,9 +189,23 @@ def test_two_process_ddp_run_matches_a_single_process_evaluation(tmp_path):
     summed over both; evaluating the best checkpoint alone must give the same metric."""
     expdir = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "run_downstream.py", "-u", "fbank", "-d", "speaker_utterance", "-p", str(expdir),
-        "--device", "cpu", "-o", *tiny_overrides("speaker_utterance"),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "run_downstream.py",
+        "-u",
+        "fbank",
+        "-d",
+        "speaker_utterance",
+        "-p",
+        str(expdir),
+        "--device",
+        "cpu",
+        "-o",
+        *tiny_overrides("speaker_utterance"),
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -192,7 +225,7 @@ def test_standardized_speaker_probe_trains_and_keeps_its_statistics(tmp_path):
 
 
 def test_feature_standardizer_handles_a_one_utterance_batch():
-    from downstream.heads import FeatureStandardizer
+    from downstream.heads.layers import FeatureStandardizer
 
     standardizer = FeatureStandardizer(3)
     batch = torch.tensor([[1.0, 2.0, 3.0], [3.0, 6.0, 9.0]])

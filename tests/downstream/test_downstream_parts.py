@@ -16,14 +16,16 @@ from conftest import REPO, tiny_config
 from downstream.discovery import TASKS_DIR, load_task, task_folders
 from downstream.featurizer import Featurizer
 from downstream.frames import FrameGrid
-from downstream.phone_ctc.dataset import ctc_frames_needed, phone_sequence
-from downstream.phone_ctc.expert import PaddedLSTM
-from downstream.phone_labels import PhoneDataConfig, build_phone_frame_datasets, load_phone_splits
+from downstream.heads.ctc import ctc_frames_needed
+from downstream.phone_ctc.dataset import phone_sequence
+from downstream.heads.ctc import PaddedLSTM
+from corpora.phone_splits import PhoneDataConfig, load_phone_splits
+from downstream.phone_datasets import build_phone_frame_datasets
 from downstream.settings import load_task_config, runner_sections
-from downstream.speaker_labels import SpeakerDataConfig, load_speaker_splits
+from corpora.speaker_splits import SpeakerDataConfig, load_speaker_splits
 from downstream.subset import proportion_subset
 from upstream import FrontendConfig, Upstream, UpstreamConfig, build_upstream
-from utility.corpus import read_frame_labels
+from corpora.label_frames import read_frame_labels
 
 DEMO = REPO / "data" / "demo"
 SUBSETS = ("train-clean-100", "dev-clean", "test-clean")
@@ -183,7 +185,7 @@ def test_labels_that_disagree_with_the_audio_are_named(tmp_path):
     lines[3] = " ".join([utt, *labels[:-5]])
     frames.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=rf"utterance {utt}: the label file has {len(labels) - 5} frames .* has {len(labels)}"):
-        build_phone_frame_datasets({"root": str(root)}, FrameGrid(build_upstream("fbank")))
+        build_phone_frame_datasets(PhoneDataConfig(root=str(root)), FrameGrid(build_upstream("fbank")))
 
 
 def test_a_root_without_the_subsets_lists_what_it_has(tmp_path):
@@ -242,7 +244,11 @@ def test_a_task_folder_missing_a_file_is_named(tmp_path):
 def test_an_expert_of_the_wrong_base_is_named(tmp_path):
     write_task(
         tmp_path / "wrong_base",
-        {"config.yaml": "runner: {}\n", "dataset.py": "def build_datasets(config, grid): ...\n", "expert.py": "class DownstreamExpert:\n    pass\n"},
+        {
+            "config.yaml": "runner: {}\n",
+            "dataset.py": "def build_datasets(config, grid): ...\n",
+            "expert.py": "class DownstreamExpert:\n    pass\n",
+        },
     )
     with pytest.raises(TypeError, match=r"task folder .*wrong_base: expert.py must define class DownstreamExpert, a subclass"):
         load_task("wrong_base", tmp_path)
@@ -285,7 +291,7 @@ def test_help_lists_tasks_and_upstreams(capsys):
         run_downstream.main(["-h"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    tasks = next(line for line in text.splitlines() if line.startswith("tasks: "))[len("tasks: "):].split(", ")
+    tasks = next(line for line in text.splitlines() if line.startswith("tasks: "))[len("tasks: ") :].split(", ")
     assert tasks == sorted(tasks) and {"example", "phone_1hidden", "phone_2hidden", "phone_ctc", "phone_linear"} <= set(tasks)
     assert "upstreams: aalbert_12L" in text and "fbank" in text
 

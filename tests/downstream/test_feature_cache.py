@@ -16,7 +16,8 @@ import run_downstream
 from conftest import REPO, tiny_config
 from downstream.feature_cache import CacheSpec, DiskStore, MemoryStore, fill_cache, upstream_identity
 from downstream.probe_checkpoint import read_probe_checkpoint
-from downstream.speaker_labels import build_speaker_datasets
+from corpora.speaker_splits import SpeakerDataConfig
+from downstream.speaker_datasets import build_speaker_datasets
 from downstream.frames import FrameGrid
 from upstream import Upstream, save_upstream
 
@@ -55,7 +56,7 @@ def corpus(tmp_path) -> Path:
 
 
 def speaker_data(upstream, root):
-    return build_speaker_datasets({"root": str(root)}, FrameGrid(upstream), per_frame=False)
+    return build_speaker_datasets(SpeakerDataConfig(root=str(root)), FrameGrid(upstream), per_frame=False)
 
 
 def test_stored_states_equal_the_upstream_and_each_utterance_is_extracted_once(tiny, corpus):

@@ -15,9 +15,9 @@ import yaml
 import run_downstream
 from conftest import REPO
 from downstream.frames import FrameGrid
-from downstream.keyword_spotting.dataset import CLASSES, build_datasets
+from downstream.keyword_spotting.dataset import CLASSES, DataConfig, build_datasets
 from upstream import build_upstream
-from utility.corpus import find_utterances
+from corpora.index import find_utterances
 
 DEMO = REPO / "data" / "demo"
 WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "bed", "cat"]  # bed, cat: _unknown_
@@ -58,7 +58,7 @@ def tiny_config(path: Path, **data) -> Path:
 
 
 def test_splits_classes_and_silence_slices(commands):
-    data = build_datasets({"root": str(commands)}, FrameGrid(build_upstream("fbank")))
+    data = build_datasets(DataConfig(root=str(commands)), FrameGrid(build_upstream("fbank")))
     assert data.label_names == list(CLASSES) and CLASSES[10:] == ("_unknown_", "_silence_")
     train_ids = data.train.utt_ids
     assert len(train_ids) == 12 + 16 and "yes/00c0ffee_nohash_2.wav" in train_ids
@@ -75,7 +75,18 @@ def test_splits_classes_and_silence_slices(commands):
 
 def test_keyword_spotting_trains_evaluates_and_labels_a_clip(commands, tmp_path):
     expdir = tmp_path / "exp"
-    results = run_downstream.main(["-u", "fbank", "-d", "keyword_spotting", "-c", str(tiny_config(tmp_path / "c.yaml", root=str(commands))), "-p", str(expdir)])
+    results = run_downstream.main(
+        [
+            "-u",
+            "fbank",
+            "-d",
+            "keyword_spotting",
+            "-c",
+            str(tiny_config(tmp_path / "c.yaml", root=str(commands))),
+            "-p",
+            str(expdir),
+        ]
+    )
     written = json.loads((expdir / "results.json").read_text())
     assert written["metric"] == "accuracy" and 0.0 <= written["test"]["accuracy"] <= 1.0
     assert results["train_utterances"] == 28  # clips and slices, each counted once
@@ -87,18 +98,25 @@ def test_keyword_spotting_trains_evaluates_and_labels_a_clip(commands, tmp_path)
 
 def test_a_separate_test_folder_is_the_test_set(commands, tmp_path):
     test_root = tmp_path / "test_set"
-    for folder, source in (("yes", "yes/00c0ffee_nohash_1.wav"), ("_silence_", "no/01c0ffee_nohash_1.wav"), ("_unknown_", "cat/11c0ffee_nohash_1.wav")):
+    for folder, source in (
+        ("yes", "yes/00c0ffee_nohash_1.wav"),
+        ("_silence_", "no/01c0ffee_nohash_1.wav"),
+        ("_unknown_", "cat/11c0ffee_nohash_1.wav"),
+    ):
         (test_root / folder).mkdir(parents=True)
         (test_root / folder / "a.wav").symlink_to(commands / source)
-    data = build_datasets({"root": str(commands), "test_root": str(test_root)}, FrameGrid(build_upstream("fbank")))
+    data = build_datasets(DataConfig(root=str(commands), test_root=str(test_root)), FrameGrid(build_upstream("fbank")))
     assert sorted(zip(data.test.utt_ids, (CLASSES[int(t)] for t in data.test.targets))) == [
-        ("_silence_/a.wav", "_silence_"), ("_unknown_/a.wav", "_unknown_"), ("yes/a.wav", "yes")]
+        ("_silence_/a.wav", "_silence_"),
+        ("_unknown_/a.wav", "_unknown_"),
+        ("yes/a.wav", "yes"),
+    ]
 
 
 def test_bad_speech_commands_input_is_named(commands, tmp_path):
     grid = FrameGrid(build_upstream("fbank"))
     with pytest.raises(ValueError, match=r"data.root must name the Speech Commands v0.01 folder"):
-        build_datasets({}, grid)
+        build_datasets(DataConfig(), grid)
     root = tmp_path / "copy"
     root.mkdir()
     for entry in commands.iterdir():
@@ -106,8 +124,8 @@ def test_bad_speech_commands_input_is_named(commands, tmp_path):
     (root / "validation_list.txt").unlink()
     (root / "validation_list.txt").write_text("yes/00c0ffee_nohash_0.wav\nyes/missing.wav\n")
     with pytest.raises(FileNotFoundError, match=r"validation_list.txt:2: yes/missing.wav does not exist under"):
-        build_datasets({"root": str(root)}, grid)
+        build_datasets(DataConfig(root=str(root)), grid)
     (root / "validation_list.txt").write_text("yes/00c0ffee_nohash_0.wav\n")
     (root / "testing_list.txt").unlink()
     with pytest.raises(FileNotFoundError, match=r"testing_list.txt not found"):
-        build_datasets({"root": str(root)}, grid)
+        build_datasets(DataConfig(root=str(root)), grid)

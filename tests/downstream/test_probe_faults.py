@@ -33,7 +33,9 @@ def test_a_replaced_upstream_file_is_refused_unless_allowed(tmp_path):
     assert recorded["size"] == upstream.stat().st_size and len(recorded["sha256"]) == 64
     torch.manual_seed(1)  # another model of the same shape under the same name
     save_upstream(Upstream(tiny_config(num_layers=3)), upstream, "aalbert_3L")
-    changed = rf"upstream checkpoint {upstream} has changed since probe .*best.ckpt was trained \(sha256 {recorded['sha256'][:12]}"
+    changed = (
+        rf"upstream checkpoint {upstream} has changed since probe .*best.ckpt was trained \(sha256 {recorded['sha256'][:12]}"
+    )
     with pytest.raises(ValueError, match=changed):
         run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp")])
     with pytest.raises(ValueError, match=changed):
@@ -46,8 +48,19 @@ def test_a_replaced_upstream_file_is_refused_unless_allowed(tmp_path):
     assert evaluation["upstream_file"]["replaced"] == recorded and evaluation["upstream_file"]["sha256"] != recorded["sha256"]
     out = tmp_path / "predictions.txt"
     with pytest.warns(UserWarning, match="using the changed upstream checkpoint"):
-        run_downstream.main(["-m", "inference", "-e", str(tmp_path / "exp"), "-i", str(DEMO_FILES[0]), "--output", str(out),
-                             "--allow-upstream-change"])
+        run_downstream.main(
+            [
+                "-m",
+                "inference",
+                "-e",
+                str(tmp_path / "exp"),
+                "-i",
+                str(DEMO_FILES[0]),
+                "--output",
+                str(out),
+                "--allow-upstream-change",
+            ]
+        )
     assert "has changed since the probe was trained (--allow-upstream-change)" in out.read_text().splitlines()[1]
     upstream.unlink()
     with pytest.raises(FileNotFoundError, match=f"upstream checkpoint {upstream} that probe .* was trained on is missing"):
@@ -79,7 +92,9 @@ def test_a_tiny_and_a_nan_file_in_a_corpus_are_named_before_the_first_update(cor
 def test_inference_names_each_bad_file_and_still_predicts_the_good_ones(tmp_path):
     probe(tmp_path / "exp")
     bad = {
-        write_wav(tmp_path / "tiny.wav", np.full(10, 0.1, np.float32), "PCM_16"): "has 10 samples, shorter than one analysis window",
+        write_wav(
+            tmp_path / "tiny.wav", np.full(10, 0.1, np.float32), "PCM_16"
+        ): "has 10 samples, shorter than one analysis window",
         non_finite_wav(tmp_path / "nan.wav"): "contains NaN or inf samples",
         write_wav(tmp_path / "stereo.wav", np.zeros((16000, 2), np.float32), "PCM_16"): "has 2 channels; models expect mono",
         tmp_path / "missing.flac": "audio file not found",
@@ -100,7 +115,11 @@ def test_a_damaged_newest_probe_checkpoint_is_named_and_the_intact_one_offered(t
     probe(tmp_path / "exp", "runner.save_step=1", "runner.max_keep=4")
     newest = tmp_path / "exp" / "states-00000004.ckpt"
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated (best.ckpt may be the same file)
-    with pytest.raises(ValueError, match=r"states-00000004.ckpt is corrupt or truncated.*newest intact checkpoint is .*states-00000003.ckpt: add --skip-damaged"):
+    with pytest.raises(
+        ValueError,
+        match=r"states-00000004.ckpt is corrupt or truncated.*newest intact checkpoint is .*states-00000003.ckpt: "
+        r"add --skip-damaged",
+    ):
         run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6"])
     with pytest.warns(UserWarning, match="states-00000004.ckpt is corrupt or truncated"):
         results = run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6", "--skip-damaged"])
@@ -113,8 +132,10 @@ def test_ctrl_c_saves_at_the_step_boundary_and_the_probe_continues_exactly(tmp_p
     settings = ["-u", "fbank", "-d", "speaker_frame", "-o", "runner.batch_size=2", "runner.eval_step=1000", "runner.save_step=2"]
     folder = tmp_path / "interrupted"
     step, last = interrupt_training([script, "-p", str(folder), *settings, "runner.total_steps=5000"], folder, tmp_path)
-    assert last == (f"interrupted at step {step}: saved {folder / f'states-{step:08d}.ckpt'}; "
-                    f"continue with: python run_downstream.py -e {folder}")
+    assert last == (
+        f"interrupted at step {step}: saved {folder / f'states-{step:08d}.ckpt'}; "
+        f"continue with: python run_downstream.py -e {folder}"
+    )
     end = f"runner.total_steps={step + 2}"
     resumed = run_command([script, "-e", str(folder), "-o", end], cwd=tmp_path)
     straight = run_command([script, "-p", str(tmp_path / "straight"), *settings, end], cwd=tmp_path)

@@ -22,14 +22,16 @@ import torch
 import run_pretrain
 from conftest import REPO, TINY, overrides
 from upstream import Upstream, build_upstream, read_audio, save_upstream
-from upstream.checkpoint import read_checkpoint_file
-from utility.corpus import DEMO_ROOT, find_utterances
+from utility.checkpoint_file import read_checkpoint_file
+from corpora.index import find_utterances
+from corpora.root import DEMO_ROOT
 from pretrain.data import BatchMaker, BatchPlan, seeded_generator
 from pretrain.masking import mask_frames, masked_l1
 from pretrain.model import MaskedAcousticModel, recompute_layers_in_backward
 from pretrain.trainer import Pretrainer
 from pretrain.settings import MaskingSettings, load_settings
-from utility.training import CheckpointKeeper, init_distributed
+from utility.checkpoint_keeper import CheckpointKeeper
+from utility.process_group import init_distributed
 
 
 def encoder_state(path: Path) -> dict[str, torch.Tensor]:
@@ -292,7 +294,8 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_readable(tmp_path):
         f"""
         import sys, time, torch
         sys.path.insert(0, {str(REPO)!r})
-        from utility.training import CheckpointKeeper, init_distributed
+        from utility.checkpoint_keeper import CheckpointKeeper
+        from utility.process_group import init_distributed
 
         class Stall:
             def __reduce__(self):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import run_pretrain
-import utility.corpus
+import corpora.index
 from conftest import overrides
 from faults import copy_corpus, non_finite_wav, write_wav
 
@@ -64,6 +64,6 @@ def test_stop_names_every_bad_file_and_writes_no_checkpoint(bad_corpus, tmp_path
         assert name in str(error.value)
     assert not (tmp_path / "stop").exists()  # stopped before anything was written
     # The verdicts were cached with the length index: a second start reads no file again.
-    monkeypatch.setattr(utility.corpus, "inspect_audio", lambda path: pytest.fail(f"{path} was read again"))
+    monkeypatch.setattr(corpora.index, "inspect_audio", lambda path: pytest.fail(f"{path} was read again"))
     with pytest.raises(ValueError, match="7 unusable audio file"):
         run(bad_corpus, tmp_path / "stop", "corpus.on_unreadable=stop")

@@ -9,7 +9,7 @@ import torch
 import run_pretrain
 from pretrain.baselines import copy_nearest, interpolate, predictions, trivial_losses, visible_frames
 from pretrain.data import MaskedBatch
-from upstream.checkpoint import read_checkpoint_file
+from utility.checkpoint_file import read_checkpoint_file
 
 TINY = [
     "model.encoder.hidden_size=32", "model.encoder.num_heads=4", "model.encoder.intermediate_size=64",

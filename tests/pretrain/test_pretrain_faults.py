@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import run_pretrain
-import upstream.checkpoint
+import utility.atomic_write
 from conftest import REPO, overrides
 from faults import assert_one_line_error, interrupt_training, overwrite_tensor_bytes, run_command
-from upstream.checkpoint import read_checkpoint_file
+from utility.checkpoint_file import read_checkpoint_file
 
 ENCODER = ("upstream", "state_dict", "input_projection.weight")
 
@@ -34,7 +34,10 @@ def test_damaged_newest_checkpoints_are_named_and_the_newest_intact_one_offered(
     run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *settings])
     reference = read_checkpoint_file(folder / "states-00000003.ckpt")
     overwrite_tensor_bytes(folder / "states-00000003.ckpt", struct.pack("<2f", float("inf"), float("inf")), ENCODER)
-    with pytest.raises(ValueError, match=r"states-00000003.ckpt is damaged.*newest intact checkpoint is .*states-00000002.ckpt: add --skip-damaged"):
+    with pytest.raises(
+        ValueError,
+        match=r"states-00000003.ckpt is damaged.*newest intact checkpoint is .*states-00000002.ckpt: add --skip-damaged",
+    ):
         run_pretrain.main(["-e", str(folder)])
     step2 = folder / "states-00000002.ckpt"
     step2.write_bytes(step2.read_bytes()[: step2.stat().st_size // 2])  # truncated
@@ -52,12 +55,16 @@ def test_ctrl_c_saves_at_the_step_boundary_and_the_run_continues_exactly(tmp_pat
     script = str(REPO / "run_pretrain.py")
     folder = tmp_path / "interrupted"
     step, last = interrupt_training([script, "-u", "aalbert_3L", "-p", str(folder), *settings], folder, tmp_path)
-    assert last == (f"interrupted at step {step}: saved {folder / f'states-{step:08d}.ckpt'}; "
-                    f"continue with: python run_pretrain.py -e {folder}")
+    assert last == (
+        f"interrupted at step {step}: saved {folder / f'states-{step:08d}.ckpt'}; "
+        f"continue with: python run_pretrain.py -e {folder}"
+    )
     assert not (folder / ".lock").exists()
 
     resumed = run_command([script, "-e", str(folder), "--stop-at-step", str(step + 2)], cwd=tmp_path)
-    straight = run_command([script, "-u", "aalbert_3L", "-p", str(tmp_path / "straight"), *settings, "--stop-at-step", str(step + 2)], cwd=tmp_path)
+    straight = run_command(
+        [script, "-u", "aalbert_3L", "-p", str(tmp_path / "straight"), *settings, "--stop-at-step", str(step + 2)], cwd=tmp_path
+    )
     assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr[-2000:] + straight.stderr[-2000:]
     name = f"states-{step + 2:08d}.ckpt"
     assert same_training_state(read_checkpoint_file(folder / name), read_checkpoint_file(tmp_path / "straight" / name))
@@ -88,7 +95,7 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
         def no_space(fd):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(upstream.checkpoint.os, "fsync", no_space)
+        monkeypatch.setattr(utility.atomic_write.os, "fsync", no_space)
         with pytest.raises(SystemExit) as stop:
             run_cli(run_pretrain.main, args)
         assert stop.value.code == 2

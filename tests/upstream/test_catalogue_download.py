@@ -19,7 +19,7 @@ from conftest import FIXTURES, REPO
 from upstream import build_upstream, entry_names
 from upstream.catalogue import CATALOGUE, find_published, published_for
 from upstream.download import CheckpointDownloadError, cache_path, mirrored_url
-from upstream.s3prl_checkpoint import read_s3prl_file
+from upstream.s3prl.read import read_s3prl_file
 
 AALBERT = find_published("audio_albert")
 
@@ -29,7 +29,13 @@ def three_layer_s3prl_file(path: Path) -> Path:
     AALBERT), still in s3prl's 0.4 layout with a pickled argparse.Namespace."""
     data = read_s3prl_file(FIXTURES / "s3prl" / "v04_kaldi_fbank_aalbert.ckpt")
     transformer = dict(data["Transformer"])
-    transformer.update({key.replace("encoder.layer.0.", "encoder.layer.2."): tensor for key, tensor in transformer.items() if key.startswith("encoder.layer.0.")})
+    transformer.update(
+        {
+            key.replace("encoder.layer.0.", "encoder.layer.2."): tensor
+            for key, tensor in transformer.items()
+            if key.startswith("encoder.layer.0.")
+        }
+    )
     config = data["Upstream_Config"]
     config["transformer"]["num_hidden_layers"] = 3
     payload = {
@@ -169,6 +175,8 @@ def test_first_load_downloads_once_and_equals_the_file_loaded_directly(mirror, s
     assert len(mirror.requests) == 1
     assert torch.equal(first_states(again, demo_wavs[0])[-1], first_states(direct, demo_wavs[0])[-1])
     build_upstream(None, pretrained=AALBERT.name)  # the catalogue knows the entry
+    bundled = find_published("audio_albert_960hr").get_model()  # the bundle, as torchaudio's get_model()
+    assert not bundled.training and torch.equal(first_states(bundled, demo_wavs[0])[-1], first_states(direct, demo_wavs[0])[-1])
     assert len(mirror.requests) == 1
     build_upstream("aalbert_3L", pretrained="audio_albert", refresh=True)
     assert len(mirror.requests) == 2

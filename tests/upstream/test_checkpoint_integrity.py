@@ -12,7 +12,7 @@ import hub
 from conftest import FIXTURES, REPO, tiny_config
 from faults import assert_one_line_error, overwrite_tensor_bytes, run_command
 from upstream import Upstream, build_upstream, save_upstream
-from upstream.checkpoint import read_checkpoint_file
+from utility.checkpoint_file import read_checkpoint_file
 
 AUDIO = next((REPO / "data" / "demo" / "dev-clean").rglob("*.flac"))
 WEIGHT = ("upstream", "state_dict", "input_projection.weight")

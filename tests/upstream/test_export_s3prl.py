@@ -17,10 +17,10 @@ import hub
 from conftest import FIXTURES, tiny_config
 from pretrain.model import s3prl_head_state
 from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, build_upstream, save_upstream
-from upstream.checkpoint import save_atomic
-from upstream.export_s3prl import export_s3prl
-from upstream.loading import upstream_checkpoint
-from upstream.s3prl_checkpoint import read_s3prl_file
+from utility.checkpoint_file import save_atomic
+from upstream.s3prl.export import export_s3prl
+from upstream.checkpoint import upstream_checkpoint
+from upstream.s3prl.read import read_s3prl_file
 
 # Files written by s3prl's own TransformerModel / SpecHead (tests/fixtures/README.md).
 S3PRL_FILES = ["v04_upstream_config", "v04_pre_layer_norm", "v04_kaldi_fbank_aalbert", "v020_config_aalbert"]
@@ -48,7 +48,9 @@ def test_s3prl_files_survive_a_trip_through_our_format(name, tmp_path, demo_wavs
     exported = export_s3prl(ours, tmp_path / "s3prl.ckpt")
     data = torch.load(exported, weights_only=True)  # plain data: no pickled objects
     # gamma/beta (v0.2.0) become weight/bias, the names s3prl 0.4's modules register.
-    expected = {key.replace(".gamma", ".weight").replace(".beta", ".bias"): value for key, value in original["Transformer"].items()}
+    expected = {
+        key.replace(".gamma", ".weight").replace(".beta", ".bias"): value for key, value in original["Transformer"].items()
+    }
     assert data["Transformer"].keys() == expected.keys()
     for key, tensor in expected.items():
         assert torch.equal(data["Transformer"][key], tensor), key
@@ -81,7 +83,9 @@ def test_s3prl_files_survive_a_trip_through_our_format(name, tmp_path, demo_wavs
 )
 def test_export_round_trip_gives_the_same_model(frontend, fields, tmp_path, demo_wavs):
     frontend = FrontendConfig(**frontend)
-    config = tiny_config("aalbert" if fields.get("share_layer") else "mockingjay", input_dim=frontend.feature_dim, downsample_rate=1, **fields)
+    config = tiny_config(
+        "aalbert" if fields.get("share_layer") else "mockingjay", input_dim=frontend.feature_dim, downsample_rate=1, **fields
+    )
     config.frontend = frontend
     torch.manual_seed(3)
     model = Upstream(config).eval()
@@ -102,8 +106,11 @@ def test_export_round_trip_gives_the_same_model(frontend, fields, tmp_path, demo
 
 def test_layouts_s3prl_cannot_express_are_refused_with_the_reason(tmp_path):
     preset = save_upstream(Upstream(tiny_config()), tmp_path / "preset.ckpt", name="aalbert_2L")
-    with pytest.raises(ValueError, match=r"cannot be written in s3prl 0.4.18's format: it stacks 3 frames per step .*"
-                                         r"its log-mel front end does not scale waveforms"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot be written in s3prl 0.4.18's format: it stacks 3 frames per step .*"
+        r"its log-mel front end does not scale waveforms",
+    ):
         export_s3prl(preset, tmp_path / "out.ckpt")
     factorised = tiny_config(downsample_rate=1, input_dim=80, embedding_size=16)
     factorised.frontend = FrontendConfig(**S3PRL_LOG_MEL)
@@ -121,8 +128,19 @@ def test_layouts_s3prl_cannot_express_are_refused_with_the_reason(tmp_path):
 def test_encoder_config_fields_all_reach_the_file():
     """A new EncoderConfig field must be considered here: exported, refused, or not s3prl's."""
     handled = {
-        "input_dim", "downsample_rate", "hidden_size", "num_layers", "num_heads", "intermediate_size", "share_layer",
-        "pre_layer_norm", "embedding_size", "hidden_dropout", "attention_dropout", "layer_norm_eps", "initializer_range",
+        "input_dim",
+        "downsample_rate",
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "intermediate_size",
+        "share_layer",
+        "pre_layer_norm",
+        "embedding_size",
+        "hidden_dropout",
+        "attention_dropout",
+        "layer_norm_eps",
+        "initializer_range",
         "max_frames",
     }
     assert set(EncoderConfig.__dataclass_fields__) == handled

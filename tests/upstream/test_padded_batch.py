@@ -68,7 +68,10 @@ def test_a_padded_batch_without_lengths_is_taken_whole(demo_wavs):
         (lambda m, w: m(w, torch.tensor([16000.0, 100.0])), "integer tensor"),
         (lambda m, w: m(w, torch.tensor([16001, 100])), r"must lie in \[0, 16000\]"),
         (lambda m, w: m(list(w), torch.tensor([16000, 100])), "a list of waveforms carries its own lengths"),
-        (lambda m, w: m(w[0]), r"padded batch of shape \(batch, samples\), got shape \(16000,\); for one waveform pass wav\[None\]"),
+        (
+            lambda m, w: m(w[0]),
+            r"padded batch of shape \(batch, samples\), got shape \(16000,\); for one waveform pass wav\[None\]",
+        ),
         (lambda m, w: m(w[None]), r"got shape \(1, 2, 16000\)"),
         (lambda m, w: m(w, torch.tensor([16000, 0])), "waveform 1 is empty"),
     ],

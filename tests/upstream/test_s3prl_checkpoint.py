@@ -20,10 +20,10 @@ import hub
 from conftest import FIXTURES as FIXTURE_ROOT
 from conftest import REPO
 from upstream import build_upstream, read_audio
-from upstream.checkpoint import torch_save_format
+from utility.checkpoint_file import torch_save_format
 from pretrain.model import PredictionHead, s3prl_head_state
-from upstream.s3prl_checkpoint import PickledObjectStandIn, read_s3prl_file, s3prl_config
-from utility.corpus import DEMO_ROOT
+from upstream.s3prl.read import PickledObjectStandIn, read_s3prl_file, s3prl_config
+from corpora.root import DEMO_ROOT
 
 FIXTURES = FIXTURE_ROOT / "s3prl"
 FIXTURE_NAMES = sorted(path.stem for path in FIXTURES.glob("*.ckpt"))
@@ -122,7 +122,9 @@ def test_spec_head_maps_onto_prediction_head():
 
 
 def test_named_entry_must_fit_family_and_depth():
-    with pytest.raises(ValueError, match="2-layer aalbert model, but 'aalbert_3L' has 3 layers; use the generic 'from_checkpoint'"):
+    with pytest.raises(
+        ValueError, match="2-layer aalbert model, but 'aalbert_3L' has 3 layers; use the generic 'from_checkpoint'"
+    ):
         build_upstream("aalbert_3L", fixture_path("v010_settings_namespace_aalbert"))
     with pytest.raises(ValueError, match="holds a mockingjay model, not aalbert"):
         hub.aalbert_3L(ckpt=str(fixture_path("v04_upstream_config")))
@@ -152,7 +154,9 @@ def test_unknown_and_missing_keys_are_both_listed(tmp_path):
     def add_third_layer(state):
         state.update({key.replace("layer.1.", "layer.2."): value for key, value in state.items() if ".layer.1." in key})
 
-    with pytest.raises(ValueError, match=r"unknown keys \['encoder.layer.2.attention.output.LayerNorm.bias', .*\]; missing keys \[\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown keys \['encoder.layer.2.attention.output.LayerNorm.bias', .*\]; missing keys \[\]"
+    ):
         build_upstream(None, _resave(tmp_path, "v04_upstream_config", add_third_layer))
 
 

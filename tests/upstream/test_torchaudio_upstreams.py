@@ -37,7 +37,9 @@ def test_parameter_counts_equal_torchaudios_builders_and_bundles(name):
     assert parameters(model) == parameters(builder)
     # The bundle's own architecture (what pretrained=True loads into) has the same size.
     params = getattr(torchaudio.pipelines, spec.bundle)._params
-    from_bundle = torchaudio.models.wavlm_model(**params) if spec.relative_positions else torchaudio.models.wav2vec2_model(**params)
+    from_bundle = (
+        torchaudio.models.wavlm_model(**params) if spec.relative_positions else torchaudio.models.wav2vec2_model(**params)
+    )
     assert parameters(from_bundle) == parameters(builder)
     assert spec.file_name == getattr(torchaudio.pipelines, spec.bundle)._path
     assert model.num_hidden_states == get_entry(name).num_layers + 1 == 13
@@ -121,10 +123,20 @@ def _other_file(tmp_path):
 def test_probe_trains_on_wav2vec2_through_run_downstream(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random weights, as the test intends
-        results = run_downstream.main([
-            "-u", "wav2vec2_base", "-d", "speaker_utterance", "-p", str(tmp_path / "exp"),
-            "-o", "runner.total_steps=2", "runner.eval_step=2", "runner.log_step=1",
-        ])
+        results = run_downstream.main(
+            [
+                "-u",
+                "wav2vec2_base",
+                "-d",
+                "speaker_utterance",
+                "-p",
+                str(tmp_path / "exp"),
+                "-o",
+                "runner.total_steps=2",
+                "runner.eval_step=2",
+                "runner.log_step=1",
+            ]
+        )
     assert results["steps"] == 2
     assert len(results["layer_weights"]) == 13
     assert 0.0 <= results["test"]["accuracy"] <= 1.0

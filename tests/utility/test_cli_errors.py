@@ -22,7 +22,11 @@ TASK = ["-u", "fbank", "-d", "speaker_frame"]
 
 # (command, arguments, text the error line must hold); OUT is the experiment folder, TMP the test's folder.
 MISTAKES = [
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps=many"], "runner.total_steps must be int, got 'many'"),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps=many"],
+        "runner.total_steps must be int, got 'many'",
+    ),
     (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_stepz=5"], "no key 'total_stepz'"),
     (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/missing.yaml"], "config file not found"),
     (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--stop-at-step", "0"], "--stop-at-step must be a step >= 1"),
@@ -42,7 +46,7 @@ MISTAKES = [
     (run_downstream.main, ["-u", "fbank", "-d", "phone_linaer", "-p", "OUT"], "unknown task 'phone_linaer'"),
     (run_downstream.main, ["-k", "TMP/missing.ckpt", "-d", "speaker_frame", "-p", "OUT"], "checkpoint not found"),
     (run_downstream.main, ["-k", "TMP/notes.txt", "-d", "speaker_frame", "-p", "OUT"], "not a loadable checkpoint"),
-    (run_downstream.main, ["-m", "evaluate", "-e", "TMP/nowhere"], "no experiment folder or checkpoint"),
+    (run_downstream.main, ["-m", "evaluate", "-e", "TMP/nowhere"], "no such checkpoint file or experiment folder"),
     (run_downstream.main, ["-m", "inference", "-e", "TMP"], "inference needs a trained probe and audio files"),
     (run_downstream.main, [*TASK, "-m", "tune"], "argument -m/--mode: invalid choice: 'tune'"),
     (hub._main, ["aalbert_4L", AUDIO], "unknown upstream 'aalbert_4L'"),
@@ -120,9 +124,24 @@ def test_out_of_memory_is_one_line_with_a_batch_size_hint(tmp_path, monkeypatch,
 
     monkeypatch.setattr(Pretrainer, "_update", too_big)
     with pytest.raises(SystemExit) as stop:
-        run_cli(run_pretrain.main, ["-u", "aalbert_3L", "-p", str(tmp_path / "x"), "-o", "model.encoder.hidden_size=32",
-                                    "-o", "model.encoder.num_heads=4", "-o", "corpus.dev_subsets=[]", "-o", "data.num_workers=0"],
-                run_pretrain.MEMORY_HINT)
+        run_cli(
+            run_pretrain.main,
+            [
+                "-u",
+                "aalbert_3L",
+                "-p",
+                str(tmp_path / "x"),
+                "-o",
+                "model.encoder.hidden_size=32",
+                "-o",
+                "model.encoder.num_heads=4",
+                "-o",
+                "corpus.dev_subsets=[]",
+                "-o",
+                "data.num_workers=0",
+            ],
+            run_pretrain.MEMORY_HINT,
+        )
     assert stop.value.code == 2
     assert_one_line_error(capsys.readouterr().err, "out of memory (", "can't allocate memory", "runner.gradient_accumulate_steps")
 

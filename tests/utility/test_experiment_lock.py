@@ -12,12 +12,29 @@ import run_downstream
 from conftest import REPO, overrides
 from faults import assert_one_line_error, run_command, start, wait_for
 
-PROBE = ["-u", "fbank", "-d", "speaker_frame", "-o", "runner.batch_size=2", "runner.eval_step=100000", "runner.save_step=100000", "runner.log_step=1000"]
+PROBE = [
+    "-u",
+    "fbank",
+    "-d",
+    "speaker_frame",
+    "-o",
+    "runner.batch_size=2",
+    "runner.eval_step=100000",
+    "runner.save_step=100000",
+    "runner.log_step=1000",
+]
 
 
 def test_a_second_pretraining_run_on_a_busy_folder_stops_at_once_naming_the_owner(tmp_path):
     folder = tmp_path / "run"
-    run = [str(REPO / "run_pretrain.py"), "-u", "aalbert_3L", "-p", str(folder), *overrides("corpus.dev_subsets=[]", "runner.total_steps=5000")]
+    run = [
+        str(REPO / "run_pretrain.py"),
+        "-u",
+        "aalbert_3L",
+        "-p",
+        str(folder),
+        *overrides("corpus.dev_subsets=[]", "runner.total_steps=5000"),
+    ]
     first = start(run, tmp_path)
     try:
         wait_for(folder, "train.log", first)  # the first run is training

@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from upstream.checkpoint import read_checkpoint_file, save_atomic
-from utility.training import (
-    CheckpointKeeper,
-    init_distributed,
-    linear_warmup_decay,
-    mixed_precision,
-    capture_rng_state,
-    resolve_device,
-    restore_rng_state,
-    seed_everything,
-)
+from utility.checkpoint_file import read_checkpoint_file, save_atomic
+from utility.checkpoint_keeper import CheckpointKeeper
+from utility.precision import mixed_precision
+from utility.process_group import init_distributed, resolve_device
+from utility.randomness import capture_rng_state, restore_rng_state, seed_everything
+from utility.schedule import linear_warmup_decay
 
 
 def _draw() -> tuple:

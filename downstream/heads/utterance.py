@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Batch, Expert, StepOutput, UpstreamInfo
-from .heads import FeatureStandardizer, build_mlp, mean_pool
+from ..base import Batch, Expert, StepOutput, UpstreamInfo
+from .layers import FeatureStandardizer, build_mlp, mean_pool
 
 
 @dataclass

@@ -25,12 +25,12 @@ from typing import Optional
 
 import torch
 
-from upstream.config import check_choice, dataclass_from_dict
-from utility.corpus import Utterance, find_utterances, read_frame_labels
+from utility.typed_config import check_choice
 
-from .base import ProbeDataset, TaskData
-from .corpus_root import resolve_root
-from .frames import FrameGrid, resampled_length
+from .index import find_utterances
+from .label_frames import read_frame_labels
+from .root import resolve_root
+from .utterance import Utterance
 
 S3PRL_LABELS = "converted_aligned_phones.txt"
 S3PRL_SPLITS = {"train": "train_split.txt", "test": "test_split.txt"}
@@ -185,34 +185,3 @@ def load_phone_splits(config: PhoneDataConfig) -> PhoneSplits:
         if not items:
             raise ValueError(f"the {split} split of {root} is empty")
     return PhoneSplits(splits["train"], splits["dev"], splits["test"], names)
-
-
-def frame_label_dataset(items: list[LabelledUtterance], grid: FrameGrid) -> ProbeDataset:
-    """Utterances with their labels mapped to the upstream's frames: targets (frames,) int32."""
-    targets = [
-        grid.align(item.labels, resampled_length(item.utterance.num_samples, item.utterance.sample_rate), item.utterance.utt_id)
-        .to(torch.int32)
-        for item in items
-    ]
-    return labelled_dataset(items, targets)
-
-
-def labelled_dataset(items: list[LabelledUtterance], targets: list[torch.Tensor]) -> ProbeDataset:
-    """One target tensor per utterance; the classes each one holds drive proportion subsets."""
-    return ProbeDataset(
-        [item.utterance.utt_id for item in items],
-        [item.utterance.path for item in items],
-        targets,
-        [target.unique().numpy() for target in targets],
-    )
-
-
-def build_phone_frame_datasets(config: dict, grid: FrameGrid) -> TaskData:
-    """``build_datasets`` of the frame-level phone tasks: one phone label per upstream frame."""
-    splits = load_phone_splits(dataclass_from_dict(PhoneDataConfig, config, "data"))
-    return TaskData(
-        frame_label_dataset(splits.train, grid),
-        frame_label_dataset(splits.dev, grid),
-        frame_label_dataset(splits.test, grid),
-        splits.phone_names,
-    )

@@ -1,4 +1,5 @@
-"""``python -m downstream.alignments``: MFA TextGrids and CTM files -> 10 ms frames.txt.
+"""``python -m corpora.alignments`` (also under its former name ``downstream.alignments``): MFA
+TextGrids and CTM files -> 10 ms frames.txt.
 
 Round trip: the demo corpus's segments (one phone per line, times to 10 microseconds) are
 written as TextGrids and as a CTM file in the forms aligners write (upper case, stress digits,
@@ -16,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from downstream import alignments
-from utility.corpus import read_frame_labels
+from corpora import alignments
+from corpora.label_frames import read_frame_labels
 
 DEMO = REPO / "data" / "demo"
 PHONES = DEMO / "phones.txt"
@@ -47,7 +48,10 @@ def aligner_symbol(phone: str, native: str, k: int) -> str:
 def write_textgrid(path: Path, rows: list[tuple[str, str, str, str]], short: bool) -> None:
     """A two-tier TextGrid (words, then phones) in Praat's long or short text format."""
     end = rows[-1][1]
-    tiers = [("words", [("0", end, "some words")]), ("phones", [(s, e, aligner_symbol(p, n, k)) for k, (s, e, p, n) in enumerate(rows)])]
+    tiers = [
+        ("words", [("0", end, "some words")]),
+        ("phones", [(s, e, aligner_symbol(p, n, k)) for k, (s, e, p, n) in enumerate(rows)]),
+    ]
     if short:
         lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "0", end, "<exists>", str(len(tiers))]
         for name, intervals in tiers:
@@ -55,11 +59,32 @@ def write_textgrid(path: Path, rows: list[tuple[str, str, str, str]], short: boo
             for start, stop, text in intervals:
                 lines += [start, stop, f'"{text}"']
     else:
-        lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0", f"xmax = {end}", "tiers? <exists>", f"size = {len(tiers)}", "item []:"]
+        lines = [
+            'File type = "ooTextFile"',
+            'Object class = "TextGrid"',
+            "",
+            "xmin = 0",
+            f"xmax = {end}",
+            "tiers? <exists>",
+            f"size = {len(tiers)}",
+            "item []:",
+        ]
         for number, (name, intervals) in enumerate(tiers, start=1):
-            lines += [f"    item [{number}]:", '        class = "IntervalTier"', f'        name = "{name}"', "        xmin = 0", f"        xmax = {end}", f"        intervals: size = {len(intervals)}"]
+            lines += [
+                f"    item [{number}]:",
+                '        class = "IntervalTier"',
+                f'        name = "{name}"',
+                "        xmin = 0",
+                f"        xmax = {end}",
+                f"        intervals: size = {len(intervals)}",
+            ]
             for index, (start, stop, text) in enumerate(intervals, start=1):
-                lines += [f"        intervals [{index}]:", f"            xmin = {start}", f"            xmax = {stop}", f'            text = "{text}"']
+                lines += [
+                    f"        intervals [{index}]:",
+                    f"            xmin = {start}",
+                    f"            xmax = {stop}",
+                    f'            text = "{text}"',
+                ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -116,14 +141,29 @@ def test_textgrids_reproduce_the_demo_frames(split, tmp_path):
     assert ties < 20
 
 
-def test_ctm_reproduces_the_demo_frames_from_the_command_line(tmp_path):
+@pytest.mark.parametrize("module", ["corpora.alignments", "downstream.alignments"])
+def test_ctm_reproduces_the_demo_frames_from_the_command_line(module, tmp_path):
     split = "dev-clean"
     segments = read_segments(split)
     write_ctm(tmp_path / "phones.ctm", segments)
     out = tmp_path / "frames.txt"
     run = subprocess.run(
-        [sys.executable, "-m", "downstream.alignments", "ctm", str(tmp_path / "phones.ctm"), "-o", str(out), "--phones", str(PHONES), "--audio", str(DEMO / split)],
-        cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            module,
+            "ctm",
+            str(tmp_path / "phones.ctm"),
+            "-o",
+            str(out),
+            "--phones",
+            str(PHONES),
+            "--audio",
+            str(DEMO / split),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr
     assert "wrote 24 utterance(s)" in run.stderr and "ax->ah" in run.stderr
@@ -133,8 +173,21 @@ def test_ctm_reproduces_the_demo_frames_from_the_command_line(tmp_path):
 def test_symbols_fold_and_map_into_the_phone_list():
     mapper = alignments.PhoneMapper(["sil", "ah", "er", "t"], extra_map={"dx": "t"})
     spell = lambda symbol: mapper(alignments.Interval(0, 1, symbol, Path("x"), 1))  # noqa: E731
-    assert [spell(s) for s in ("AH0", "ah1_B", "AXR", "ax", "DX", "", "SIL", "sp", "SPN", "T_E")] == [1, 1, 2, 1, 3, 0, 0, 0, 0, 3]
-    with pytest.raises(alignments.AlignmentError, match=r"x:1: phone 'ZH1' \(folded: 'zh'\) is not in the phone list .* --map zh=PHONE"):
+    assert [spell(s) for s in ("AH0", "ah1_B", "AXR", "ax", "DX", "", "SIL", "sp", "SPN", "T_E")] == [
+        1,
+        1,
+        2,
+        1,
+        3,
+        0,
+        0,
+        0,
+        0,
+        3,
+    ]
+    with pytest.raises(
+        alignments.AlignmentError, match=r"x:1: phone 'ZH1' \(folded: 'zh'\) is not in the phone list .* --map zh=PHONE"
+    ):
         spell("ZH1")
 
 
@@ -147,8 +200,20 @@ def test_alignments_ending_off_the_audio_are_named(tmp_path):
     short_one = sorted(segments)[2]
     rows = segments[short_one]
     write_textgrid(folder / f"{short_one}.TextGrid", rows[:-1], short=False)  # the last phone lost
-    args = ["textgrid", str(folder), "-o", str(tmp_path / "frames.txt"), "--phones", str(PHONES), "--audio", str(DEMO / "test-clean")]
-    with pytest.raises(alignments.AlignmentError, match=rf"1 utterance\(s\) end more than one frame away .*\n  {short_one}: the alignment ends at"):
+    args = [
+        "textgrid",
+        str(folder),
+        "-o",
+        str(tmp_path / "frames.txt"),
+        "--phones",
+        str(PHONES),
+        "--audio",
+        str(DEMO / "test-clean"),
+    ]
+    with pytest.raises(
+        alignments.AlignmentError,
+        match=rf"1 utterance\(s\) end more than one frame away .*\n  {short_one}: the alignment ends at",
+    ):
         alignments.main(args)
     assert not (tmp_path / "frames.txt").exists()
     result = alignments.main([*args, "--drop-mismatched"])
@@ -163,7 +228,9 @@ def test_bad_alignment_input_names_the_file_and_line(tmp_path):
     # An alignment for audio that does not exist.
     ctm.write_text("1050-105001-0000 1 0.00 0.30 SIL\n9999-1-0001 1 0.00 0.30 SIL\n")
     with pytest.raises(FileNotFoundError, match=r"bad.ctm:2: utterance 9999-1-0001 has no audio file"):
-        alignments.main(["ctm", str(ctm), "-o", str(tmp_path / "f.txt"), "--phones", str(PHONES), "--audio", str(DEMO / "test-clean")])
+        alignments.main(
+            ["ctm", str(ctm), "-o", str(tmp_path / "f.txt"), "--phones", str(PHONES), "--audio", str(DEMO / "test-clean")]
+        )
     grid = tmp_path / "u.TextGrid"
     write_textgrid(grid, [("0", "0.5", "ah", "ah")], short=True)
     with pytest.raises(alignments.AlignmentError, match=r"u.TextGrid: no tier named 'phone' \(tiers: \['words', 'phones'\]\)"):

@@ -36,14 +36,12 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
-from upstream.config import check_choice, dataclass_from_dict
-from utility.corpus import Utterance, find_utterances
+from utility.typed_config import check_choice
 
-from .base import ProbeDataset, TaskData
-from .corpus_root import resolve_root
-from .frames import FrameGrid, resampled_length
+from .index import find_utterances
+from .root import resolve_root
+from .utterance import Utterance
 
 FORMATS = ("librispeech", "voxceleb1")
 SPLIT_MODES = ("utterance", "subset", "cpc")
@@ -236,23 +234,3 @@ def load_speaker_splits(config: SpeakerDataConfig) -> SpeakerSplits:
                 "speaker identification needs the same speakers in every split (use split_by: utterance)"
             )
     return SpeakerSplits(splits["train"], splits["dev"], splits["test"], speakers)
-
-
-def speaker_dataset(utterances: list[Utterance], speakers: list[str], grid: FrameGrid, per_frame: bool) -> ProbeDataset:
-    """Targets: the speaker's class index, () per utterance or repeated on every upstream frame."""
-    index = {speaker: i for i, speaker in enumerate(speakers)}
-    labels = [torch.tensor(index[u.speaker], dtype=torch.int32) for u in utterances]
-    if per_frame:
-        counts = grid.num_frames([resampled_length(u.num_samples, u.sample_rate) for u in utterances])
-        labels = [label.expand(int(count)).clone() for label, count in zip(labels, counts)]
-    classes = [np.array([index[u.speaker]]) for u in utterances]
-    return ProbeDataset([u.utt_id for u in utterances], [u.path for u in utterances], labels, classes)
-
-
-def build_speaker_datasets(config: dict, grid: FrameGrid, per_frame: bool) -> TaskData:
-    """``build_datasets`` of the speaker tasks."""
-    splits = load_speaker_splits(dataclass_from_dict(SpeakerDataConfig, config, "data"))
-    return TaskData(
-        *(speaker_dataset(getattr(splits, name), splits.speakers, grid, per_frame) for name in ("train", "dev", "test")),
-        label_names=splits.speakers,
-    )

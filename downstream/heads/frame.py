@@ -15,8 +15,8 @@ from torch import nn
 
 from upstream.frontend import frame_mask
 
-from .base import Batch, Expert, StepOutput, UpstreamInfo
-from .heads import build_mlp
+from ..base import Batch, Expert, StepOutput, UpstreamInfo
+from .layers import build_mlp
 
 IGNORE = -100  # target value of padded frames (cross_entropy's ignore_index)
 

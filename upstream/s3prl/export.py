@@ -26,10 +26,12 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FORMAT, check_own_checkpoint, save_atomic
-from .config import EncoderConfig, FrontendConfig, UpstreamConfig
-from .s3prl_checkpoint import _LAYER_ALIASES, _LAYER_KEYS, _PARAMS, _QKV_ORDER, _TOP_KEYS
-from .s3prl_checkpoint import is_s3prl_checkpoint, read_s3prl_file, s3prl_encoder_state
+from utility.checkpoint_file import read_checkpoint_file, save_atomic
+
+from ..checkpoint import FORMAT, check_own_checkpoint
+from ..config import EncoderConfig, FrontendConfig, UpstreamConfig
+from .keys import LAYER_ALIASES, LAYER_KEYS, PARAMS, QKV_ORDER, TOP_KEYS
+from .read import is_s3prl_checkpoint, s3prl_encoder_state, s3prl_objects
 
 S3PRL_VERSION = "0.4.18"
 # Our pretraining head's modules -> s3prl's TransformerSpecPredictionHead names.
@@ -49,7 +51,9 @@ def export_problems(config: UpstreamConfig) -> list[str]:
             f"s3prl {S3PRL_VERSION}'s TransformerModel has no frame stacking (pretrain with encoder.downsample_rate=1)"
         )
     if encoder.embedding_size:
-        problems.append(f"it has a factorised input projection (encoder.embedding_size={encoder.embedding_size}), which s3prl lacks")
+        problems.append(
+            f"it has a factorised input projection (encoder.embedding_size={encoder.embedding_size}), which s3prl lacks"
+        )
     if frontend.sample_rate != 16000:
         problems.append(f"it takes {frontend.sample_rate} Hz audio; s3prl's upstreams take 16000 Hz")
     if frontend.feature == "logmel":
@@ -64,7 +68,10 @@ def export_problems(config: UpstreamConfig) -> list[str]:
         if frontend.target_level_db is not None:
             problems.append("its Kaldi fbank front end scales waveforms (frontend.target_level_db), which s3prl's never does")
         options = frontend.kaldi_options
-        if (frontend.win_ms, frontend.hop_ms) != (float(options.get("frame_length", 25.0)), float(options.get("frame_shift", 10.0))):
+        if (frontend.win_ms, frontend.hop_ms) != (
+            float(options.get("frame_length", 25.0)),
+            float(options.get("frame_shift", 10.0)),
+        ):
             problems.append("its win_ms / hop_ms differ from kaldi_options frame_length / frame_shift")
     return problems
 
@@ -119,7 +126,7 @@ def s3prl_transformer_state(state: dict[str, torch.Tensor], config: EncoderConfi
     """Our encoder state dict -> s3prl's ``TransformerModel`` keys: the inverse of
     ``s3prl_encoder_state``. A shared layer is listed under every index (the same tensors, as
     s3prl's ModuleList of one layer saves it); pre-LN layers also get s3prl's LayerNorm aliases."""
-    out = {f"{theirs}.{param}": state[f"{ours}.{param}"] for theirs, ours in _TOP_KEYS.items() for param in _PARAMS}
+    out = {f"{theirs}.{param}": state[f"{ours}.{param}"] for theirs, ours in TOP_KEYS.items() for param in PARAMS}
     layers: dict[str, dict[str, torch.Tensor]] = {}  # our prefix -> s3prl layer (one, when shared)
     for index in range(config.num_layers):
         prefix = "layer" if config.share_layer else f"layers.{index}"
@@ -128,7 +135,11 @@ def s3prl_transformer_state(state: dict[str, torch.Tensor], config: EncoderConfi
         out.update({f"encoder.layer.{index}.{key}": tensor for key, tensor in layers[prefix].items()})
     if config.pre_layer_norm:
         out.update(
-            {f"encoder.LayerNorm.{i}.{param}": state[f"output_norms.{i}.{param}"] for i in range(config.num_layers + 1) for param in _PARAMS}
+            {
+                f"encoder.LayerNorm.{i}.{param}": state[f"output_norms.{i}.{param}"]
+                for i in range(config.num_layers + 1)
+                for param in PARAMS
+            }
         )
     return out
 
@@ -136,14 +147,14 @@ def s3prl_transformer_state(state: dict[str, torch.Tensor], config: EncoderConfi
 def _s3prl_layer(state: dict[str, torch.Tensor], prefix: str, config: EncoderConfig) -> dict[str, torch.Tensor]:
     """One of our layers (keys under ``prefix``) -> s3prl's layer keys (no index)."""
     layer = {}
-    for param in _PARAMS:
+    for param in PARAMS:
         parts = state[f"{prefix}.qkv.{param}"].split(config.hidden_size, dim=0)  # rows: query, key, value
-        layer.update({f"{name}.{param}": part.clone() for name, part in zip(_QKV_ORDER, parts)})
-        for theirs, ours in _LAYER_KEYS.items():
+        layer.update({f"{name}.{param}": part.clone() for name, part in zip(QKV_ORDER, parts)})
+        for theirs, ours in LAYER_KEYS.items():
             if ours != "qkv":
                 layer[f"{theirs}.{param}"] = state[f"{prefix}.{ours}.{param}"]
         if config.pre_layer_norm:
-            layer.update({f"{alias}.{param}": layer[f"{target}.{param}"] for alias, target in _LAYER_ALIASES.items()})
+            layer.update({f"{alias}.{param}": layer[f"{target}.{param}"] for alias, target in LAYER_ALIASES.items()})
     return layer
 
 
@@ -182,7 +193,10 @@ def _s3prl_head_key(key: str) -> str:
 
 def export_s3prl(ckpt: str | Path, output: str | Path) -> Path:
     """Write our checkpoint ``ckpt`` as an s3prl 0.4.18 file at ``output`` (atomically)."""
-    data = read_s3prl_file(ckpt)
+    already = f"{ckpt} is already an s3prl checkpoint; s3prl loads it as it is"
+    if s3prl_objects(ckpt):
+        raise ValueError(already)
+    data = read_checkpoint_file(ckpt)
     if is_s3prl_checkpoint(data):
-        raise ValueError(f"{ckpt} is already an s3prl checkpoint; s3prl loads it as it is")
+        raise ValueError(already)
     return save_atomic(s3prl_payload(data, str(ckpt)), output)

@@ -22,8 +22,10 @@ from typing import Any, Optional
 
 import torch
 
-from .checkpoint import read_checkpoint_file, torch_save_format
-from .config import EncoderConfig, FrontendConfig, UpstreamConfig
+from utility.checkpoint_file import read_checkpoint_file, torch_save_format
+
+from ..config import EncoderConfig, FrontendConfig, UpstreamConfig
+from .keys import LAYER_ALIASES, LAYER_KEYS, PARAMS, QKV_ORDER, TOP_KEYS, UNINDEXED_LAYER, rename_gamma_beta
 
 # Pickled globals that s3prl files carry and that we map to an inert stand-in.
 _STANDIN_GLOBALS = re.compile(r"^(argparse\.Namespace|optimizers\.\w+|s3prl\.optimizers\.\w+)$")
@@ -39,10 +41,14 @@ class PickledObjectStandIn:
         self.pickled_state = state
 
 
+def s3prl_objects(path: str | Path) -> list[str]:
+    """The s3prl objects (Namespace, schedulers) a file pickles: none in plain-data files like ours."""
+    return [name for name in pickled_globals(Path(path)) if _STANDIN_GLOBALS.match(name)]
+
+
 def read_s3prl_file(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint that may hold s3prl's pickled Namespace/scheduler objects."""
-    path = Path(path)
-    names = [name for name in pickled_globals(path) if _STANDIN_GLOBALS.match(name)]
+    names = s3prl_objects(path)
     with torch.serialization.safe_globals([(PickledObjectStandIn, name) for name in names]):
         return read_checkpoint_file(path)
 
@@ -187,39 +193,8 @@ def s3prl_config(data: dict[str, Any]) -> UpstreamConfig:
     )
 
 
-# s3prl layer key (after "encoder.layer.<i>.") -> our layer key. q/k/v are fused into qkv.
-_LAYER_KEYS = {
-    "attention.self.query": "qkv",  # rows 0:H of our fused projection
-    "attention.self.key": "qkv",  # rows H:2H
-    "attention.self.value": "qkv",  # rows 2H:3H
-    "attention.output.dense": "attention_output",
-    "attention.output.LayerNorm": "attention_norm",
-    "intermediate.dense": "ffn_in",
-    "output.dense": "ffn_out",
-    "output.LayerNorm": "ffn_norm",
-}
-# Pre-LN s3prl layers register the two LayerNorms a second time under these names
-# (the same tensors); they carry nothing new, but must agree with what they alias.
-_LAYER_ALIASES = {"attention.LayerNorm": "attention.output.LayerNorm", "LayerNorm": "output.LayerNorm"}
-# Keys outside the layers. Pre-LN files also hold one output LayerNorm per hidden state,
-# "encoder.LayerNorm.<i>" -> our "output_norms.<i>" (i = 0 .. N).
-_TOP_KEYS = {
-    "input_representations.spec_transform": "input_projection",
-    "input_representations.LayerNorm": "input_norm",
-}
-_QKV_ORDER = ("attention.self.query", "attention.self.key", "attention.self.value")
-_PARAMS = ("weight", "bias")
-# The early shared-layer branch: "encoder.layer.attention...", no index.
-_UNINDEXED_LAYER = re.compile(r"^encoder\.layer\.[^\d]")
-
-
-def rename_gamma_beta(key: str) -> str:
-    """Old files name LayerNorm parameters gamma/beta."""
-    return re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))
-
-
 def _keys(modules: list[str]) -> set[str]:
-    return {f"{module}.{param}" for module in modules for param in _PARAMS}
+    return {f"{module}.{param}" for module in modules for param in PARAMS}
 
 
 def s3prl_encoder_state(state: dict[str, torch.Tensor], config: EncoderConfig) -> dict[str, torch.Tensor]:
@@ -235,15 +210,15 @@ def s3prl_encoder_state(state: dict[str, torch.Tensor], config: EncoderConfig) -
         if key in renamed:
             raise ValueError(f"s3prl checkpoint holds {key} twice (also as {raw_key})")
         renamed[key] = tensor
-    unindexed = any(_UNINDEXED_LAYER.match(key) for key in renamed)
+    unindexed = any(UNINDEXED_LAYER.match(key) for key in renamed)
     if unindexed and not config.share_layer:
         raise ValueError("s3prl checkpoint has an unindexed (shared) layer but its config says share_layer: False")
     layers = ["encoder.layer"] if unindexed else [f"encoder.layer.{i}" for i in range(config.num_layers)]
-    expected = _keys(list(_TOP_KEYS)) | _keys([f"{layer}.{module}" for layer in layers for module in _LAYER_KEYS])
+    expected = _keys(list(TOP_KEYS)) | _keys([f"{layer}.{module}" for layer in layers for module in LAYER_KEYS])
     aliases: set[str] = set()
     if config.pre_layer_norm:
         expected |= _keys([f"encoder.LayerNorm.{i}" for i in range(config.num_layers + 1)])
-        aliases = _keys([f"{layer}.{alias}" for layer in layers for alias in _LAYER_ALIASES])
+        aliases = _keys([f"{layer}.{alias}" for layer in layers for alias in LAYER_ALIASES])
     unknown = sorted(set(renamed) - expected - aliases)
     missing = sorted(expected - set(renamed))
     if unknown or missing:
@@ -254,13 +229,13 @@ def s3prl_encoder_state(state: dict[str, torch.Tensor], config: EncoderConfig) -
             f"unknown keys {unknown}; missing keys {missing}"
         )
 
-    out = {f"{ours}.{param}": renamed[f"{theirs}.{param}"] for theirs, ours in _TOP_KEYS.items() for param in _PARAMS}
+    out = {f"{ours}.{param}": renamed[f"{theirs}.{param}"] for theirs, ours in TOP_KEYS.items() for param in PARAMS}
     if config.pre_layer_norm:
         out.update(
             {
                 f"output_norms.{i}.{param}": renamed[f"encoder.LayerNorm.{i}.{param}"]
                 for i in range(config.num_layers + 1)
-                for param in _PARAMS
+                for param in PARAMS
             }
         )
     for index, layer in enumerate(layers):
@@ -277,15 +252,15 @@ def s3prl_encoder_state(state: dict[str, torch.Tensor], config: EncoderConfig) -
 
 def _map_layer(state: dict[str, torch.Tensor], layer: str) -> dict[str, torch.Tensor]:
     """One layer's s3prl keys (prefix ``layer``) -> our layer keys; checks the pre-LN aliases."""
-    for alias, target in _LAYER_ALIASES.items():
-        for param in _PARAMS:
+    for alias, target in LAYER_ALIASES.items():
+        for param in PARAMS:
             alias_tensor = state.get(f"{layer}.{alias}.{param}")
             if alias_tensor is not None and not torch.equal(alias_tensor, state[f"{layer}.{target}.{param}"]):
                 raise ValueError(f"s3prl checkpoint: {layer}.{alias}.{param} differs from {layer}.{target}.{param}")
     mapped = {}
-    for param in _PARAMS:
-        mapped[f"qkv.{param}"] = torch.cat([state[f"{layer}.{name}.{param}"] for name in _QKV_ORDER], dim=0)
-    for theirs, ours in _LAYER_KEYS.items():
+    for param in PARAMS:
+        mapped[f"qkv.{param}"] = torch.cat([state[f"{layer}.{name}.{param}"] for name in QKV_ORDER], dim=0)
+    for theirs, ours in LAYER_KEYS.items():
         if ours != "qkv":
-            mapped.update({f"{ours}.{param}": state[f"{layer}.{theirs}.{param}"] for param in _PARAMS})
+            mapped.update({f"{ours}.{param}": state[f"{layer}.{theirs}.{param}"] for param in PARAMS})
     return mapped

@@ -1,6 +1,6 @@
 """Audio a run cannot use, found once, when its corpus is indexed, before the first update.
 
-:func:`inspect_audio` reads a whole file once; ``utility.corpus`` caches what it finds beside
+:func:`inspect_audio` reads a whole file once; ``corpora.index`` caches what it finds beside
 each file's length in the corpus index. A problem of the file itself is one of: unreadable
 (header or data), empty, truncated, not mono, NaN or inf samples. Too short for one frame
 depends on the model, so it is decided by the :class:`AudioScreen` a runner applies: it
@@ -25,16 +25,15 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import soundfile
 
 from upstream.audio import SAMPLE_RATE
-from upstream.config import check_choice
+from utility.typed_config import check_choice
 
-if TYPE_CHECKING:
-    from .corpus import Utterance
+from .utterance import Utterance
 
 ACTIONS = ("skip", "stop")
 _BLOCK = SAMPLE_RATE * 60  # samples read at a time: long files never sit in memory whole
@@ -83,7 +82,7 @@ class AudioScreen:
     def __post_init__(self) -> None:
         check_choice(self.setting, self.action, ACTIONS)
 
-    def problem(self, utterance: "Utterance") -> Optional[str]:
+    def problem(self, utterance: Utterance) -> Optional[str]:
         if utterance.problem is not None:
             return utterance.problem
         samples = math.ceil(utterance.num_samples * SAMPLE_RATE / utterance.sample_rate)  # as read_audio resamples
@@ -91,7 +90,7 @@ class AudioScreen:
             return f"{samples} samples at 16 kHz, shorter than one frame ({self.min_samples})"
         return None
 
-    def apply(self, utterances: Sequence["Utterance"], where: str) -> list["Utterance"]:
+    def apply(self, utterances: Sequence[Utterance], where: str) -> list[Utterance]:
         """The usable ``utterances``; the others are left out with a warning, or raise."""
         bad = [(u, problem) for u in utterances if (problem := self.problem(u)) is not None]
         if not bad:

@@ -1,7 +1,7 @@
 """LibriSpeech-layout corpora: ``ROOT/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.{flac,wav}``.
 
 Every file is read once and what was found (length, sample rate, channels, and any problem
-that makes it unusable, see ``utility.audio_check``) is cached in ``ROOT/.length_index.json``
+that makes it unusable, see ``corpora.audio_check``) is cached in ``ROOT/.length_index.json``
 (or, when the root is read-only, under ``~/.cache``), so a 100k-utterance corpus is not
 re-read at each start. A cache entry is reused only while the file's size and mtime match.
 """
@@ -12,35 +12,18 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from utility.atomic_write import write_text_atomic
+
 from .audio_check import AudioScreen, active_screen, inspect_audio
+from .utterance import Utterance
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 INDEX_NAME = ".length_index.json"
-DEMO_ROOT = Path(__file__).resolve().parent.parent / "data" / "demo"
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One audio file of a corpus. ``num_samples`` at the file's own ``sample_rate``."""
-
-    utt_id: str
-    path: Path
-    subset: str
-    speaker: str
-    chapter: str
-    num_samples: int
-    sample_rate: int
-    problem: Optional[str] = None  # why the audio is unusable (unreadable, empty, ...), or None
-
-    @property
-    def seconds(self) -> float:
-        return self.num_samples / self.sample_rate
 
 
 def _cache_path(root: Path) -> Path:
@@ -59,10 +42,7 @@ def _read_cache(path: Path) -> dict:
 
 def _write_cache(path: Path, entries: dict) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_suffix(f".{os.getpid()}.tmp")
-        temp.write_text(json.dumps(entries))
-        os.replace(temp, path)
+        write_text_atomic(path, json.dumps(entries))
     except OSError:
         pass  # a cache that cannot be written only costs time at the next start
 
@@ -129,22 +109,3 @@ def find_utterances(
     if screen is not None:
         utterances = screen.apply(utterances, f"{root} {list(subsets)}")
     return sorted(utterances, key=lambda u: u.utt_id)
-
-
-def read_frame_labels(path: str | Path, utt_ids: Iterable[str] | None = None) -> dict[str, list[int]]:
-    """``utt_id label label ...`` lines (one integer per 10 ms frame), as in s3prl's
-    ``converted_aligned_phones.txt`` and this corpus's ``alignments/<subset>.frames.txt``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label file not found: {path}")
-    wanted = None if utt_ids is None else set(utt_ids)
-    labels = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts or (wanted is not None and parts[0] not in wanted):
-            continue
-        try:
-            labels[parts[0]] = [int(x) for x in parts[1:]]
-        except ValueError as error:
-            raise ValueError(f"{path}:{number}: labels must be integers ({error})") from error
-    return labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from utility.corpus import DEMO_ROOT
+DEMO_ROOT = Path(__file__).resolve().parent.parent / "data" / "demo"
 
 
 def resolve_root(root: Optional[str]) -> Path:

@@ -14,8 +14,8 @@ import soundfile
 import run_downstream
 from conftest import REPO
 from downstream.probe_checkpoint import read_probe_checkpoint
-from downstream.speaker_labels import SpeakerDataConfig, load_speaker_splits
-from utility.corpus import find_utterances
+from corpora.speaker_splits import SpeakerDataConfig, load_speaker_splits
+from corpora.index import find_utterances
 
 DEMO = REPO / "data" / "demo"
 TINY = ["runner.total_steps=2", "runner.eval_step=2", "runner.log_step=1", "runner.batch_size=4", "runner.eval_batch_size=16"]
@@ -60,7 +60,11 @@ def cpc_dir(tmp_path) -> Path:
 def test_cpc_split_lists_equal_s3prls(cpc_dir):
     splits = load_speaker_splits(SpeakerDataConfig(split_by="cpc", split_dir=str(cpc_dir)))
     expected = s3prl_lists(cpc_dir)
-    assert (len(expected["train"]), len(expected["dev"]), len(expected["test"])) == (44, 6, 10)  # the blank line fell in the train part
+    assert (len(expected["train"]), len(expected["dev"]), len(expected["test"])) == (
+        44,
+        6,
+        10,
+    )  # the blank line fell in the train part
     for split in ("train", "dev", "test"):
         assert [u.utt_id for u in getattr(splits, split)] == expected[split], split
     # s3prl's classes: the speaker ids sorted as strings.
@@ -84,7 +88,9 @@ def test_cpc_split_errors_name_the_file_and_line(cpc_dir):
     lines = (cpc_dir / "train_split.txt").read_text().splitlines(keepends=True)
     (cpc_dir / "train_split.txt").write_text("".join(line for line in lines if not line.startswith("1009-")))
     (cpc_dir / "moved.txt").rename(cpc_dir / "test_split.txt")
-    with pytest.raises(ValueError, match=r"test_split.txt:10: speaker 1009 of test utterance 1009-100902-\d+ is not among the 9 speakers"):
+    with pytest.raises(
+        ValueError, match=r"test_split.txt:10: speaker 1009 of test utterance 1009-100902-\d+ is not among the 9 speakers"
+    ):
         load_speaker_splits(config)
     # An id without audio.
     (cpc_dir / "train_split.txt").write_text("".join(lines[:2]) + "9999-1-0001\n")
@@ -134,7 +140,9 @@ def test_voxceleb1_split_parts_and_errors(voxceleb_root):
         load_speaker_splits(config)
     # Dev and test clips of a speaker without training clips: the first is named.
     split_file.write_text("\n".join(line for line in lines if not line.startswith("1 id10003")) + "\n")
-    with pytest.raises(ValueError, match=r"iden_split.txt:9: speaker id10003 of dev utterance id10003-video1-00001 is not among the 2 speakers"):
+    with pytest.raises(
+        ValueError, match=r"iden_split.txt:9: speaker id10003 of dev utterance id10003-video1-00001 is not among the 2 speakers"
+    ):
         load_speaker_splits(config)
     split_file.write_text("4 id10001/video0/00001.wav\n")
     with pytest.raises(ValueError, match=r"iden_split.txt:1: expected '<1\|2\|3> <speaker>/<video>/<n>.wav'"):

@@ -1,0 +1,71 @@
+"""Checkpoint files: ``torch.save`` written atomically with a checksum of its tensors, read with
+``torch.load(weights_only=True)`` (no code in a file is ever executed) and verified
+(``utility.integrity``). What a checkpoint holds is for its format to say (ours:
+``upstream.checkpoint``, probes: ``downstream.probe_checkpoint``, s3prl's: ``upstream.s3prl``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic_write import atomic_write
+from .integrity import DamagedCheckpoint, verify_integrity, with_checksum
+
+# torch.save writes zip archives; files from before torch 1.6 start with this pickled magic number.
+_LEGACY_TORCH_PREFIX = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
+    """torch.save (with the checksum of its tensors) through :func:`atomic_write`: a crash
+    mid-write leaves the previous file intact. A full disk raises ``OSError(ENOSPC)`` naming ``path``."""
+    payload = with_checksum(payload)
+    with atomic_write(path) as stream:
+        torch.save(payload, stream)
+    return Path(path)
+
+
+def torch_save_format(path: Path) -> str:
+    """``"zip"`` (torch.save since torch 1.6) or ``"legacy"`` (older torch.save), from the
+    first bytes; raises FileNotFoundError / ValueError for anything else."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise DamagedCheckpoint(f"checkpoint {path} is empty (0 bytes); was its writing interrupted?")
+    with open(path, "rb") as stream:
+        head = stream.read(len(_LEGACY_TORCH_PREFIX))
+    if head.startswith(b"PK\x03\x04"):  # a zip archive, as torch.save writes
+        if not zipfile.is_zipfile(path):
+            raise DamagedCheckpoint(f"checkpoint {path} is corrupt or truncated (its zip directory is missing); re-save it")
+        return "zip"
+    if head != _LEGACY_TORCH_PREFIX:
+        raise ValueError(f"{path} is not a loadable checkpoint: it is not a file written by torch.save")
+    return "legacy"
+
+
+def read_checkpoint_file(path: str | Path, **load_options: Any) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with clear errors for missing, truncated and foreign files;
+    a file failing its checksum or holding NaN/inf raises :class:`DamagedCheckpoint`.
+
+    ``load_options`` are passed to ``torch.load`` (``map_location`` defaults to CPU).
+    """
+    path = Path(path)
+    torch_save_format(path)  # clear errors for missing, empty, truncated and foreign files
+    load_options.setdefault("map_location", "cpu")
+    try:
+        data = torch.load(path, weights_only=True, **load_options)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} is not a loadable checkpoint: it is not a PyTorch file, or it stores Python "
+            f"objects that are refused for safety ({error})"
+        ) from error
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise DamagedCheckpoint(f"checkpoint {path} is corrupt or truncated ({error}); re-download or re-save it") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a checkpoint dict")
+    verify_integrity(data, path)
+    return data
