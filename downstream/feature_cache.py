@@ -96,7 +96,7 @@ class FeatureCacheConfig:
 
 def describe_size(size: float) -> str:
     """Bytes for people, in units of 1024 as ``df -h`` counts: '512 B', '7.1 MB', '1.25 GB'."""
-    for unit, scale, digits in (("GB", 2**30, 2), ("MB", 2**20, 1), ("KB", 2**10, 0)):
+    for unit, scale, digits in (("GB", 2**30, 2), ("MB", 2**20, 1), ("KB", 2**10, 1)):
         if size >= scale:
             return f"{size / scale:.{digits}f} {unit}"
     return f"{int(size)} B"
@@ -229,7 +229,7 @@ def extract(
     ValueError naming the cache folder and the space it needs, or the files being encoded."""
     if not items:
         return
-    batches = length_grouped_batches(lengths)
+    batches = length_grouped_batches(lengths, PASS_SAMPLES)
     # Workers read files while the model runs; sources that are not files are made in-process.
     workers = num_workers if num_workers > 0 else (1 if all(is_file_source(d.sources[i]) for d, i, _ in items) else 0)
     loader = torch.utils.data.DataLoader(

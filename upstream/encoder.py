@@ -18,7 +18,7 @@ from .config import EncoderConfig
 
 # Stacked frames encoded at once when a long input is cut into max_frames chunks (bounds the
 # transient memory of inference on long files; a chunk's values do not depend on it).
-CHUNK_FRAMES_PER_PASS = 8192
+CHUNK_FRAMES_PER_PASS = 1024
 
 
 @lru_cache(maxsize=8)
