@@ -13,34 +13,15 @@ import soundfile
 import torch
 
 import run_downstream
-from conftest import REPO, tiny_config
+from conftest import REPO, CountingUpstream, tiny_config
 from downstream.feature_cache import CacheSpec, fill_cache, upstream_identity
 from downstream.feature_store import DiskStore, MemoryStore
 from downstream.probe_checkpoint import read_probe_checkpoint
 from downstream.speaker_labels import build_speaker_datasets
 from downstream.frames import FrameGrid
 from upstream import Upstream, save_upstream
-from upstream.model import INTERFACE
 
 FEW = ["runner.total_steps=4", "runner.eval_step=2", "runner.log_step=2", "runner.batch_size=3", "runner.eval_batch_size=12"]
-
-
-class CountingUpstream(torch.nn.Module):
-    """An upstream that counts the waveforms it encodes."""
-
-    def __init__(self, upstream: Upstream):
-        super().__init__()
-        self.upstream = upstream
-        self.encoded = 0
-
-    def __getattr__(self, name):
-        if name in INTERFACE:
-            return getattr(self.upstream, name)
-        return super().__getattr__(name)
-
-    def forward(self, wavs):
-        self.encoded += len(wavs)
-        return self.upstream(wavs)
 
 
 @pytest.fixture(scope="module")

@@ -20,39 +20,16 @@ import downstream.feature_cache as feature_cache
 import downstream.feature_store as feature_store
 import run_downstream
 import upstream.encoder as encoder_module
-from conftest import tiny_config
+from conftest import CountingUpstream, tiny_config
 from downstream.base import ProbeDataset
 from downstream.feature_cache import fill_cache, plan_cache
 from downstream.feature_store import DiskStore, MemoryStore
 from faults import write_wav
 from upstream import Upstream
-from upstream.model import INTERFACE
 from utility.audio_check import AudioScreen
 from utility.cli import run_cli
 from utility.corpus import find_utterances
 from utility.interrupt import TrainingInterrupted, stop_at_step_boundary
-
-
-class CountingUpstream(torch.nn.Module):
-    """An upstream that counts the waveforms it encodes; ``after_batch`` runs after each call."""
-
-    def __init__(self, upstream: Upstream, after_batch=None):
-        super().__init__()
-        self.upstream = upstream
-        self.encoded = 0
-        self.after_batch = after_batch
-
-    def __getattr__(self, name):
-        if name in INTERFACE:
-            return getattr(self.upstream, name)
-        return super().__getattr__(name)
-
-    def forward(self, wavs):
-        self.encoded += len(wavs)
-        output = self.upstream(wavs)
-        if self.after_batch is not None:
-            self.after_batch()
-        return output
 
 
 @pytest.fixture(scope="module")
