@@ -3,7 +3,8 @@
 Every file is read once and what was found (length, sample rate, channels, and any problem
 that makes it unusable, see ``corpora.audio_check``) is cached in ``ROOT/.length_index.json``
 (or, when the root is read-only, under ``~/.cache``), so a 100k-utterance corpus is not
-re-read at each start. A cache entry is reused only while the file's size and mtime match.
+re-read at each start. A cache entry is reused only while the file's version
+(``utility.integrity.file_version``: size, mtime, ctime, inode) is the one it was read at.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Optional, Sequence
 from tqdm import tqdm
 
 from utility.atomic_write import write_text_atomic
+from utility.integrity import file_version
 
 from .audio_check import AudioScreen, active_screen, inspect_audio
 from .utterance import Utterance
@@ -87,13 +89,14 @@ def find_utterances(
     utterances = []
     for subset, path in tqdm(files, desc="indexing audio", disable=not progress or len(files) < 2000, leave=False):
         key = str(path.relative_to(root))
-        stat = path.stat()
+        version = list(file_version(path))
         entry = cache.get(key)
-        # [size, mtime_ns, samples, rate, channels, problem]; indexes of older versions hold only 4.
-        if not entry or len(entry) != 6 or entry[0] != stat.st_size or entry[1] != stat.st_mtime_ns:
-            entry = [stat.st_size, stat.st_mtime_ns, *inspect_audio(path)]
+        # [file version, samples, rate, channels, problem]; older indexes keyed files by size and
+        # mtime only (4 or 6 entries), which a same-size rewrite can keep: those are read again.
+        if not entry or len(entry) != 5 or entry[0] != version:
+            entry = [version, *inspect_audio(path)]
         fresh[key] = entry
-        samples, rate, _, problem = entry[2:]
+        samples, rate, _, problem = entry[1:]
         if not rate and screen is None:  # an unreadable header
             if skip_unreadable:
                 warnings.warn(f"skipping unreadable audio file {path}: {problem}", stacklevel=2)

@@ -9,20 +9,21 @@ What is stored: the hidden states the probe reads (all of them for a weighted su
 (float16 by default: half the memory of float32; probe metrics within noise of float32 storage,
 see downstream/README.md).
 
-Where: in memory, or on disk as memory-mapped shards (``shard-*.npy`` + ``shard-*.json``) in a
+Where (``downstream/feature_store.py``): in memory, or on disk as memory-mapped shards in a
 folder named by the fingerprint of everything that changes the features: upstream name and
 configuration, the checkpoint file's content hash, precision, the stored states and the
-storage dtype. Each utterance inside is keyed by its audio file's path, size and modification
-time (or, for sources that are not files, a hash of the samples), so a changed file is
-computed afresh and one folder serves every task, layer sweep, proportion and rerun on the
-same corpus. A shard's data is written to a temporary name and its index (with the data's
-size and SHA-256) renamed into place last, so a killed run leaves nothing a later run trusts; a
-shard whose data does not match its index is dropped with a warning and recomputed.
+storage dtype. Each utterance inside is keyed by its audio file's path and version (size,
+modification time, change time and inode: ``utility.integrity.file_version``; for sources
+that are not files, a hash of the samples), so a changed file is computed afresh, even one
+rewritten at the same size with its modification time put back, and one folder serves every
+task, layer sweep, proportion and rerun on the same corpus.
 
 The first pass decodes audio in DataLoader workers while the model runs, groups utterances of
 similar length to limit padding, shows a progress bar with the estimated time, and never
-touches the global random generators (resumed runs stay exact). Under torchrun each process
-computes its share into the disk store and reads the others' shards.
+touches the global random generators (resumed runs stay exact). Ctrl-C (see
+``utility.interrupt``) stops it after the current batch, keeping the utterances done on disk
+(a memory cache writes them to its folder), for the same command to continue from. Under
+torchrun each process computes its share into the disk store and reads the others' shards.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
+import math
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import soundfile
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -45,16 +44,62 @@ from tqdm import tqdm
 
 from corpora.label_frames import resampled_length
 from upstream import Upstream
-from utility.integrity import file_sha256, tensor_checksum
+from upstream.audio import check_waveforms
+from utility.cli import DISK_FULL, is_out_of_memory
+from utility.integrity import file_sha256, file_version, tensor_checksum
+from utility.interrupt import TrainingInterrupted, ignore_interrupts_in_worker, stop_requested
+from utility.process_group import DistributedContext
+from utility.typed_config import check_choice
 
 from .base import Batch, Example, ProbeDataset
+from .feature_store import DiskStore, MemoryStore, stored_bytes, sweep_temporaries
 
 MODES = ("auto", "memory", "disk", "off")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-# numpy has no bfloat16: such shards hold the raw 16-bit patterns.
-_NUMPY_STORAGE = {torch.float16: np.float16, torch.bfloat16: np.int16, torch.float32: np.float32}
-SHARD_BYTES = 256 << 20  # a shard is written once this much is extracted
 PASS_SAMPLES = 8 * 10 * 16000  # audio per first-pass batch (8 x 10 s): bounded memory, little padding
+# Bumped when the meaning of what a store holds changes, so that older stores are not opened:
+# 2 keys files by their change time and inode too, and its shards name their store.
+LAYOUT = 2
+
+
+def check_settings(mode: str, dtype: str, memory_gb: float) -> None:
+    """Refuse feature-cache settings the cache cannot use, naming the ``runner.`` key."""
+    check_choice("runner.feature_cache", mode, MODES)
+    check_choice("runner.feature_cache_dtype", dtype, sorted(DTYPES))
+    if isinstance(memory_gb, bool) or not isinstance(memory_gb, (int, float)) or not math.isfinite(memory_gb) or memory_gb < 0:
+        raise ValueError(f"runner.feature_cache_memory_gb must be a finite number of GB >= 0, got {memory_gb!r}")
+
+
+@dataclass(frozen=True)
+class FeatureCacheConfig:
+    """The feature cache's settings, checked when built. The runner builds it once from its
+    ``runner.feature_cache*`` keys and ``num_workers`` (``RunnerConfig.feature_cache_config``,
+    where the defaults live)."""
+
+    mode: str  # auto, memory, disk or off
+    folder: Path  # where disk stores live
+    dtype: str  # storage dtype: a key of DTYPES
+    memory_gb: float  # auto: the most a memory cache may hold
+    num_workers: int  # DataLoader processes decoding audio in the first pass
+
+    def __post_init__(self) -> None:
+        check_settings(self.mode, self.dtype, self.memory_gb)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return int(self.memory_gb * 2**30)
+
+
+def describe_size(size: float) -> str:
+    """Bytes for people, in units of 1024 as ``df -h`` counts: '512 B', '7.1 MB', '1.25 GB'."""
+    for unit, scale, digits in (("GB", 2**30, 2), ("MB", 2**20, 1), ("KB", 2**10, 1)):
+        if size >= scale:
+            return f"{size / scale:.{digits}f} {unit}"
+    return f"{int(size)} B"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,15 +111,20 @@ def is_file_source(source: Any) -> bool:
 
 
 def item_key(dataset: ProbeDataset, index: int) -> str:
-    """What identifies source ``index`` of a dataset: path, size and modification time of its
-    file, or a digest of the samples for sources that are not plain files."""
+    """What identifies source ``index`` of a dataset: path and version of its file, or a digest
+    of the samples for sources that are not plain files."""
     source = dataset.sources[index]
     if is_file_source(source):
         path = Path(source).resolve()
-        stat = path.stat()
-        return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        return "|".join([str(path), *map(str, file_version(path))])
     wav = dataset.load_wav(source).contiguous()
     return "samples:" + hashlib.sha1(wav.numpy().tobytes()).hexdigest()
+
+
+def item_name(dataset: ProbeDataset, index: int) -> str:
+    """How messages name source ``index``: its file, else its utterance id."""
+    source = dataset.sources[index]
+    return str(source) if is_file_source(source) else dataset.utt_ids[index]
 
 
 def item_samples(dataset: ProbeDataset, index: int, sample_rate: int) -> int:
@@ -86,6 +136,16 @@ def item_samples(dataset: ProbeDataset, index: int, sample_rate: int) -> int:
     return int(dataset.load_wav(source).numel())
 
 
+def state_bytes(upstream: Upstream, samples: Sequence[int], states: Optional[int], dtype: torch.dtype) -> int:
+    """What the states of waveforms of ``samples`` take in a store: frames x stored states x
+    width x element size (``states``: None for every hidden state, else the one stored)."""
+    if not samples:
+        return 0
+    frames = int(upstream.num_frames(torch.tensor(list(samples))).sum())
+    stored = upstream.num_hidden_states if states is None else 1
+    return frames * stored * max(upstream.hidden_sizes) * torch.empty((), dtype=dtype).element_size()
+
+
 @dataclass(frozen=True)
 class CacheSpec:
     """What the stored features depend on, besides each utterance's audio."""
@@ -95,7 +155,9 @@ class CacheSpec:
     dtype: str
 
     def fingerprint(self) -> str:
-        text = json.dumps({"upstream": self.upstream, "states": self.states, "dtype": self.dtype}, sort_keys=True, default=str)
+        text = json.dumps(
+            {"layout": LAYOUT, "upstream": self.upstream, "states": self.states, "dtype": self.dtype}, sort_keys=True, default=str
+        )
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     @property
@@ -114,108 +176,6 @@ def upstream_identity(upstream: Upstream, name: Optional[str], ckpt: Optional[st
         "weights_checksum": None if ckpt or encoder is None else tensor_checksum(encoder.state_dict()),
         "precision": str(next(encoder.parameters()).dtype) if encoder is not None else "float32",
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Stores
-
-
-class MemoryStore:
-    """Utterance key -> (frames, states, hidden) tensor, in this process's memory."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, torch.Tensor] = {}
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.items
-
-    def get(self, key: str) -> torch.Tensor:
-        return self.items[key]
-
-    def add(self, keys: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
-        self.items.update(zip(keys, tensors))
-
-    def flush(self) -> None:
-        pass
-
-
-class DiskStore:
-    """Memory-mapped shards in ``folder``; see the module docstring for the layout."""
-
-    def __init__(self, folder: Path, dtype: torch.dtype, writer: str = "0"):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.dtype = dtype
-        self.writer = writer  # in shard names, so processes never write the same file
-        self.index: dict[str, tuple[str, int, int]] = {}  # key -> (shard, first row, frames)
-        self.arrays: dict[str, np.ndarray] = {}
-        self.pending_keys: list[str] = []
-        self.pending: list[torch.Tensor] = []
-        self.reload()
-
-    def reload(self) -> None:
-        """Read every complete shard's index; drop (and warn about) damaged shards."""
-        for meta_path in sorted(self.folder.glob("shard-*.json")):
-            shard = meta_path.stem
-            if shard in self.arrays:
-                continue
-            data_path = meta_path.with_suffix(".npy")
-            meta = json.loads(meta_path.read_text())
-            problem = self._check(data_path, meta)
-            if problem:
-                warnings.warn(f"feature cache shard {data_path} is damaged ({problem}); it is recomputed", stacklevel=2)
-                meta_path.unlink(missing_ok=True)
-                data_path.unlink(missing_ok=True)
-                continue
-            self.arrays[shard] = np.load(data_path, mmap_mode="r")
-            for key, start, frames in zip(meta["keys"], meta["starts"], meta["frames"]):
-                self.index[key] = (shard, start, frames)
-
-    @staticmethod
-    def _check(data_path: Path, meta: dict[str, Any]) -> Optional[str]:
-        if not data_path.is_file():
-            return "data file missing"
-        if data_path.stat().st_size != meta["bytes"]:
-            return f"{data_path.stat().st_size} bytes, the index says {meta['bytes']}"
-        if file_sha256(data_path) != meta["sha256"]:
-            return "checksum mismatch"
-        return None
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.index
-
-    def get(self, key: str) -> torch.Tensor:
-        shard, start, frames = self.index[key]
-        rows = np.array(self.arrays[shard][start : start + frames])  # a copy: the map stays read-only
-        return torch.from_numpy(rows).view(self.dtype)
-
-    def add(self, keys: Sequence[str], tensors: Sequence[torch.Tensor]) -> None:
-        self.pending_keys.extend(keys)
-        self.pending.extend(tensors)
-        if sum(t.numel() * t.element_size() for t in self.pending) >= SHARD_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the pending utterances as one shard: data first, then its index (the commit)."""
-        if not self.pending:
-            return
-        frames = [int(t.shape[0]) for t in self.pending]
-        starts = np.concatenate([[0], np.cumsum(frames)[:-1]]).tolist()
-        data = torch.cat(self.pending).contiguous().view(torch.int16 if self.dtype == torch.bfloat16 else self.dtype).numpy()
-        shard = f"shard-{self.writer}-{os.getpid()}-{len(self.arrays):05d}-{hashlib.sha1(''.join(self.pending_keys).encode()).hexdigest()[:8]}"
-        data_path = self.folder / f"{shard}.npy"
-        temp = self.folder / f".{shard}.npy.tmp"
-        with open(temp, "wb") as handle:
-            np.save(handle, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, data_path)
-        meta = {"keys": self.pending_keys, "starts": starts, "frames": frames, "bytes": data_path.stat().st_size, "sha256": file_sha256(data_path)}
-        temp_meta = self.folder / f".{shard}.json.tmp"
-        temp_meta.write_text(json.dumps(meta))
-        os.replace(temp_meta, self.folder / f"{shard}.json")
-        self.pending_keys, self.pending = [], []
-        self.reload()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,25 +222,78 @@ def extract(
     num_workers: int,
     show_progress: bool = True,
 ) -> None:
-    """Run ``upstream`` once over ``items`` (dataset, index, key) and add their states to ``store``."""
+    """Run ``upstream`` once over ``items`` (dataset, index, key) and add their states to ``store``.
+
+    Ctrl-C stops it after the current batch: the utterances done are kept (``store.keep``) and
+    :class:`TrainingInterrupted` says so. A full disk and running out of memory raise
+    ValueError naming the cache folder and the space it needs, or the files being encoded."""
     if not items:
         return
-    batches = length_grouped_batches(lengths)
+    batches = length_grouped_batches(lengths, PASS_SAMPLES)
     # Workers read files while the model runs; sources that are not files are made in-process.
     workers = num_workers if num_workers > 0 else (1 if all(is_file_source(d.sources[i]) for d, i, _ in items) else 0)
-    loader = torch.utils.data.DataLoader(_Waveforms(items), batch_sampler=batches, num_workers=workers, collate_fn=_as_list)
-    seconds = sum(lengths) / upstream.sample_rate
-    progress = tqdm(total=round(seconds), unit="s", desc="extracting features (audio seconds)", disable=not show_progress, dynamic_ncols=True)
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
-        for pairs in loader:
-            keys = [key for key, _ in pairs]
-            output = upstream([wav.to(upstream.device) for _, wav in pairs])
-            hidden = output["hidden_states"] if states is None else [output["hidden_states"][states]]
-            stacked = torch.stack(list(hidden), dim=2)  # (B, S, states, H)
-            store.add(keys, [stacked[row, : int(length)].to(dtype).cpu().clone() for row, length in enumerate(output["lengths"])])
-            progress.update(round(sum(wav.numel() for _, wav in pairs) / upstream.sample_rate))
-    store.flush()
-    progress.close()
+    loader = torch.utils.data.DataLoader(
+        _Waveforms(items), batch_sampler=batches, num_workers=workers, collate_fn=_as_list,
+        worker_init_fn=ignore_interrupts_in_worker if workers else None,  # the main process stops them
+    )
+    progress = tqdm(total=round(sum(lengths) / upstream.sample_rate), unit="s", desc="extracting features (audio seconds)",
+                    disable=not show_progress, dynamic_ncols=True)
+    done = 0
+    try:
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            for number, (batch, pairs) in enumerate(zip(batches, loader)):
+                names = [item_name(*items[i][:2]) for i in batch]
+                output = _encode(upstream, [wav for _, wav in pairs], names)
+                hidden = output["hidden_states"] if states is None else [output["hidden_states"][states]]
+                # Each utterance's (frames, states, hidden), converted state by state: one copy at
+                # the storage dtype, never the whole batch's float32 states stacked again.
+                tensors = [torch.stack([state[row, :n].to(dtype) for state in hidden], dim=1).cpu()
+                           for row, n in enumerate(output["lengths"].tolist())]
+                done += len(batch)  # before add: a shard that fails to write still holds this batch
+                store.add([key for key, _ in pairs], tensors)
+                progress.update(round(sum(wav.numel() for _, wav in pairs) / upstream.sample_rate))
+                if number + 1 < len(batches) and stop_requested():
+                    raise TrainingInterrupted(
+                        f"interrupted during feature extraction: {done} of {len(items)} utterance(s) extracted, kept "
+                        f"{_keep(store)}; continue with: the same command (it extracts only the others)"
+                    )
+            store.flush()
+    except OSError as error:
+        if error.errno not in DISK_FULL or not isinstance(store, DiskStore):
+            raise
+        left = [lengths[i] for batch in batches for i in batch][done:]
+        needed = store.pending_bytes + state_bytes(upstream, left, states, dtype)
+        raise ValueError(
+            f"no space left on the device for the feature cache in {store.folder}: it needs about "
+            f"{describe_size(needed)} more ({describe_size(shutil.disk_usage(store.folder).free)} free); free some space "
+            "and run the same command again (the stored utterances are kept), point runner.feature_cache_dir "
+            "at a disk with room, or use runner.feature_cache=off"
+        ) from error
+    finally:
+        progress.close()
+
+
+def _encode(upstream: Upstream, wavs: list[torch.Tensor], names: list[str]) -> dict[str, Any]:
+    """``upstream(wavs)``; unusable audio and running out of memory raise naming the files."""
+    check_waveforms(wavs, upstream.min_samples, names)
+    try:
+        return upstream([wav.to(upstream.device) for wav in wavs])
+    except (RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+        seconds = max(wav.numel() for wav in wavs) / upstream.sample_rate
+        raise ValueError(
+            f"out of memory extracting the features of {', '.join(names)} (the longest {seconds:.0f} s); split "
+            "recordings this long into shorter files, or run on a machine with more memory"
+        ) from error
+
+
+def _keep(store: MemoryStore | DiskStore) -> str:
+    """Where the utterances extracted so far are, after writing what needs writing."""
+    try:
+        return store.keep()
+    except OSError as error:
+        return f"nowhere: writing them failed ({error})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,25 +332,35 @@ class CachePlan:
 
 
 def plan_cache(
-    requested: str, fine_tune: bool, estimate_bytes: int, memory_budget_bytes: int, disk_folder: Path, distributed: bool
+    requested: str,
+    fine_tune: bool,
+    estimate_bytes: int,
+    memory_budget_bytes: int,
+    store_folder: Path,
+    distributed: bool,
+    free_bytes: int,
+    stored: int = 0,
 ) -> CachePlan:
-    """``auto``: memory when the estimate fits the budget, else disk when the disk has room
-    (with 10 % to spare), else off. Fine-tuning is always off (the states change). Under
-    torchrun memory is filled through disk shards, so each process computes only its share."""
+    """``auto``: memory when the estimate fits the budget, else disk when the disk has room for
+    what the store lacks (``estimate_bytes`` less the ``stored`` bytes already in
+    ``store_folder``, with 10 % to spare; ``free_bytes`` free there), else off. Fine-tuning is
+    always off (the states change). Under torchrun memory is filled through disk shards, so
+    each process computes only its share."""
     if fine_tune or requested == "off":
         return CachePlan("off", estimate_bytes, "fine-tuning" if fine_tune and requested != "off" else "runner.feature_cache=off")
-    free = shutil.disk_usage(_existing_parent(disk_folder)).free
-    fits_disk = estimate_bytes * 1.1 < free
+    needed = max(estimate_bytes - stored, 0)
+    fits_disk = needed * 1.1 <= free_bytes
     if requested == "auto":
         if estimate_bytes <= memory_budget_bytes and not distributed:
             return CachePlan("memory", estimate_bytes, "fits the memory budget")
         if fits_disk:
             return CachePlan("disk", estimate_bytes, "larger than the memory budget" if not distributed else "torchrun")
-        return CachePlan("off", estimate_bytes, f"neither the memory budget nor the {free / 2**30:.1f} GB free on disk hold it")
+        return CachePlan("off", estimate_bytes, f"neither the memory budget nor the {describe_size(free_bytes)} free on disk hold it")
     if requested == "disk" and not fits_disk:
         raise ValueError(
-            f"runner.feature_cache=disk: the cache needs about {estimate_bytes / 2**30:.1f} GB but {disk_folder} has "
-            f"{free / 2**30:.1f} GB free; point runner.feature_cache_dir elsewhere or use runner.feature_cache=off"
+            f"runner.feature_cache=disk: the cache needs about {describe_size(needed)} more in {store_folder} but its disk "
+            f"has {describe_size(free_bytes)} free; free some space, point runner.feature_cache_dir elsewhere or use "
+            "runner.feature_cache=off"
         )
     return CachePlan(requested, estimate_bytes, "asked for")
 
@@ -349,10 +372,10 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
-def open_store(plan: CachePlan, folder: Path, dtype: torch.dtype, rank: int, distributed: bool) -> MemoryStore | DiskStore:
-    if plan.mode == "memory" and not distributed:
-        return MemoryStore()
-    return DiskStore(folder, dtype, writer=str(rank))
+def open_store(plan: CachePlan, folder: Path, dtype: torch.dtype, context: DistributedContext) -> MemoryStore | DiskStore:
+    if plan.mode == "memory" and not context.is_distributed:
+        return MemoryStore(folder, dtype)  # reads what an interrupted run kept in the folder
+    return DiskStore(folder, dtype, writer=str(context.rank))
 
 
 def fill_cache(
@@ -362,21 +385,20 @@ def fill_cache(
     states: Optional[int],
     dtype: torch.dtype,
     num_workers: int,
-    rank: int = 0,
-    world_size: int = 1,
-    barrier: Callable[[], None] = lambda: None,
+    context: Optional[DistributedContext] = None,
 ) -> list[list[str]]:
     """Extract what ``store`` lacks (each process its share), then return every dataset's keys."""
+    context = context or DistributedContext()
     keys = [[item_key(dataset, index) for index in range(len(dataset.sources))] for dataset in datasets]
     missing: dict[str, tuple[ProbeDataset, int, str]] = {}
     for dataset, dataset_keys in zip(datasets, keys):
         for index, key in enumerate(dataset_keys):
             if key not in store and key not in missing:
                 missing[key] = (dataset, index, key)
-    share = list(missing.values())[rank::world_size]
+    share = list(missing.values())[context.rank :: context.world_size]
     lengths = [item_samples(dataset, index, upstream.sample_rate) for dataset, index, _ in share]
-    extract(upstream, share, lengths, store, states, dtype, num_workers, show_progress=rank == 0)
-    barrier()
+    extract(upstream, share, lengths, store, states, dtype, num_workers, show_progress=context.is_main)
+    context.barrier()
     if isinstance(store, DiskStore):
         store.reload()  # the other processes' shards
     return keys
@@ -386,45 +408,44 @@ def serve_from_cache(
     upstream: Upstream,
     identity: dict[str, Any],
     datasets: dict[str, ProbeDataset],
-    runner: Any,
+    config: FeatureCacheConfig,
     layer: Optional[int],
     fine_tune: bool,
-    default_folder: Path,
-    rank: int = 0,
-    world_size: int = 1,
-    barrier: Callable[[], None] = lambda: None,
+    context: DistributedContext,
     log: Callable[[str], None] = print,
 ) -> dict[str, ProbeDataset]:
-    """``datasets`` served from the feature cache that ``runner`` (the runner config) asks for,
-    or unchanged when it is off. Prints the size estimate and the decision before the first pass.
+    """``datasets`` served from the feature cache ``config`` describes, or unchanged when it is
+    off. Prints the size estimate and the decision before the first pass.
 
     A weighted sum stores every hidden state; ``-l N`` stores state N alone, unless a store of
     every state for the same upstream already exists in the folder (a layer sweep extracts once).
     """
-    distributed = world_size > 1
-    folder = Path(runner.feature_cache_dir) if runner.feature_cache_dir else Path(default_folder)
-    dtype = DTYPES[runner.feature_cache_dtype]
     states = None if layer is None else layer % upstream.num_hidden_states
-    if states is not None and (folder / CacheSpec(identity, None, runner.feature_cache_dtype).folder_name).is_dir():
+    if states is not None and (config.folder / CacheSpec(identity, None, config.dtype).folder_name).is_dir():
         states = None
-    stored = upstream.num_hidden_states if states is None else 1
     unique = {}
     for dataset in datasets.values():
         for index in range(len(dataset.sources)):
             unique.setdefault((id(dataset), index), dataset)
     samples = [item_samples(dataset, index, upstream.sample_rate) for (_, index), dataset in unique.items()]
+    estimate = state_bytes(upstream, samples, states, config.torch_dtype)
+    spec = CacheSpec(identity, states, config.dtype)
+    store_folder = config.folder / spec.folder_name
+    if store_folder.is_dir():
+        sweep_temporaries(store_folder)  # a dead run's leftovers must not count against the free space
+    plan = plan_cache(
+        config.mode, fine_tune, estimate, config.memory_budget_bytes, store_folder, context.is_distributed,
+        shutil.disk_usage(_existing_parent(store_folder)).free, stored_bytes(store_folder),
+    )
     frames = int(upstream.num_frames(torch.tensor(samples)).sum()) if samples else 0
-    width = max(upstream.hidden_sizes)
-    estimate = frames * stored * width * torch.empty((), dtype=dtype).element_size()
-    plan = plan_cache(runner.feature_cache, fine_tune, estimate, int(runner.feature_cache_memory_gb * 2**30), folder, distributed)
+    stored = upstream.num_hidden_states if states is None else 1
     log(
-        f"feature cache: {len(samples)} utterances, {frames} frames x {stored} hidden state(s) x {width} x "
-        f"{torch.empty((), dtype=dtype).element_size()} bytes = {estimate / 2**30:.2f} GB -> {plan.mode} ({plan.reason})"
+        f"feature cache: {len(samples)} utterances, {frames} frames x {stored} hidden state(s) x {max(upstream.hidden_sizes)} x "
+        f"{torch.empty((), dtype=config.torch_dtype).element_size()} bytes = {describe_size(estimate)} -> {plan.mode} ({plan.reason})"
     )
     if plan.mode == "off":
         return dict(datasets)
-    spec = CacheSpec(identity, states, runner.feature_cache_dtype)
-    store = open_store(plan, folder / spec.folder_name, dtype, rank, distributed)
+    store = open_store(plan, store_folder, config.torch_dtype, context)
     names = list(datasets)
-    keys = fill_cache(upstream, [datasets[n] for n in names], store, states, dtype, runner.num_workers, rank, world_size, barrier)
+    keys = fill_cache(upstream, [datasets[n] for n in names], store, states, config.torch_dtype, config.num_workers, context)
     return {name: cached_view(datasets[name], dataset_keys, store) for name, dataset_keys in zip(names, keys)}

@@ -98,6 +98,7 @@ class Runner:
         self.expdir = Path(expdir)
         self.task = load_task(spec.task, tasks_dir)
         self.runner_config, self.optimizer_config = runner_sections(spec.config)
+        self.cache_config = self.runner_config.feature_cache_config(self.expdir)
         seed_everything(spec.seed)
         upstream = build_upstream_for(spec, context.device) if upstream is None else upstream.to(context.device)
         self.upstream_file = upstream_record(spec.upstream_ckpt)
@@ -124,8 +125,7 @@ class Runner:
         upstream = self.model.upstream
         identity = upstream_identity(upstream, self.spec.upstream, self.spec.upstream_ckpt)
         self.served.update(serve_from_cache(
-            upstream, identity, wanted, self.runner_config, self.spec.layer, self.spec.fine_tune,
-            self.expdir / "feature_cache", self.context.rank, self.context.world_size, self.context.barrier, self.log,
+            upstream, identity, wanted, self.cache_config, self.spec.layer, self.spec.fine_tune, self.context, self.log
         ))
 
     def dataset(self, split: str) -> ProbeDataset:

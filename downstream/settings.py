@@ -20,8 +20,8 @@ from utility.config import apply_overrides, defaults, load_yaml, merge_strict, r
 from utility.update_step import LoopConfig
 
 from .discovery import Task
-from .feature_cache import DTYPES as CACHE_DTYPES
-from .feature_cache import MODES as CACHE_MODES
+from .feature_cache import FeatureCacheConfig
+from .feature_cache import check_settings as check_cache_settings
 from .subset import check_proportion
 
 SECTIONS = ("runner", "optimizer", "data", "expert")
@@ -62,10 +62,7 @@ class RunnerConfig(LoopConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("runner.feature_cache", self.feature_cache, CACHE_MODES)
-        check_choice("runner.feature_cache_dtype", self.feature_cache_dtype, sorted(CACHE_DTYPES))
-        if self.feature_cache_memory_gb < 0:
-            raise ValueError(f"runner.feature_cache_memory_gb must be >= 0, got {self.feature_cache_memory_gb}")
+        check_cache_settings(self.feature_cache, self.feature_cache_dtype, self.feature_cache_memory_gb)
         for name in ("batch_size", "eval_batch_size", "eval_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"runner.{name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -76,6 +73,14 @@ class RunnerConfig(LoopConfig):
             )
         check_choice("runner.on_unreadable", self.on_unreadable, UNREADABLE_ACTIONS)
         self.train_proportion = check_proportion(self.train_proportion)
+
+    def feature_cache_config(self, expdir: Path) -> FeatureCacheConfig:
+        """The feature cache's settings; disk stores under ``EXPDIR/feature_cache`` unless
+        ``feature_cache_dir`` names another folder."""
+        folder = Path(self.feature_cache_dir) if self.feature_cache_dir else Path(expdir) / "feature_cache"
+        return FeatureCacheConfig(
+            self.feature_cache, folder, self.feature_cache_dtype, self.feature_cache_memory_gb, self.num_workers
+        )
 
 
 @dataclass

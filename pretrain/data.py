@@ -83,7 +83,7 @@ def samples_at(utterance: Utterance, sample_rate: int) -> int:
 
 def select_utterances(settings: PretrainSettings, subsets: Sequence[str], min_samples: int) -> list[Utterance]:
     """Utterances of ``subsets`` long enough to mask. Unusable audio (unreadable, empty, too
-    short for one frame, not mono, NaN/inf samples; see ``utility.audio_check``) is left out
+    short for one frame, not mono, NaN/inf samples; see ``corpora.audio_check``) is left out
     with a warning naming each file (``corpus.on_unreadable: skip``) or stops the run (``stop``)."""
     root = corpus_root(settings)
     one_frame = FeatureExtractor(settings.model.frontend).min_samples(settings.downsample_rate)

@@ -10,6 +10,7 @@ import torch
 from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, read_audio
 from corpora.index import find_utterances
 from corpora.root import DEMO_ROOT
+from upstream.model import INTERFACE
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
@@ -61,3 +62,25 @@ def demo_wavs() -> list[torch.Tensor]:
     """Three demo utterances of different lengths."""
     utterances = find_utterances(DEMO_ROOT, ["dev-clean"], progress=False)[:3]
     return [read_audio(utt.path) for utt in utterances]
+
+
+class CountingUpstream(torch.nn.Module):
+    """An upstream that counts the waveforms it encodes; ``after_batch`` runs after each call."""
+
+    def __init__(self, upstream: Upstream, after_batch=None):
+        super().__init__()
+        self.upstream = upstream
+        self.encoded = 0
+        self.after_batch = after_batch
+
+    def __getattr__(self, name):
+        if name in INTERFACE:
+            return getattr(self.upstream, name)
+        return super().__getattr__(name)
+
+    def forward(self, wavs):
+        self.encoded += len(wavs)
+        output = self.upstream(wavs)
+        if self.after_batch is not None:
+            self.after_batch()
+        return output

@@ -16,6 +16,10 @@ from torch import nn
 from .attention import attention
 from .config import EncoderConfig
 
+# Stacked frames encoded at once when a long input is cut into max_frames chunks (bounds the
+# transient memory of inference on long files; a chunk's values do not depend on it).
+CHUNK_FRAMES_PER_PASS = 1024
+
 
 @lru_cache(maxsize=8)
 def _sinusoid_table(length: int, dim: int) -> torch.Tensor:
@@ -154,7 +158,7 @@ class TransformerEncoder(nn.Module):
         (B,) real lengths in stacked frames. An item longer than ``max_frames`` stacked frames
         is cut as s3prl's ``torch.chunk`` cuts it: into n = ceil(L / max_frames) chunks of
         ceil(L / n) frames (the last one shorter), encoded independently (positions restart in
-        each chunk).
+        each chunk), ``CHUNK_FRAMES_PER_PASS`` frames' worth of chunks at a time.
         """
         x, lengths = stack_frames(features, lengths, self.config.downsample_rate)
         batch, frames, _ = x.shape
@@ -171,13 +175,21 @@ class TransformerEncoder(nn.Module):
         offsets = torch.arange(int(sizes.max()), device=x.device)
         positions = starts[:, None] + offsets[None, :]  # (C, W) frame index of each chunk slot
         valid = offsets[None, :] < chunk_lengths[:, None]  # (C, W)
-        states = self._encode(x[item[:, None], positions.clamp(max=frames - 1)], chunk_lengths)
-        rows, columns = item[:, None].expand_as(positions)[valid], positions[valid]
-        merged = []
-        for state in states:
-            full = state.new_zeros(batch, frames, state.shape[-1])
-            full[rows, columns] = state[valid]
-            merged.append(full)
+        chunks = x[item[:, None], positions.clamp(max=frames - 1)]  # (C, W, D * R)
+        rows, columns = item[:, None].expand_as(positions), positions
+        merged: list[torch.Tensor] = []
+        # A few chunks at a time: attention and feed-forward intermediates of all C chunks at
+        # once would grow with the input's length (a 30-minute file: gigabytes); this way only
+        # the hidden states do.
+        group = max(1, CHUNK_FRAMES_PER_PASS // chunks.shape[1])
+        for first in range(0, chunks.shape[0], group):
+            part = slice(first, first + group)
+            states = self._encode(chunks[part], chunk_lengths[part])
+            if not merged:
+                merged = [state.new_zeros(batch, frames, state.shape[-1]) for state in states]
+            keep = valid[part]
+            for full, state in zip(merged, states):
+                full[rows[part][keep], columns[part][keep]] = state[keep]
         return merged, lengths
 
     def _embed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -60,8 +61,19 @@ def with_checksum(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, CHECKSUM_KEY: tensor_checksum(payload)}
 
 
+def file_version(path: str | Path) -> tuple[int, int, int, int]:
+    """What changes whenever a file's bytes change: (size, mtime, ctime, inode), in ns.
+
+    Size and mtime alone miss a same-size rewrite whose mtime was put back (``touch -r``,
+    ``cp -p``, rsync, checkouts). The change time (ctime) cannot be set back: every write,
+    and every metadata change, moves it; a file replaced by a rename gets a new inode. A
+    chmod or a new hard link moves it too: such a file counts as changed, the safe side."""
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+
+
 @functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
+def _file_sha256(path: str, version: tuple[int, int, int, int]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 22), b""):
@@ -70,11 +82,10 @@ def _file_sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, computed once per version of the file (path, size,
-    modification time, inode) in a process: many probes of one checkpoint hash it once."""
+    """SHA-256 of a file's bytes, computed once per version of the file (path and
+    :func:`file_version`) in a process: many probes of one checkpoint hash it once."""
     resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return _file_sha256(str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return _file_sha256(str(resolved), file_version(resolved))
 
 
 def _non_finite(tensor: torch.Tensor) -> int:

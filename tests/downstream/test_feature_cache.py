@@ -13,8 +13,9 @@ import soundfile
 import torch
 
 import run_downstream
-from conftest import REPO, tiny_config
-from downstream.feature_cache import CacheSpec, DiskStore, MemoryStore, fill_cache, upstream_identity
+from conftest import REPO, CountingUpstream, tiny_config
+from downstream.feature_cache import CacheSpec, fill_cache, upstream_identity
+from downstream.feature_store import DiskStore, MemoryStore
 from downstream.probe_checkpoint import read_probe_checkpoint
 from corpora.speaker_splits import SpeakerDataConfig
 from downstream.speaker_datasets import build_speaker_datasets
@@ -22,24 +23,6 @@ from downstream.frames import FrameGrid
 from upstream import Upstream, save_upstream
 
 FEW = ["runner.total_steps=4", "runner.eval_step=2", "runner.log_step=2", "runner.batch_size=3", "runner.eval_batch_size=12"]
-
-
-class CountingUpstream(torch.nn.Module):
-    """An upstream that counts the waveforms it encodes."""
-
-    def __init__(self, upstream: Upstream):
-        super().__init__()
-        self.upstream = upstream
-        self.encoded = 0
-
-    def __getattr__(self, name):
-        if name in ("sample_rate", "device", "num_frames", "num_hidden_states", "hidden_sizes"):
-            return getattr(self.upstream, name)
-        return super().__getattr__(name)
-
-    def forward(self, wavs):
-        self.encoded += len(wavs)
-        return self.upstream(wavs)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +81,7 @@ def test_disk_cache_is_keyed_by_what_changes_the_features(tiny, corpus, tmp_path
     store = DiskStore(tmp_path / "cache", torch.float16)
     fill_cache(counting, [data.dev], store, None, torch.float16, num_workers=0)
     assert counting.encoded == len(data.dev)
-    # A second run reads the shards; a changed audio file (size, modification time) is new.
+    # A second run reads the shards; a changed audio file (here: its size) is new.
     path = Path(data.dev.sources[0])
     samples, rate = soundfile.read(path)
     soundfile.write(path, samples[: len(samples) // 2], rate)
@@ -120,7 +103,7 @@ def test_damaged_or_half_written_shards_are_recomputed(tiny, corpus, tmp_path):
     with open(shard, "r+b") as handle:  # flip bytes inside the data
         handle.seek(-64, 2)
         handle.write(b"\xff" * 8)
-    with pytest.warns(UserWarning, match=f"{shard.name} is damaged \\(checksum mismatch\\); it is recomputed"):
+    with pytest.warns(UserWarning, match=f"{shard.name} is dropped \\(checksum mismatch\\); its utterances are recomputed"):
         store = DiskStore(folder, torch.float16)
     assert len(store.index) == 0
     fill_cache(counting, [data.dev], store, None, torch.float16, num_workers=0)
