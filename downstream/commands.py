@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from upstream import get_entry
-from utility.config import apply_overrides
+from utility.config import apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
 from utility.training import DistributedContext, cleanup_distributed, experiment_of, init_distributed
@@ -17,11 +17,12 @@ from .discovery import load_task
 from .inference import format_predictions, load_probe, predict_files
 from .probe_checkpoint import RunSpec, read_located_checkpoint
 from .runner import RESULTS, Runner, write_json
-from .settings import RENAMED, complete_task_config, load_task_config, runner_sections
+from .settings import RENAMED, RESUME_FIXED, complete_task_config, load_task_config, runner_sections
 from .upstream_file import RECORD_KEY, check_upstream_file
 
 DEFAULT_ROOT = Path("result") / "downstream"
 EVALUATION = "evaluation.json"
+DEFAULT_SEED = 1337  # --seed: weights, batches and the train_proportion draw
 
 
 def experiment_dir(args: argparse.Namespace, spec: RunSpec) -> Path:
@@ -35,8 +36,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         raise ValueError("give an upstream name with -u (see -h for the list) or an upstream checkpoint with -k")
     if args.upstream is not None:
         get_entry(args.upstream)  # an unknown name raises here, listing the available ones
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
     task = load_task(args.downstream, args.tasks_dir)
     config = load_task_config(task, args.config, args.override)
     runner_sections(config)  # values the runner cannot use are refused now, before any file is written
@@ -46,7 +48,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         upstream_ckpt=args.upstream_ckpt,
         layer=args.layer,
         fine_tune=args.finetune,
-        seed=args.seed,
+        seed=seed,
         config=config,
     )
 
@@ -80,7 +82,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.past_exp is not None:
             fixed = [flag for flag, value in (("-u", args.upstream), ("-k", args.upstream_ckpt), ("-d", args.downstream),
-                     ("-c", args.config), ("-l", args.layer), ("-f", args.finetune or None)) if value is not None]
+                     ("-c", args.config), ("-l", args.layer), ("-f", args.finetune or None), ("--seed", args.seed)) if value is not None]
             if fixed:
                 raise ValueError(
                     f"-e resumes a run with its own saved settings; {', '.join(fixed)} cannot change them "
@@ -90,6 +92,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             lock = ExperimentLock(expdir).acquire() if context.is_main else None
             path, checkpoint, upstream_file = read_probe(args, prefer_best=False, set_aside=context.is_main)
             spec = checkpoint_spec(checkpoint, args.override, args.tasks_dir, path)
+            check_resume_unchanged(checkpoint_spec(checkpoint, [], args.tasks_dir, path).config, spec.config, RESUME_FIXED, str(path))
         else:
             if args.downstream is None:
                 raise ValueError("choose a task with -d (see -h for the list), or resume a run with -e EXPDIR")

@@ -7,12 +7,16 @@ file always says which features its weights were trained on.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Collection, Optional, TypeVar
 
 FEATURE_KINDS = ("logmel", "kaldi_fbank")
+# Field metadata of a float setting that may be infinite (say, "no limit"): ``field(default=...,
+# metadata={ALLOWS_INFINITY: True})``. NaN is never a setting.
+ALLOWS_INFINITY = "allows_infinity"
 TARGET_KINDS = ("linear", "mel")
 
 T = TypeVar("T")
@@ -50,6 +54,11 @@ class FrontendConfig:
         check_choice("frontend.target", self.target, TARGET_KINDS)
         if self.delta_order < 0:
             raise ValueError(f"frontend.delta_order must be >= 0, got {self.delta_order}")
+        for name in ("sample_rate", "win_ms", "hop_ms", "n_mels"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"frontend.{name} must be > 0, got {getattr(self, name)}")
+        if self.n_freq < 2 or self.log_floor < 0:
+            raise ValueError(f"frontend.n_freq must be >= 2 and log_floor >= 0, got {self.n_freq} and {self.log_floor}")
 
     @property
     def hop_length(self) -> int:
@@ -123,6 +132,11 @@ class EncoderConfig:
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"encoder.{name} is a probability in [0, 1), got {getattr(self, name)}")
+        for name in ("embedding_size", "max_frames", "initializer_range"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"encoder.{name} must be >= 0, got {getattr(self, name)}")
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"encoder.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
 
 
 @dataclass
@@ -165,15 +179,29 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     Numbers are read once, here: an int is accepted for a float field, and so is a numeric
     string, because YAML 1.1 reads ``2e-4`` (no dot) as text. For the same reason a boolean
     given to a text field is read back as the word YAML took it for (``off`` -> "off").
+    Every float (also in a list) must be finite: NaN compares false with every bound, so a
+    range check in ``__post_init__`` alone would let it through. A field whose metadata has
+    ``ALLOWS_INFINITY`` may be infinite.
     """
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
     hints = typing.get_type_hints(cls)
-    return cls(**{key: _typed(hints[key], value, f"{source}.{key}") for key, value in data.items()})
+    values = {}
+    for key, value in data.items():
+        values[key] = _typed(hints[key], value, f"{source}.{key}")
+        _check_finite(values[key], f"{source}.{key}", fields[key].metadata.get(ALLOWS_INFINITY, False))
+    return cls(**values)
+
+
+def _check_finite(value: Any, name: str, allows_infinity: bool) -> None:
+    """Refuse a NaN (or, unless allowed, infinite) float, alone or in a list."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, float) and (math.isnan(item) or (math.isinf(item) and not allows_infinity)):
+            raise ValueError(f"{name} must be a finite number, got {item}")
 
 
 class SettingTypeError(TypeError, ValueError):

@@ -4,6 +4,7 @@ damaged newest checkpoint, Ctrl-C during training. Tiny settings on the demo cor
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -124,3 +125,15 @@ def test_ctrl_c_saves_at_the_step_boundary_and_the_probe_continues_exactly(tmp_p
     for part in b["weights"]:
         for key, value in b["weights"][part].items():
             assert torch.equal(a["weights"][part][key], value), f"{part}.{key}"
+
+
+def test_resume_refuses_a_changed_seed_split_or_batch_plan(tmp_path):
+    probe(tmp_path / "exp")
+    with pytest.raises(ValueError, match="-e resumes a run with its own saved settings; --seed cannot change them"):
+        run_downstream.main(["-e", str(tmp_path / "exp"), "--seed", "7", "-o", "runner.total_steps=6"])
+    for change, key in (("runner.train_proportion=0.5", "runner.train_proportion: 1.0 -> 0.5"),
+                        ("runner.batch_size=2", "runner.batch_size: 3 -> 2"),
+                        ("data.test_fraction=0.2", "data.test_fraction: 0.1 -> 0.2")):
+        with pytest.raises(ValueError, match=rf"cannot resume .*with other settings for {re.escape(key)}"):
+            run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6", change])
+    assert run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6"])["steps"] == 6

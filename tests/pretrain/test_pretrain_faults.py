@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import shutil
 import struct
 import subprocess
@@ -94,3 +95,34 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
         assert stop.value.code == 2
         stderr = capsys.readouterr().err
     assert_one_line_error(stderr, "no space left on the device while writing", "states-00000002.ckpt", "free some space")
+
+
+def test_without_a_held_out_set_best_ckpt_is_the_newest_checkpoint_and_says_so(tmp_path):
+    for name, setting in (("no_subsets", "corpus.dev_subsets=[]"), ("no_utterances", "corpus.dev_utterances=0")):
+        folder = tmp_path / name
+        run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *overrides(setting, "runner.total_steps=2", "runner.save_step=1")])
+        best = read_checkpoint_file(folder / "best.ckpt")
+        assert best["metadata"]["step"] == 2 and best["metadata"]["dev_masked_l1"] is None
+        assert best["metadata"]["best_chosen_by"].startswith("none: no held-out set")
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("resume") / "run"
+    run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *overrides("runner.total_steps=1")])
+    return folder
+
+
+@pytest.mark.parametrize("change, key", [
+    (["-o", "runner.seed=7"], "runner.seed: 1337 -> 7"),
+    (["--seed", "7"], "runner.seed: 1337 -> 7"),
+    (["-o", "masking.proportion=0.2"], "masking.proportion: 0.15 -> 0.2"),
+    (["-o", "corpus.dev_utterances=2"], "corpus.dev_utterances: 4 -> 2"),
+    (["-o", "corpus.dev_subsets=[]"], "corpus.dev_subsets: ['dev-clean'] -> []"),
+    (["-o", "data.max_seconds=5"], "data.max_seconds: 15.0 -> 5.0"),
+])
+def test_resume_refuses_a_changed_seed_mask_or_split_however_given(one_step_run, change, key):
+    before = sorted(p.name for p in one_step_run.iterdir())
+    with pytest.raises(ValueError, match=rf"cannot resume .*states-00000001.ckpt with other settings for {re.escape(key)}"):
+        run_pretrain.main(["-e", str(one_step_run), "-o", "runner.total_steps=2", *change])
+    assert sorted(p.name for p in one_step_run.iterdir()) == before  # refused before anything was written
