@@ -85,17 +85,18 @@ def wait_for(folder: Path, pattern: str, process: subprocess.Popen, timeout: flo
         time.sleep(0.1)
 
 
-def interrupt_training(args: Sequence[str], folder: Path, cwd: Path) -> tuple[int, str]:
-    """Run ``python ARGS``, press Ctrl-C (SIGINT) once a step checkpoint is in ``folder`` (it is
-    training), and return the step it stopped at and its last line, checking exit status 130."""
+def interrupt_training(args: Sequence[str], folder: Path, cwd: Path, signum: int = signal.SIGINT) -> tuple[int, str]:
+    """Run ``python ARGS``, press Ctrl-C (SIGINT; or send ``signum``) once a step checkpoint is in
+    ``folder`` (it is training), and return the step it stopped at and its last line, checking
+    exit status 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
     process = start(args, cwd)
     try:
         wait_for(folder, "states-*.ckpt", process)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr[-3000:]
+    assert process.returncode == 128 + signum, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
     return int(last.split("interrupted at step ")[1].split(":")[0]), last
 

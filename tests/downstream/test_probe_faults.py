@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 
 import numpy as np
 import pytest
@@ -137,3 +138,16 @@ def test_resume_refuses_a_changed_seed_split_or_batch_plan(tmp_path):
         with pytest.raises(ValueError, match=rf"cannot resume .*with other settings for {re.escape(key)}"):
             run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6", change])
     assert run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6"])["steps"] == 6
+
+
+def test_sigterm_is_ctrl_c_a_checkpoint_no_lock_exit_143_and_the_probe_continues(tmp_path):
+    script = str(REPO / "run_downstream.py")
+    folder = tmp_path / "terminated"
+    args = [script, "-p", str(folder), "-u", "fbank", "-d", "speaker_frame", "-o", "runner.batch_size=2", "runner.eval_step=1000",
+            "runner.save_step=2", "runner.total_steps=5000"]
+    step, last = interrupt_training(args, folder, tmp_path, signal.SIGTERM)  # checks exit status 143
+    assert last.startswith(f"interrupted at step {step}: saved") and (folder / f"states-{step:08d}.ckpt").is_file()
+    assert not (folder / ".lock").exists()
+    resumed = run_command([script, "-e", str(folder), "-o", f"runner.total_steps={step + 1}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_probe_checkpoint(folder / f"states-{step + 1:08d}.ckpt")["step"] == step + 1

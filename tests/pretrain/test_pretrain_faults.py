@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import time
@@ -62,6 +63,17 @@ def test_ctrl_c_saves_at_the_step_boundary_and_the_run_continues_exactly(tmp_pat
     assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr[-2000:] + straight.stderr[-2000:]
     name = f"states-{step + 2:08d}.ckpt"
     assert same_training_state(read_checkpoint_file(folder / name), read_checkpoint_file(tmp_path / "straight" / name))
+
+
+def test_sigterm_is_ctrl_c_a_checkpoint_no_lock_exit_143_and_the_run_continues(tmp_path):
+    script = str(REPO / "run_pretrain.py")
+    folder = tmp_path / "terminated"
+    args = [script, "-u", "aalbert_3L", "-p", str(folder), *overrides("corpus.dev_subsets=[]", "runner.total_steps=500", "runner.save_step=2")]
+    step, last = interrupt_training(args, folder, tmp_path, signal.SIGTERM)  # checks exit status 143
+    assert last.startswith(f"interrupted at step {step}: saved") and (folder / f"states-{step:08d}.ckpt").is_file()
+    assert not (folder / ".lock").exists()
+    resumed = run_command([script, "-e", str(folder), "--stop-at-step", str(step + 1)], cwd=tmp_path)
+    assert resumed.returncode == 0 and (folder / f"states-{step + 1:08d}.ckpt").is_file(), resumed.stderr[-2000:]
 
 
 def _mount_tiny_disk(path) -> bool:

@@ -4,6 +4,7 @@ input, exit status 2, nothing written; a bug keeps its traceback; --debug shows 
 from __future__ import annotations
 
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -177,3 +178,27 @@ def test_an_unusable_folder_is_named(tmp_path, capsys):
     assert stop.value.code == 2
     assert_one_line_error(capsys.readouterr().err, str(blocked))
     shutil.rmtree(tmp_path)
+
+
+def test_sigterm_outside_training_unwinds_like_ctrl_c_and_exits_143(tmp_path, capsys):
+    """What the analysis commands and every non-training stage get: locks released, exit 143."""
+    import os
+    import signal
+
+    from utility.cli import run_cli
+    from utility.experiment_lock import ExperimentLock
+
+    def main(argv):
+        with ExperimentLock(tmp_path / "out"):
+            (tmp_path / "out" / "partial").write_text("x")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal interrupts this
+            raise AssertionError("SIGTERM did not stop the command")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main, [])
+    assert stop.value.code == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "terminated (SIGTERM)"
+    assert not (tmp_path / "out" / ".lock").exists()
+    assert signal.getsignal(signal.SIGTERM) is previous  # the host's handler is back
