@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from upstream import get_entry
+from utility.cli import check_output_is_not_an_input
 from utility.config import apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
@@ -139,7 +140,8 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
     """Predictions for every usable input file; the unusable ones are named in one error at the end."""
     if args.past_exp is None or not args.inputs:
         raise ValueError("inference needs a trained probe and audio files: -e EXPDIR -i FILE [FILE ...]")
-    _, checkpoint, upstream_file = read_probe(args, prefer_best=True)
+    path, checkpoint, upstream_file = read_probe(args, prefer_best=True)
+    check_output_is_not_an_input(args.output, [*args.inputs, path, checkpoint["run"]["upstream_ckpt"]], "--output")
     spec, model = load_probe(checkpoint, run_context(args).device, args.tasks_dir)
     usable, predictions, problems = predict_files(model, args.inputs)
     notes = []

@@ -52,6 +52,16 @@ def copy_corpus(root: Path, subset: str = "train-clean-100", count: int = 0) -> 
     return corpus
 
 
+def mount_tiny_disk(path: Path, size: str = "256k") -> bool:
+    """Mount a tmpfs of ``size`` at ``path`` (a new folder): a real disk that fills up. False
+    where this process may not mount (then the caller fakes the full disk)."""
+    path.mkdir()
+    if shutil.which("mount") is None:
+        return False
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return mounted.returncode == 0
+
+
 def write_wav(path: Path, samples: np.ndarray, subtype: str = "FLOAT") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, samples, 16000, subtype=subtype)

@@ -36,6 +36,8 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     fsync, then rename over ``path``: a crash mid-write leaves the previous file intact.
     A full disk raises ``OSError(ENOSPC)`` naming ``path``."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name to write the checkpoint to (e.g. {path / 'model.ckpt'})")
     payload = with_checksum(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -51,19 +53,20 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
         os.replace(temp_name, path)
     except BaseException as error:
         Path(temp_name).unlink(missing_ok=True)
-        full = _disk_full(error)
+        full = disk_full_error(error, path)
         if full is not None:
-            raise OSError(full.errno, full.strerror, str(path)) from error
+            raise full from error
         raise
     return path
 
 
-def _disk_full(error: BaseException) -> OSError | None:
-    """The out-of-space OSError behind ``error``: torch.save reports a failed write as a
-    RuntimeError ("unexpected pos ...") whose context is the OSError."""
+def disk_full_error(error: BaseException, path: str | Path) -> OSError | None:
+    """An out-of-space OSError naming ``path`` when ``error`` comes from one, else None
+    (torch.save and matplotlib report a failed write as another exception, or an OSError
+    without the file name, whose cause or context is the OSError)."""
     while error is not None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return error
+            return OSError(error.errno, error.strerror, str(path))
         error = error.__cause__ or error.__context__
     return None
 
@@ -71,6 +74,10 @@ def _disk_full(error: BaseException) -> OSError | None:
 def torch_save_format(path: Path) -> str:
     """``"zip"`` (torch.save since torch 1.6) or ``"legacy"`` (older torch.save), from the
     first bytes; raises FileNotFoundError / ValueError for anything else."""
+    if path.is_dir():
+        newest = max(path.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, default=None)
+        hint = f" (the newest there: {newest})" if newest is not None else " (it holds no .ckpt file)"
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file: give the .ckpt file inside it{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:

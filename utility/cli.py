@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 from typing import Any, Callable, NoReturn, Optional, Sequence
@@ -40,6 +41,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} -h)\n")
+
+
+def check_output_is_not_an_input(output: Optional[str | os.PathLike], inputs: Sequence[Optional[str | os.PathLike]], option: str) -> None:
+    """Refuse an ``output`` that is one of the command's ``inputs`` (the same file, also through
+    a symbolic or hard link or another spelling of the path): writing it would destroy the input."""
+    if output is None or not os.path.exists(output):
+        return  # a file that does not exist yet is no input
+    for given in inputs:
+        if given is not None and os.path.exists(given) and os.path.samefile(output, given):
+            raise ValueError(
+                f"{option} {output} is one of this command's inputs ({given}); writing it would destroy that input: "
+                "give another output path"
+            )
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -16,7 +16,7 @@ import torch
 import run_pretrain
 import upstream.checkpoint
 from conftest import REPO, overrides
-from faults import assert_one_line_error, interrupt_training, overwrite_tensor_bytes, run_command
+from faults import assert_one_line_error, interrupt_training, mount_tiny_disk, overwrite_tensor_bytes, run_command
 from upstream.checkpoint import read_checkpoint_file
 
 ENCODER = ("upstream", "state_dict", "input_projection.weight")
@@ -76,18 +76,10 @@ def test_sigterm_is_ctrl_c_a_checkpoint_no_lock_exit_143_and_the_run_continues(t
     assert resumed.returncode == 0 and (folder / f"states-{step + 1:08d}.ckpt").is_file(), resumed.stderr[-2000:]
 
 
-def _mount_tiny_disk(path) -> bool:
-    path.mkdir()
-    if shutil.which("mount") is None:
-        return False
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)], capture_output=True)
-    return mounted.returncode == 0
-
-
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     disk = tmp_path / "disk"
     args = ["-u", "aalbert_3L", "-p", str(disk / "run"), *overrides("corpus.dev_subsets=[]", "runner.total_steps=2")]
-    if _mount_tiny_disk(disk):  # a real full disk: the config and logs fit, a checkpoint does not
+    if mount_tiny_disk(disk):  # a real full disk: the config and logs fit, a checkpoint does not
         try:
             done = run_command([str(REPO / "run_pretrain.py"), *args], cwd=tmp_path)
         finally:
