@@ -118,7 +118,7 @@ def _describe_entries() -> str:
 def _export_main(argv: list[str]) -> None:
     """``python hub.py export -k OUR.ckpt -o FILE``: write our checkpoint in s3prl's format."""
     from upstream.s3prl.export import S3PRL_VERSION, export_s3prl
-    from utility.cli import ArgumentParser
+    from utility.cli import ArgumentParser, check_output_is_not_an_input
 
     parser = ArgumentParser(
         prog="hub.py export",
@@ -128,6 +128,7 @@ def _export_main(argv: list[str]) -> None:
     parser.add_argument("-k", "--ckpt", required=True, help="our checkpoint (e.g. result/pretrain/NAME/best.ckpt)")
     parser.add_argument("-o", "--output", required=True, help="the s3prl-format file to write")
     args = parser.parse_args(argv)
+    check_output_is_not_an_input(args.output, [args.ckpt], "-o")
     path = export_s3prl(args.ckpt, args.output)
     print(f"wrote {path} (s3prl {S3PRL_VERSION} format)")
 

@@ -63,7 +63,7 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
     parser.add_argument("-t", "--split", action="append", choices=SPLITS, help="evaluate: split(s) to score (default dev and test)")
     parser.add_argument("-i", "--inputs", nargs="+", help="inference: audio files")
     parser.add_argument("--output", help="inference: write predictions here instead of printing them")
-    parser.add_argument("--seed", type=int, default=1337, help="seeds weights, batches and the train_proportion draw (default 1337)")
+    parser.add_argument("--seed", type=int, help="seeds weights, batches and the train_proportion draw (default 1337; a resumed run keeps its own)")
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
     parser.add_argument("--tasks-dir", type=Path, default=tasks_dir, help="where task folders are looked up")
     return parser

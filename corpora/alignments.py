@@ -31,6 +31,10 @@ Symbols, in this order:
 
 An utterance whose alignment ends more than one frame away from its audio's end is reported
 by name; the conversion stops unless ``--drop-mismatched`` leaves such utterances out.
+Overlapping intervals are refused, naming the file and line, except an overlap shorter than half
+a frame (``OVERLAP_TOLERANCE_US``, 5 ms): a CTM's start + duration, rounded on an aligner's
+10 ms grid, can end a hair after the next interval starts; the earlier interval is then cut
+there (no frame centre can fall in such a sliver on both sides).
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ import math
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import soundfile
+
+from utility.cli import ArgumentParser, check_output_is_not_an_input, run_cli
 
 from .index import AUDIO_SUFFIXES
 from .label_frames import LABEL_HOP, TOLERANCE, resampled_length
@@ -53,6 +59,7 @@ from .phone_splits import read_phone_names
 SAMPLE_RATE = 16_000
 MICROSECONDS = 1_000_000
 FRAME_US = MICROSECONDS * LABEL_HOP // SAMPLE_RATE  # 10 ms
+OVERLAP_TOLERANCE_US = FRAME_US // 2  # shorter overlaps are rounding: cut, not refused (module doc)
 SILENCE_SYMBOLS = ("", "sil", "sp", "spn")
 # ARPAbet / TIMIT symbols outside the 39 CMU phones -> the CMU phone they are a variant of.
 # Used only for symbols the phone list lacks (a list that has "ax" keeps it).
@@ -278,7 +285,9 @@ def num_frames(end_us: int) -> int:
 def frame_labels(alignment: Alignment, frames: int, mapper: PhoneMapper) -> list[int]:
     """The class of the interval holding each frame centre 10t + 5 ms; silence where none does."""
     intervals = sorted(alignment.intervals, key=lambda i: (i.start, i.end))
-    for before, after in zip(intervals, intervals[1:]):
+    for index, (before, after) in enumerate(zip(intervals, intervals[1:])):
+        if 0 < before.end - after.start < OVERLAP_TOLERANCE_US and before.start < after.start:
+            intervals[index] = before = replace(before, end=after.start)  # rounding, not a real overlap
         if after.start < before.end:
             raise AlignmentError(
                 f"{after.source}:{after.line}: utterance {alignment.utt_id}: the interval starting at "
@@ -343,6 +352,8 @@ def convert(
 
 
 def write_frames(labels: dict[str, list[int]], path: Path) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"-o {path} is a folder; give the frames.txt file to write (e.g. {path / 'frames.txt'})")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{utt_id} {' '.join(map(str, labels[utt_id]))}\n" for utt_id in sorted(labels)))
 
@@ -362,7 +373,7 @@ def _parse_map(items: Sequence[str]) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m corpora.alignments",
         description="Convert forced alignments (MFA TextGrids or CTM) to 10 ms frames.txt labels.",
     )
@@ -380,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Conversion:
     args = build_parser().parse_args(argv)
+    check_output_is_not_an_input(args.output, [*args.inputs, args.phones], "-o")
     mapper = PhoneMapper(read_phone_names(args.phones), args.silence, _parse_map(args.map))
     audio = audio_lengths(args.audio) if args.audio is not None else None
     result = convert(read_alignments(args.format, args.inputs, args.tier), mapper, audio)
@@ -399,11 +411,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Conversion:
 
 
 def run() -> None:
-    """The command: a mistake in the input is one ``error:`` line (exit status 1)."""
-    try:
-        main()
-    except (AlignmentError, ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    """The command: a mistake in the input is one ``error:`` line (exit status 2)."""
+    run_cli(main)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from utility.cli import check_output_is_not_an_input
 from utility.process_group import init_distributed
 
 from . import experiment
@@ -17,6 +18,7 @@ from .probe_checkpoint import RunSpec, read_located_checkpoint
 from .upstream_file import check_upstream_file
 
 DEFAULT_ROOT = Path("result") / "downstream"
+DEFAULT_SEED = 1337  # --seed: weights, batches and the train_proportion draw
 
 
 def experiment_dir(args: argparse.Namespace, spec: RunSpec) -> Path:
@@ -28,7 +30,8 @@ def experiment_dir(args: argparse.Namespace, spec: RunSpec) -> Path:
 def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.past_exp is not None:
         fixed = [flag for flag, value in (("-u", args.upstream), ("-k", args.upstream_ckpt), ("-d", args.downstream),
-                 ("-c", args.config), ("-l", args.layer), ("-f", args.finetune or None)) if value is not None]
+                 ("-c", args.config), ("-l", args.layer), ("-f", args.finetune or None), ("--seed", args.seed))
+                 if value is not None]
         if fixed:
             raise ValueError(
                 f"-e resumes a run with its own saved settings; {', '.join(fixed)} cannot change them "
@@ -42,7 +45,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("choose a task with -d (see -h for the list), or resume a run with -e EXPDIR")
     spec = experiment.new_spec(
         args.downstream, args.upstream, args.upstream_ckpt, layer=args.layer, fine_tune=args.finetune,
-        seed=args.seed, config_file=args.config, overrides=args.override, tasks_dir=args.tasks_dir,
+        seed=DEFAULT_SEED if args.seed is None else args.seed, config_file=args.config, overrides=args.override, tasks_dir=args.tasks_dir,
     )
     return experiment.train(spec, experiment_dir(args, spec), tasks_dir=args.tasks_dir, device=args.device)
 
@@ -65,6 +68,7 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
         raise ValueError("inference needs a trained probe and audio files: -e EXPDIR -i FILE [FILE ...]")
     path, checkpoint = read_located_checkpoint(args.past_exp, prefer_best=True)
     upstream_file = check_upstream_file(checkpoint, path, args.allow_upstream_change)
+    check_output_is_not_an_input(args.output, [*args.inputs, path, checkpoint["run"]["upstream_ckpt"]], "--output")
     spec, model = load_probe(checkpoint, init_distributed(args.device).device, args.tasks_dir)
     usable, predictions, problems = predict_files(model, args.inputs)
     notes = []

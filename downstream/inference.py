@@ -18,6 +18,10 @@ from .probe_checkpoint import RunSpec
 from .runner import build_probe, build_upstream_for
 
 
+# Characters a file name may hold that the one-line-per-file predictions format cannot show.
+LINE_BREAKING = ("\n", "\r", "\t")
+
+
 def load_probe(checkpoint: dict[str, Any], device: torch.device, tasks_dir: Path = TASKS_DIR) -> tuple[RunSpec, ProbeModel]:
     """The trained probe of a checkpoint (no corpus needed: class names travel with it)."""
     spec = RunSpec.from_dict(checkpoint["run"])
@@ -40,10 +44,16 @@ def predict_files(model: ProbeModel, paths: Sequence[str | Path]) -> tuple[list[
     """Predictions (lists of label names) for each usable file, each file on its own.
 
     Returns the usable paths, their predictions, and one message per unusable file (unreadable,
-    empty, too short, not mono, NaN/inf samples), naming it.
+    empty, too short, not mono, NaN/inf samples, a name holding a newline or tab), naming it.
     """
     usable, predictions, problems = [], [], []
     for path in tqdm(paths, desc="inference", disable=len(paths) < 10):
+        if any(character in str(path) for character in LINE_BREAKING):
+            problems.append(
+                f"{str(path)!r}: its name holds a newline or tab, which would make the predictions' "
+                "'path<TAB>labels' lines ambiguous; rename the file"
+            )
+            continue
         try:
             wav = read_input(path, model.upstream.min_samples)
         except (ValueError, TypeError, OSError) as error:

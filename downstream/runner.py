@@ -107,6 +107,7 @@ class Runner:
             self.data: TaskData = self.task.build_datasets(self.task.data_section(spec.config["data"]), FrameGrid(upstream))
         self.train_indices = proportion_subset(self.data.train.classes, self.runner_config.train_proportion, spec.seed)
         self.model = build_probe(spec, self.task, upstream, self.data.label_names)
+        check_enough_classes(self.expert, spec)
         self.precision = mixed_precision(context.device)
         self.keeper = CheckpointKeeper(self.expdir, self.runner_config.max_keep, higher_is_better=self.expert.higher_is_better)
         self.step = self.epoch = self.batch_in_epoch = 0
@@ -211,6 +212,7 @@ class Runner:
         }
 
     def load_weights(self, checkpoint: dict[str, Any]) -> None:
+        check_same_labels(checkpoint.get("label_names"), self.data.label_names, self.spec)
         self.model.load_trainable_state(checkpoint["weights"])
 
     def resume_from(self, checkpoint: dict[str, Any]) -> None:
@@ -397,6 +399,41 @@ class Runner:
     def log(self, message: str) -> None:
         if self.context.is_main:
             tqdm.write(message)
+
+
+def data_description(spec: RunSpec) -> str:
+    """The data a run reads, for messages: its corpus root, or the task's default corpus."""
+    root = spec.config["data"].get("root")
+    return f"data.root={root}" if root else f"{spec.task}'s default corpus"
+
+
+def check_enough_classes(expert: Expert, spec: RunSpec) -> None:
+    """A classification probe (metric: accuracy) needs two classes: with one, every prediction
+    is right and accuracy 1.0 says nothing."""
+    if expert.metric == "accuracy" and len(expert.label_names) < 2:
+        raise ValueError(
+            f"{spec.task}: the data ({data_description(spec)}) has {len(expert.label_names)} class(es) "
+            f"{expert.label_names}; a classification task needs at least 2"
+        )
+
+
+def check_same_labels(trained: Optional[list[str]], data: list[str], spec: RunSpec) -> None:
+    """Refuse to use a probe on data whose classes differ from the ones it was trained on: its
+    output index i means the trained ``trained[i]``, so another list scores against wrong labels.
+    ``trained`` None: a checkpoint without the record (nothing to compare)."""
+    if trained is None or list(trained) == list(data):
+        return
+    only_trained, only_data = sorted(set(trained) - set(data)), sorted(set(data) - set(trained))
+    difference = (
+        f"only in the probe: {only_trained[:10]}; only in the data: {only_data[:10]}"
+        if only_trained or only_data
+        else "the same names in another order"
+    )
+    raise ValueError(
+        f"the probe was trained on {len(trained)} classes and the data ({data_description(spec)}) has {len(data)} "
+        f"that differ ({difference}); its outputs would be scored against the wrong labels: use data with the "
+        "classes it was trained on"
+    )
 
 
 LEARNED_FRACTION = 0.97  # a dev cross-entropy above this share of ln(classes) counts as chance

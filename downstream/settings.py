@@ -29,6 +29,9 @@ OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch
 SCHEDULES = ("constant", "linear")
 # Keys renamed when both runners took s3prl's names: old name -> new name.
 RENAMED = {"runner.keep_last": "runner.max_keep"}
+# Settings a resumed run cannot change: they fix the data split, the training share and the
+# batch plan that an exact resume continues (``utility.config.check_resume_unchanged``).
+RESUME_FIXED = ("data", "runner.train_proportion", "runner.batch_size")
 # Keys added since runs were first stored, whose behaviour before differs from today's default:
 # a stored run keeps the behaviour it was trained with.
 BEFORE_ADDED = {"runner": {"feature_cache": "off", "feature_cache_dtype": "float32"}}
@@ -102,6 +105,8 @@ class OptimizerConfig:
             raise ValueError(f"optimizer.lr and upstream_lr must be > 0, got {self.lr} and {self.upstream_lr}")
         if not 0 <= self.warmup_proportion <= 1:
             raise ValueError(f"optimizer.warmup_proportion must be in [0, 1], got {self.warmup_proportion}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
 
 
 def task_defaults(task: Task) -> dict[str, Any]:

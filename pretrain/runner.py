@@ -9,13 +9,13 @@ from typing import Optional, Sequence
 import yaml
 from tqdm import tqdm
 
-from utility.config import apply_overrides
+from utility.config import apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
 from utility.checkpoint_keeper import CheckpointKeeper, experiment_of
 from utility.process_group import cleanup_distributed, init_distributed
 
-from .settings import RENAMED, PretrainSettings, load_settings, stored_settings
+from .settings import RENAMED, RESUME_FIXED, PretrainSettings, load_settings, stored_settings
 from .state import SECTION, read_resume_checkpoint
 from .trainer import PretrainOutcome, Pretrainer
 
@@ -88,19 +88,25 @@ def pretrain(
             checkpoint = None
         # The trainer indexes the corpus first: a missing corpus or unusable audio stops the run
         # before it writes anything.
+        calibrate = checkpoint is None and settings.runner.max_minutes > 0
+        if calibrate and context.is_distributed:
+            raise ValueError(
+                "runner.max_minutes needs one process (each would measure its own step time); set runner.total_steps"
+            )
         trainer = Pretrainer(settings, folder, context, checkpoint)
         if context.is_main:
-            if checkpoint is None:
-                (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
             handlers = _attach_log_handlers(folder)
-        log.info("%s run in %s: %s, %d process(es) on %s", "resumed" if checkpoint else "new", folder,
-                 settings.upstream, context.world_size, context.device)
-        if checkpoint is None and settings.runner.max_minutes > 0:
-            if context.is_distributed:
-                raise ValueError(
-                    "runner.max_minutes needs one process (each would measure its own step time); set runner.total_steps"
-                )
+        log.info(
+            "%s run in %s: %s, %d process(es) on %s",
+            "resumed" if checkpoint else "new",
+            folder,
+            settings.upstream,
+            context.world_size,
+            context.device,
+        )
+        if calibrate:
             trainer.calibrate_total_steps(settings.runner.max_minutes)
+        if context.is_main and checkpoint is None:  # with the total_steps a calibration set
             (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
         with stop_at_step_boundary():
             return trainer.run(stop_at_step)
@@ -137,10 +143,11 @@ def _resumed_settings(
     model_overrides = [o for o in overrides if o.split("=", 1)[0].startswith("model.")]
     if model_overrides:
         raise ValueError(f"cannot change the model of a run being resumed ({model_overrides}); start a new run")
-    if seed is not None and seed != stored["runner"]["seed"]:
-        raise ValueError(f"{path} was trained with seed {stored['runner']['seed']}; --seed {seed} would break the exact resume")
+    overrides = [*overrides, *([f"runner.seed={seed}"] if seed is not None else [])]
     current = stored_settings(stored, str(path)).to_dict()
-    return PretrainSettings.from_dict(apply_overrides(current, overrides, RENAMED), source=str(path))
+    resumed = PretrainSettings.from_dict(apply_overrides(current, overrides, RENAMED), source=str(path))
+    check_resume_unchanged(current, resumed.to_dict(), RESUME_FIXED, str(path))
+    return resumed
 
 
 def _attach_log_handlers(folder: Path) -> list[logging.Handler]:

@@ -34,6 +34,10 @@ RENAMED = {
     "optimizer.grad_clip": "runner.gradient_clipping",
 }
 
+# Settings a resumed run cannot change (``-o`` or ``--seed``): they fix the corpus split, the
+# held-out set's crops and masks that pick best.ckpt, and every random draw of the exact resume.
+RESUME_FIXED = ("runner.seed", "corpus", "masking", "data.max_seconds")
+
 
 @dataclass
 class CorpusSettings:
@@ -47,6 +51,8 @@ class CorpusSettings:
 
     def __post_init__(self) -> None:
         check_choice("corpus.on_unreadable", self.on_unreadable, UNREADABLE_ACTIONS)
+        if self.dev_utterances < 0:
+            raise ValueError(f"corpus.dev_utterances must be >= 0 (0: no held-out set), got {self.dev_utterances}")
 
 
 @dataclass
@@ -82,6 +88,8 @@ class MaskingSettings:
             raise ValueError("masking.zero_probability and random_probability must be >= 0 and sum to at most 1")
         if not 0 <= self.noise_proportion <= 1 or self.frequency_width < 0:
             raise ValueError("masking.noise_proportion must be in [0, 1] and frequency_width >= 0")
+        if self.noise_std < 0:
+            raise ValueError(f"masking.noise_std must be >= 0, got {self.noise_std}")
 
     def span_for(self, downsample_rate: int) -> int:
         """Span length in stacked frames: the papers mask 7 frames at R = 1, one stacked step otherwise."""
@@ -107,13 +115,18 @@ class OptimizerSettings:
             raise ValueError(
                 f"optimizer.lr must be > 0 (got {self.lr}) and warmup_proportion in [0, 1] (got {self.warmup_proportion})"
             )
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optimizer.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.eps <= 0 or self.weight_decay < 0:
+            raise ValueError(f"optimizer.eps must be > 0 (got {self.eps}) and weight_decay >= 0 (got {self.weight_decay})")
 
 
 @dataclass
 class RunnerSettings(LoopConfig):
     """The loop: s3prl's key names, shared with the probing runner (``utility.update_step.LoopConfig``).
     At every ``save_step`` (and at the end) the held-out masked L1 is measured and a checkpoint
-    written; ``best.ckpt`` is the one with the lowest held-out L1."""
+    written; ``best.ckpt`` is the one with the lowest held-out L1 (without a held-out set, the
+    newest checkpoint; its metadata ``best_chosen_by`` says which)."""
 
     total_steps: int = 500000  # optimizer updates
     gradient_clipping: float = 5.0  # max global gradient norm (0: no clipping)

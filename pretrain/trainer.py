@@ -357,7 +357,7 @@ class Pretrainer:
             self.upstream,
             self.settings.upstream,
             metadata={"step": self.step, "objective": "masked acoustic modelling", "dev_masked_l1": metric,
-                      "dev_trivial_masked_l1": dict(self.dev_baselines)},
+                      "dev_trivial_masked_l1": dict(self.dev_baselines), "best_chosen_by": self._best_chosen_by()},
         )
         payload["head"] = {k: v.detach().cpu() for k, v in self.model.head.state_dict().items()}
         payload[SECTION] = {
@@ -369,8 +369,16 @@ class Pretrainer:
             "counters": dict(self.counters),
         }
         path = self.keeper.save(payload, self.step, metric)
+        if not self.dev_set:  # nothing to choose by: best.ckpt is the newest checkpoint
+            self.keeper.publish_best(path, payload)
         log.info("step %d: saved %s", self.step, path)
         return path
+
+    def _best_chosen_by(self) -> str:
+        """How best.ckpt is chosen, as its metadata says."""
+        if self.dev_set:
+            return "lowest held-out masked L1"
+        return "none: no held-out set (corpus.dev_subsets or corpus.dev_utterances), so best.ckpt is the newest checkpoint"
 
     def _load(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint[SECTION]

@@ -53,6 +53,16 @@ def copy_corpus(root: Path, subset: str = "train-clean-100", count: int = 0) -> 
     return corpus
 
 
+def mount_tiny_disk(path: Path, size: str = "256k") -> bool:
+    """Mount a tmpfs of ``size`` at ``path`` (a new folder): a real disk that fills up. False
+    where this process may not mount (then the caller fakes the full disk)."""
+    path.mkdir()
+    if shutil.which("mount") is None:
+        return False
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return mounted.returncode == 0
+
+
 def write_wav(path: Path, samples: np.ndarray, subtype: str = "FLOAT") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, samples, 16000, subtype=subtype)
@@ -86,17 +96,18 @@ def wait_for(folder: Path, pattern: str, process: subprocess.Popen, timeout: flo
         time.sleep(0.1)
 
 
-def interrupt_training(args: Sequence[str], folder: Path, cwd: Path) -> tuple[int, str]:
-    """Run ``python ARGS``, press Ctrl-C (SIGINT) once a step checkpoint is in ``folder`` (it is
-    training), and return the step it stopped at and its last line, checking exit status 130."""
+def interrupt_training(args: Sequence[str], folder: Path, cwd: Path, signum: int = signal.SIGINT) -> tuple[int, str]:
+    """Run ``python ARGS``, press Ctrl-C (SIGINT; or send ``signum``) once a step checkpoint is in
+    ``folder`` (it is training), and return the step it stopped at and its last line, checking
+    exit status 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
     process = start(args, cwd)
     try:
         wait_for(folder, "states-*.ckpt", process)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr[-3000:]
+    assert process.returncode == 128 + signum, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
     return int(last.split("interrupted at step ")[1].split(":")[0]), last
 

@@ -48,6 +48,11 @@ class FrontendConfig:
         check_choice("frontend.target", self.target, TARGET_KINDS)
         if self.delta_order < 0:
             raise ValueError(f"frontend.delta_order must be >= 0, got {self.delta_order}")
+        for name in ("sample_rate", "win_ms", "hop_ms", "n_mels"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"frontend.{name} must be > 0, got {getattr(self, name)}")
+        if self.n_freq < 2 or self.log_floor < 0:
+            raise ValueError(f"frontend.n_freq must be >= 2 and log_floor >= 0, got {self.n_freq} and {self.log_floor}")
 
     @property
     def hop_length(self) -> int:
@@ -121,6 +126,11 @@ class EncoderConfig:
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"encoder.{name} is a probability in [0, 1), got {getattr(self, name)}")
+        for name in ("embedding_size", "max_frames", "initializer_range"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"encoder.{name} must be >= 0, got {getattr(self, name)}")
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"encoder.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
 
 
 @dataclass

@@ -46,6 +46,11 @@ def build_upstream(
         ``upstream.model.INTERFACE``).
     """
     check_choice("precision", precision, sorted(PRECISIONS))
+    if ckpt is not None and "://" in str(ckpt):
+        raise ValueError(
+            f"ckpt={str(ckpt)!r} is a URL; ckpt takes a local file: download it first, or load a published "
+            "checkpoint by name with pretrained=NAME (python hub.py --pretrained lists them)"
+        )
     entry = get_entry(name) if name is not None else None
     if entry is not None and entry.missing_requirements():
         missing = entry.missing_requirements()

@@ -14,6 +14,7 @@ analysis and the report use them unchanged:
 
 from __future__ import annotations
 
+import functools
 import math
 import urllib.error
 import warnings
@@ -222,6 +223,8 @@ def build_torchaudio_upstream(
         )
     if ckpt is not None and pretrained not in (None, False):
         raise ValueError(f"{spec.name}: give ckpt=PATH or pretrained=True, not both")
+    if ckpt is not None:
+        check_file_is_of(spec, ckpt)  # by its name, before building anything
     if pretrained not in (None, False):
         model = _pretrained_model(spec, refresh)
     else:
@@ -255,9 +258,42 @@ def _pretrained_model(spec: TorchaudioModel, refresh: bool) -> nn.Module:
         raise RuntimeError(f"{spec.name}: fetching torchaudio's {spec.bundle} weights failed ({error}); {fixes}") from error
 
 
+def fitting_models(state: dict[str, torch.Tensor]) -> list[TorchaudioModel]:
+    """The comparison models whose architecture (state-dict keys and shapes) ``state`` has.
+    WavLM differs from the others by its keys; wav2vec 2.0 Base and HuBERT Base share keys and
+    shapes exactly, so a file of either fits both."""
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    return [candidate for candidate in TORCHAUDIO_MODELS.values() if shapes == _state_shapes(candidate.builder)]
+
+
+@functools.lru_cache(maxsize=None)
+def _state_shapes(builder: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the state dict of ``torchaudio.models.<builder>()``."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        return {key: tuple(value.shape) for key, value in getattr(torchaudio.models, builder)().state_dict().items()}
+
+
+def check_file_is_of(spec: TorchaudioModel, path: Union[str, Path], state: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Refuse a file that holds another comparison model than ``spec``, naming the entry for it:
+    by its bundle file name (torchaudio's names, the only way to tell wav2vec 2.0 Base from
+    HuBERT Base, which share every key and shape) and, given ``state``, by its architecture."""
+    named = [other for other in TORCHAUDIO_MODELS.values() if other.file_name == Path(path).name and other is not spec]
+    fitting = fitting_models(state) if state is not None else [spec]
+    if not named and (spec in fitting or not fitting):
+        return
+    other = named[0] if named else fitting[0]
+    names = " or ".join(f"-u {m.name}" for m in (named or fitting))
+    raise ValueError(
+        f"{path} holds torchaudio's {other.bundle} model ({other.family}), not {spec.bundle}: load it with {names} "
+        f"(python: torch.hub.load(..., '{other.name}', ckpt=...))"
+    )
+
+
 def _load_state_file(model: nn.Module, path: Union[str, Path], spec: TorchaudioModel) -> None:
-    """A plain state dict of this architecture (what the bundle's file holds), strictly."""
+    """A plain state dict of this architecture (what the bundle's file holds), strictly; a file
+    of another comparison model is refused naming its entry (:func:`check_file_is_of`)."""
     state = read_checkpoint_file(path)
+    check_file_is_of(spec, path, state)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

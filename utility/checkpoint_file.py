@@ -23,6 +23,10 @@ _LEGACY_TORCH_PREFIX = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     """torch.save (with the checksum of its tensors) through :func:`atomic_write`: a crash
     mid-write leaves the previous file intact. A full disk raises ``OSError(ENOSPC)`` naming ``path``."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder; give a file name to write the checkpoint to (e.g. {Path(path) / 'model.ckpt'})"
+        )
     payload = with_checksum(payload)
     with atomic_write(path) as stream:
         torch.save(payload, stream)
@@ -32,6 +36,10 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
 def torch_save_format(path: Path) -> str:
     """``"zip"`` (torch.save since torch 1.6) or ``"legacy"`` (older torch.save), from the
     first bytes; raises FileNotFoundError / ValueError for anything else."""
+    if path.is_dir():
+        newest = max(path.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, default=None)
+        hint = f" (the newest there: {newest})" if newest is not None else " (it holds no .ckpt file)"
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file: give the .ckpt file inside it{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:

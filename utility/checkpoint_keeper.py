@@ -90,12 +90,13 @@ class CheckpointKeeper:
         payload[self.STATE_KEY] = self.state_dict()
         path = save_atomic(payload, self.path_for(step))
         if improved:
-            self._publish_best(path, payload)
+            self.publish_best(path, payload)
         for _, old in self.step_checkpoints()[: -self.max_keep]:
             old.unlink(missing_ok=True)
         return path
 
-    def _publish_best(self, path: Path, payload: dict[str, Any]) -> None:
+    def publish_best(self, path: Path, payload: dict[str, Any]) -> None:
+        """Make the checkpoint just written at ``path`` (holding ``payload``) ``best.ckpt``."""
         # A hard link shares the bytes just written; the rename keeps the swap atomic.
         temp = self.best_path.with_name(f".{self.best_path.name}.{os.getpid()}.link")
         try:

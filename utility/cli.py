@@ -3,8 +3,9 @@
 A mistake in what the user gave (an option, a value, a missing or wrong file, a folder in use)
 or in what the machine can give (disk space, memory) prints one line ``error: ...`` that names
 the input and the fix, and exits with status 2. A traceback is shown only for a bug (any other
-exception), or for everything with ``--debug``. Ctrl-C exits with status 130 (after a training
-loop has saved a checkpoint, see ``utility.interrupt``).
+exception), or for everything with ``--debug``. Ctrl-C exits with status 130 and SIGTERM, which
+unwinds the same way, with 143 (after a training loop has saved a checkpoint, see
+``utility.interrupt``).
 
     if __name__ == "__main__":
         run_cli(main, memory_hint="lower the batch size: -o data.batch_size=N")
@@ -14,16 +15,19 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
+import signal
 import sys
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
-from .interrupt import TrainingInterrupted
+from .interrupt import Terminated, TrainingInterrupted, exit_status, terminate_like_ctrl_c
 
 EXIT_USER_ERROR = 2  # as argparse uses for a bad command line
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_INTERRUPTED = exit_status(signal.SIGINT)  # 130, what shells report for Ctrl-C
+EXIT_TERMINATED = exit_status(signal.SIGTERM)  # 143
 DEBUG_FLAG = "--debug"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -37,6 +41,21 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} -h)\n")
+
+
+def check_output_is_not_an_input(
+    output: Optional[str | os.PathLike], inputs: Sequence[Optional[str | os.PathLike]], option: str
+) -> None:
+    """Refuse an ``output`` that is one of the command's ``inputs`` (the same file, also through
+    a symbolic or hard link or another spelling of the path): writing it would destroy the input."""
+    if output is None or not os.path.exists(output):
+        return  # a file that does not exist yet is no input
+    for given in inputs:
+        if given is not None and os.path.exists(given) and os.path.samefile(output, given):
+            raise ValueError(
+                f"{option} {output} is one of this command's inputs ({given}); writing it would destroy that input: "
+                "give another output path"
+            )
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -69,13 +88,17 @@ def run_cli(
     memory_hint: str = "lower the batch size",
 ) -> None:
     """Run ``main(argv)`` as a command: exit 0 on success, 2 with one line for a user-side
-    error, 130 on Ctrl-C; tracebacks only for bugs or with ``--debug``."""
+    error, 130 on Ctrl-C, 143 on SIGTERM; tracebacks only for bugs or with ``--debug``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        main(argv)
+        with terminate_like_ctrl_c():
+            main(argv)
     except TrainingInterrupted as stop:
         _say(str(stop))
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(stop.exit_status)
+    except Terminated:
+        _say("terminated (SIGTERM)")
+        sys.exit(EXIT_TERMINATED)
     except KeyboardInterrupt:
         _say("interrupted (Ctrl-C)")
         sys.exit(EXIT_INTERRUPTED)

@@ -2,9 +2,10 @@
 
 - Each default is written once, in a typed dataclass (:func:`defaults` turns it into a dict).
 - YAML files and ``-o key.sub=value`` overrides may only change keys that exist (a misspelt
-  key raises, listing the keys there); values are parsed with ``yaml.safe_load`` and never
-  evaluated as code; types are checked once, when the dataclass is built
-  (``utility.typed_config.dataclass_from_dict``).
+  key raises, listing the keys there); values are parsed with :func:`parse_yaml` (PyYAML's safe
+  loader, so nothing is evaluated as code, refusing a key given twice in one mapping, which
+  PyYAML would silently keep the last of) and a YAML error is one line naming the file and line;
+  types are checked once, when the dataclass is built (``utility.typed_config.dataclass_from_dict``).
 - Keys renamed since an older release are translated with a one-line notice (:func:`renamed`),
   so old configs, command lines and stored runs keep working.
 """
@@ -22,15 +23,46 @@ import yaml
 log = logging.getLogger("config")
 
 
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (the safe
+    loader keeps the last one: a second ``runner:`` section silently replaces the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" merges are overridable by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first_line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {first_line[key]}); keep one", key_node.start_mark
+                    )
+            except TypeError:  # an unhashable key: the safe loader refuses it itself
+                continue
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``text`` parsed with :class:`StrictLoader`; an error is one line naming ``source`` and the line."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        context = getattr(error, "context", None)
+        detail = f"{problem} ({context})" if context else problem
+        raise ValueError(f"{source}{where}: not valid YAML: {' '.join(detail.split())}") from error
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file holding a mapping (an empty file is an empty mapping)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    data = parse_yaml(path.read_text(), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -48,10 +80,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"override {text!r} must look like key.sub=value")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as error:
-        raise ValueError(f"override {text!r}: cannot parse the value ({error})") from error
+    parsed = parse_yaml(value, f"override {text!r}") if value.strip() else ""
     return key.strip().split("."), parsed
 
 
@@ -115,3 +144,35 @@ def merge_strict(base: dict[str, Any], update: dict[str, Any], source: str) -> d
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested ``data`` as ``{"section.key": value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def check_resume_unchanged(stored: dict[str, Any], resumed: dict[str, Any], fixed: Iterable[str], source: str) -> None:
+    """Refuse to resume with a setting under one of the dotted prefixes ``fixed`` changed,
+    however it was changed (``-o``, an option): the run would go on from a state it did not
+    reach with these settings (other held-out masks, another data split), which an exact
+    resume cannot do. ``stored``/``resumed`` are the nested settings before and after."""
+    before, after = flatten(stored), flatten(resumed)
+    prefixes = tuple(fixed)
+    changed = [
+        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(set(before) | set(after))
+        if (key in prefixes or key.startswith(tuple(f"{p}." for p in prefixes))) and before.get(key) != after.get(key)
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume {source} with other settings for {'; '.join(changed)}: the run was trained with the "
+            f"first value (these keys fix the data, masks and random draws: {', '.join(prefixes)}); drop the change, "
+            "or start a new run with it"
+        )

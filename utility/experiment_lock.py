@@ -66,6 +66,10 @@ class ExperimentLock:
         self._created_folder = False
 
     def acquire(self) -> "ExperimentLock":
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(
+                f"{self.folder} is a file, not an experiment folder; give the path of a folder (new or existing)"
+            )
         self._created_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         while True:

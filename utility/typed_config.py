@@ -4,11 +4,15 @@ default in the dataclass, unknown keys and values of the wrong type refused nami
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Collection, TypeVar
 
 T = TypeVar("T")
+# Float settings must be finite; one that may be infinite says so in its field's metadata
+# (``field(default=..., metadata={ALLOWS_INFINITY: True})``). NaN is never a setting.
+ALLOWS_INFINITY = "allows_infinity"
 
 
 def check_choice(name: str, value: Any, choices: Collection[Any]) -> None:
@@ -24,17 +28,31 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     Numbers are read once, here: an int is accepted for a float field, and so is a numeric
     string, because YAML 1.1 reads ``2e-4`` (no dot) as text. For the same reason a boolean
     given to a text field is read back as the word YAML took it for (``off`` -> "off").
+    Every float (also in a list) must be finite: NaN compares false with every bound, so a
+    range check in ``__post_init__`` alone would let it through. A field whose metadata has
+    ``ALLOWS_INFINITY`` may be infinite.
     """
     if isinstance(data, cls):
         return data  # typed already (task folders written when build_datasets got a dict parse again)
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
     hints = typing.get_type_hints(cls)
-    return cls(**{key: _typed(hints[key], value, f"{source}.{key}") for key, value in data.items()})
+    values = {}
+    for key, value in data.items():
+        values[key] = _typed(hints[key], value, f"{source}.{key}")
+        _check_finite(values[key], f"{source}.{key}", fields[key].metadata.get(ALLOWS_INFINITY, False))
+    return cls(**values)
+
+
+def _check_finite(value: Any, name: str, allows_infinity: bool) -> None:
+    """Refuse a NaN (or, unless allowed, infinite) float, alone or in a list."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, float) and (math.isnan(item) or (math.isinf(item) and not allows_infinity)):
+            raise ValueError(f"{name} must be a finite number, got {item}")
 
 
 class SettingTypeError(TypeError, ValueError):

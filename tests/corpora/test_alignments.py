@@ -19,6 +19,8 @@ import pytest
 from conftest import REPO
 from corpora import alignments
 from corpora.label_frames import read_frame_labels
+from faults import assert_one_line_error
+from utility.cli import run_cli
 
 DEMO = REPO / "data" / "demo"
 PHONES = DEMO / "phones.txt"
@@ -235,3 +237,45 @@ def test_bad_alignment_input_names_the_file_and_line(tmp_path):
     write_textgrid(grid, [("0", "0.5", "ah", "ah")], short=True)
     with pytest.raises(alignments.AlignmentError, match=r"u.TextGrid: no tier named 'phone' \(tiers: \['words', 'phones'\]\)"):
         alignments.read_alignments("textgrid", [grid], tier="phone")
+
+
+def test_command_line_mistakes_are_one_line_and_exit_status_2(tmp_path, capsys):
+    """Issue 19, case 20 (and 17: -o DIR was a traceback)."""
+    ctm, good = tmp_path / "bad.ctm", tmp_path / "good.ctm"
+    ctm.write_text("1050-105001-0000 1 0.00 0.30 SIL\n1050-105001-0000 1 0.30 x AH0\n")
+    good.write_text("1050-105001-0000 1 0.00 0.30 SIL\n")
+    (tmp_path / "out").mkdir()
+    cases = [
+        (["ctm", str(ctm), "-o", str(tmp_path / "f.txt")], "the following arguments are required: --phones"),
+        (
+            ["ctm", str(ctm), "-o", str(tmp_path / "f.txt"), "--phones", str(PHONES)],
+            "bad.ctm:2: expected a time in seconds, got 'x'",
+        ),
+        (
+            ["ctm", str(good), "-o", str(tmp_path / "out"), "--phones", str(PHONES)],
+            f"-o {tmp_path / 'out'} is a folder; give the frames.txt file",
+        ),
+        (["ctm", str(good), "-o", str(good), "--phones", str(PHONES)], f"-o {good} is one of this command's inputs"),
+    ]
+    for args, expected in cases:
+        with pytest.raises(SystemExit) as stop:
+            run_cli(alignments.main, args)
+        assert stop.value.code == 2
+        assert_one_line_error(capsys.readouterr().err, expected)
+    run = subprocess.run([sys.executable, "-m", "downstream.alignments", *cases[1][0]], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 2 and assert_one_line_error(run.stderr, cases[1][1])  # the module itself uses run_cli
+    assert good.read_text() == "1050-105001-0000 1 0.00 0.30 SIL\n"
+
+
+def test_a_sub_frame_overlap_from_rounding_is_cut_and_a_real_one_refused(tmp_path):
+    ctm = tmp_path / "phones.ctm"
+    ctm.write_text("u 1 0.000 0.301 SIL\nu 1 0.300 0.100 AH0\nu 1 0.400 0.100 T\n")  # the first ends 1 ms late
+    alignments.main(["ctm", str(ctm), "-o", str(tmp_path / "frames.txt"), "--phones", str(PHONES)])
+    names = dict(line.split() for line in PHONES.read_text().splitlines())
+    labels = read_frame_labels(tmp_path / "frames.txt")["u"]
+    assert labels == [int(names["sil"])] * 30 + [int(names["ah"])] * 10 + [int(names["t"])] * 10
+    ctm.write_text("u 1 0.000 0.320 SIL\nu 1 0.300 0.100 AH0\n")  # 20 ms: two phones at once
+    with pytest.raises(
+        alignments.AlignmentError, match=r"phones.ctm:2: utterance u: the interval starting at 0.300000 s overlaps"
+    ):
+        alignments.main(["ctm", str(ctm), "-o", str(tmp_path / "frames.txt"), "--phones", str(PHONES)])

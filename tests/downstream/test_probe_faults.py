@@ -4,6 +4,8 @@ damaged newest checkpoint, Ctrl-C during training. Tiny settings on the demo cor
 from __future__ import annotations
 
 import json
+import re
+import signal
 
 import numpy as np
 import pytest
@@ -15,8 +17,16 @@ from downstream.probe_checkpoint import read_probe_checkpoint
 from faults import copy_corpus, interrupt_training, non_finite_wav, run_command, write_wav
 from upstream import Upstream, save_upstream
 
-SPEAKERS = ["-d", "speaker_utterance", "-o", "runner.total_steps=4", "runner.eval_step=2", "runner.log_step=2",
-            "runner.batch_size=3", "runner.eval_batch_size=12"]
+SPEAKERS = [
+    "-d",
+    "speaker_utterance",
+    "-o",
+    "runner.total_steps=4",
+    "runner.eval_step=2",
+    "runner.log_step=2",
+    "runner.batch_size=3",
+    "runner.eval_batch_size=12",
+]
 DEMO_FILES = sorted((REPO / "data" / "demo" / "train-clean-100").rglob("*.flac"))
 
 
@@ -145,3 +155,109 @@ def test_ctrl_c_saves_at_the_step_boundary_and_the_probe_continues_exactly(tmp_p
     for part in b["weights"]:
         for key, value in b["weights"][part].items():
             assert torch.equal(a["weights"][part][key], value), f"{part}.{key}"
+
+
+def test_resume_refuses_a_changed_seed_split_or_batch_plan(tmp_path):
+    probe(tmp_path / "exp")
+    with pytest.raises(ValueError, match="-e resumes a run with its own saved settings; --seed cannot change them"):
+        run_downstream.main(["-e", str(tmp_path / "exp"), "--seed", "7", "-o", "runner.total_steps=6"])
+    for change, key in (
+        ("runner.train_proportion=0.5", "runner.train_proportion: 1.0 -> 0.5"),
+        ("runner.batch_size=2", "runner.batch_size: 3 -> 2"),
+        ("data.test_fraction=0.2", "data.test_fraction: 0.1 -> 0.2"),
+    ):
+        with pytest.raises(ValueError, match=rf"cannot resume .*with other settings for {re.escape(key)}"):
+            run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6", change])
+    assert run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6"])["steps"] == 6
+
+
+def test_sigterm_is_ctrl_c_a_checkpoint_no_lock_exit_143_and_the_probe_continues(tmp_path):
+    script = str(REPO / "run_downstream.py")
+    folder = tmp_path / "terminated"
+    args = [
+        script,
+        "-p",
+        str(folder),
+        "-u",
+        "fbank",
+        "-d",
+        "speaker_frame",
+        "-o",
+        "runner.batch_size=2",
+        "runner.eval_step=1000",
+        "runner.save_step=2",
+        "runner.total_steps=5000",
+    ]
+    step, last = interrupt_training(args, folder, tmp_path, signal.SIGTERM)  # checks exit status 143
+    assert last.startswith(f"interrupted at step {step}: saved") and (folder / f"states-{step:08d}.ckpt").is_file()
+    assert not (folder / ".lock").exists()
+    resumed = run_command([script, "-e", str(folder), "-o", f"runner.total_steps={step + 1}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_probe_checkpoint(folder / f"states-{step + 1:08d}.ckpt")["step"] == step + 1
+
+
+def corpus_of_speakers(root, keep, rename=lambda speaker: speaker):
+    """Links to the demo train-clean-100 files of the speakers ``keep`` accepts, each speaker
+    renamed (folders and file names)."""
+    corpus = root / f"corpus{len(list(root.glob('corpus*')))}"
+    for path in DEMO_FILES:
+        speaker, chapter, _ = path.name.split("-")
+        if keep(speaker):
+            target = corpus / "train-clean-100" / rename(speaker) / chapter / path.name.replace(speaker, rename(speaker), 1)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path)
+    return corpus
+
+
+def test_evaluate_refuses_data_whose_classes_differ_and_keeps_evaluation_json(tmp_path):
+    three = {"1000", "1001", "1002"}
+    probe(tmp_path / "exp", f"data.root={corpus_of_speakers(tmp_path, keep=three.__contains__)}")
+    run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp")])
+    evaluation = (tmp_path / "exp" / "evaluation.json").read_bytes()
+    renamed = corpus_of_speakers(tmp_path, keep=three.__contains__, rename=lambda speaker: "9" + speaker)
+    with pytest.raises(
+        ValueError,
+        match=rf"the probe was trained on 3 classes and the data \(data.root={renamed}\) has 3 "
+        r"that differ \(only in the probe: \['1000', '1001', '1002'\]; only in the data: \['91000', ",
+    ):
+        run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp"), "-o", f"data.root={renamed}"])
+    assert (tmp_path / "exp" / "evaluation.json").read_bytes() == evaluation
+
+
+def test_a_classification_task_needs_two_classes(tmp_path):
+    speaker = DEMO_FILES[0].name.split("-")[0]
+    alone = corpus_of_speakers(tmp_path, keep=lambda name: name == speaker)
+    with pytest.raises(
+        ValueError,
+        match=rf"speaker_utterance: the data \(data.root={alone}\) has 1 class\(es\) \['{speaker}'\]; "
+        "a classification task needs at least 2",
+    ):
+        probe(tmp_path / "exp", f"data.root={alone}")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_inference_refuses_file_names_that_would_break_its_lines(tmp_path):
+    probe(tmp_path / "exp")
+    odd = [tmp_path / "two\nlines.flac", tmp_path / "a\ttab.flac"]
+    for path in odd:
+        path.symlink_to(DEMO_FILES[0])
+    out = tmp_path / "predictions.txt"
+    with pytest.raises(ValueError, match=r"2 of 4 input file\(s\) could not be used") as error:
+        run_downstream.main(
+            [
+                "-m",
+                "inference",
+                "-e",
+                str(tmp_path / "exp"),
+                "-i",
+                str(DEMO_FILES[0]),
+                *map(str, odd),
+                str(DEMO_FILES[1]),
+                "--output",
+                str(out),
+            ]
+        )
+    for path in odd:
+        assert f"{str(path)!r}: its name holds a newline or tab" in str(error.value)
+    lines = out.read_text().splitlines()
+    assert [line.split("\t")[0] for line in lines if not line.startswith("#")] == [str(DEMO_FILES[0]), str(DEMO_FILES[1])]

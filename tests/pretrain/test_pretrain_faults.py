@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import errno
-import shutil
+import re
+import signal
 import struct
 import subprocess
 import time
@@ -14,7 +15,7 @@ import torch
 import run_pretrain
 import utility.atomic_write
 from conftest import REPO, overrides
-from faults import assert_one_line_error, interrupt_training, overwrite_tensor_bytes, run_command
+from faults import assert_one_line_error, interrupt_training, mount_tiny_disk, overwrite_tensor_bytes, run_command
 from utility.checkpoint_file import read_checkpoint_file
 
 ENCODER = ("upstream", "state_dict", "input_projection.weight")
@@ -70,18 +71,28 @@ def test_ctrl_c_saves_at_the_step_boundary_and_the_run_continues_exactly(tmp_pat
     assert same_training_state(read_checkpoint_file(folder / name), read_checkpoint_file(tmp_path / "straight" / name))
 
 
-def _mount_tiny_disk(path) -> bool:
-    path.mkdir()
-    if shutil.which("mount") is None:
-        return False
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)], capture_output=True)
-    return mounted.returncode == 0
+def test_sigterm_is_ctrl_c_a_checkpoint_no_lock_exit_143_and_the_run_continues(tmp_path):
+    script = str(REPO / "run_pretrain.py")
+    folder = tmp_path / "terminated"
+    args = [
+        script,
+        "-u",
+        "aalbert_3L",
+        "-p",
+        str(folder),
+        *overrides("corpus.dev_subsets=[]", "runner.total_steps=500", "runner.save_step=2"),
+    ]
+    step, last = interrupt_training(args, folder, tmp_path, signal.SIGTERM)  # checks exit status 143
+    assert last.startswith(f"interrupted at step {step}: saved") and (folder / f"states-{step:08d}.ckpt").is_file()
+    assert not (folder / ".lock").exists()
+    resumed = run_command([script, "-e", str(folder), "--stop-at-step", str(step + 1)], cwd=tmp_path)
+    assert resumed.returncode == 0 and (folder / f"states-{step + 1:08d}.ckpt").is_file(), resumed.stderr[-2000:]
 
 
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     disk = tmp_path / "disk"
     args = ["-u", "aalbert_3L", "-p", str(disk / "run"), *overrides("corpus.dev_subsets=[]", "runner.total_steps=2")]
-    if _mount_tiny_disk(disk):  # a real full disk: the config and logs fit, a checkpoint does not
+    if mount_tiny_disk(disk):  # a real full disk: the config and logs fit, a checkpoint does not
         try:
             done = run_command([str(REPO / "run_pretrain.py"), *args], cwd=tmp_path)
         finally:
@@ -101,3 +112,39 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
         assert stop.value.code == 2
         stderr = capsys.readouterr().err
     assert_one_line_error(stderr, "no space left on the device while writing", "states-00000002.ckpt", "free some space")
+
+
+def test_without_a_held_out_set_best_ckpt_is_the_newest_checkpoint_and_says_so(tmp_path):
+    for name, setting in (("no_subsets", "corpus.dev_subsets=[]"), ("no_utterances", "corpus.dev_utterances=0")):
+        folder = tmp_path / name
+        run_pretrain.main(
+            ["-u", "aalbert_3L", "-p", str(folder), *overrides(setting, "runner.total_steps=2", "runner.save_step=1")]
+        )
+        best = read_checkpoint_file(folder / "best.ckpt")
+        assert best["metadata"]["step"] == 2 and best["metadata"]["dev_masked_l1"] is None
+        assert best["metadata"]["best_chosen_by"].startswith("none: no held-out set")
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("resume") / "run"
+    run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *overrides("runner.total_steps=1")])
+    return folder
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (["-o", "runner.seed=7"], "runner.seed: 1337 -> 7"),
+        (["--seed", "7"], "runner.seed: 1337 -> 7"),
+        (["-o", "masking.proportion=0.2"], "masking.proportion: 0.15 -> 0.2"),
+        (["-o", "corpus.dev_utterances=2"], "corpus.dev_utterances: 4 -> 2"),
+        (["-o", "corpus.dev_subsets=[]"], "corpus.dev_subsets: ['dev-clean'] -> []"),
+        (["-o", "data.max_seconds=5"], "data.max_seconds: 15.0 -> 5.0"),
+    ],
+)
+def test_resume_refuses_a_changed_seed_mask_or_split_however_given(one_step_run, change, key):
+    before = sorted(p.name for p in one_step_run.iterdir())
+    with pytest.raises(ValueError, match=rf"cannot resume .*states-00000001.ckpt with other settings for {re.escape(key)}"):
+        run_pretrain.main(["-e", str(one_step_run), "-o", "runner.total_steps=2", *change])
+    assert sorted(p.name for p in one_step_run.iterdir()) == before  # refused before anything was written

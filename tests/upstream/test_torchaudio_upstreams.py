@@ -140,3 +140,30 @@ def test_probe_trains_on_wav2vec2_through_run_downstream(tmp_path):
     assert results["steps"] == 2
     assert len(results["layer_weights"]) == 13
     assert 0.0 <= results["test"]["accuracy"] <= 1.0
+
+
+def test_a_file_of_another_comparison_model_is_refused_naming_its_entry(tmp_path):
+    """Issue 19, case 9: wav2vec 2.0 and HuBERT share every key and shape, so their bundle file
+    names tell them apart; WavLM's keys differ, so its architecture does."""
+    from upstream.torchaudio_ssl import check_file_is_of, fitting_models
+
+    hubert_file = tmp_path / TORCHAUDIO_MODELS["hubert_base"].file_name
+    torch.save({"not": torch.zeros(1)}, hubert_file)
+    with pytest.raises(
+        ValueError,
+        match=rf"{hubert_file} holds torchaudio's HUBERT_BASE model \(hubert\), not WAV2VEC2_BASE: "
+        r"load it with -u hubert_base",
+    ):
+        build_upstream("wav2vec2_base", hubert_file)
+    with torch.device("meta"):
+        states = {name: getattr(torchaudio.models, model.builder)().state_dict() for name, model in TORCHAUDIO_MODELS.items()}
+    assert [m.name for m in fitting_models(states["wavlm_base_plus"])] == ["wavlm_base_plus"]
+    assert [m.name for m in fitting_models(states["hubert_base"])] == ["wav2vec2_base", "hubert_base"]
+    with pytest.raises(
+        ValueError,
+        match=r"w.pth holds torchaudio's WAVLM_BASE_PLUS model \(wavlm\), not WAV2VEC2_BASE: load it with -u wavlm_base_plus",
+    ):
+        check_file_is_of(TORCHAUDIO_MODELS["wav2vec2_base"], tmp_path / "w.pth", states["wavlm_base_plus"])
+    with pytest.raises(ValueError, match=r"not WAVLM_BASE_PLUS: load it with -u wav2vec2_base or -u hubert_base"):
+        check_file_is_of(TORCHAUDIO_MODELS["wavlm_base_plus"], tmp_path / "h.pth", states["hubert_base"])
+    check_file_is_of(TORCHAUDIO_MODELS["hubert_base"], tmp_path / "h.pth", states["hubert_base"])  # fits: no error

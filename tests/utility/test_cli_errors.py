@@ -4,6 +4,7 @@ input, exit status 2, nothing written; a bug keeps its traceback; --debug shows 
 from __future__ import annotations
 
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -49,6 +50,92 @@ MISTAKES = [
     (run_downstream.main, ["-m", "evaluate", "-e", "TMP/nowhere"], "no such checkpoint file or experiment folder"),
     (run_downstream.main, ["-m", "inference", "-e", "TMP"], "inference needs a trained probe and audio files"),
     (run_downstream.main, [*TASK, "-m", "tune"], "argument -m/--mode: invalid choice: 'tune'"),
+    # Non-finite and out-of-range numbers, named by key, before anything is written (issue 19, cases 8 and 17).
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.gradient_clipping=nan"],
+        "runner.gradient_clipping must be a finite number, got nan",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "optimizer.lr=.inf"],
+        "optimizer.lr must be a finite number, got inf",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "optimizer.lr=nan"],
+        "optimizer.lr must be a finite number, got nan",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "optimizer.betas=[0.9, .nan]"],
+        "optimizer.betas must be a finite number, got nan",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.max_minutes=nan"],
+        "runner.max_minutes must be a finite number, got nan",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.max_minutes=.inf"],
+        "runner.max_minutes must be a finite number, got inf",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "corpus.dev_utterances=-5"],
+        "corpus.dev_utterances must be >= 0",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "data.max_seconds=nan"],
+        "data.max_seconds must be a finite number, got nan",
+    ),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "model.frontend.hop_ms=-10"], "frontend.hop_ms must be > 0"),
+    (
+        run_downstream.main,
+        [*TASK, "-p", "OUT", "-o", "runner.gradient_clipping=nan"],
+        "runner.gradient_clipping must be a finite number, got nan",
+    ),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-o", "optimizer.lr=nan"], "optimizer.lr must be a finite number, got nan"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-o", "optimizer.weight_decay=-1"], "optimizer.weight_decay must be >= 0"),
+    (
+        run_downstream.main,
+        [*TASK, "-p", "OUT", "-o", "data.dev_fraction=nan"],
+        "data.dev_fraction must be a finite number, got nan",
+    ),
+    # Duplicated keys and unreadable YAML: one line naming the key or problem, the file and the line (cases 6 and 20).
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/twice.yaml"],
+        "TMP/twice.yaml line 3, column 1: not valid YAML: key 'runner' given twice (first on line 1)",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/key_twice.yaml"],
+        "TMP/key_twice.yaml line 3, column 3: not valid YAML: key 'total_steps' given twice (first on line 2)",
+    ),
+    (
+        run_downstream.main,
+        [*TASK, "-p", "OUT", "-c", "TMP/twice.yaml"],
+        "TMP/twice.yaml line 3, column 1: not valid YAML: key 'runner' given twice",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/tab.yaml"],
+        "TMP/tab.yaml line 2, column 1: not valid YAML: found character '\\t'",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/object.yaml"],
+        "TMP/object.yaml line 2, column 16: not valid YAML: could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object:os.getcwd'",
+    ),
+    (
+        run_pretrain.main,
+        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps={a: 1, a: 2}"],
+        "override 'runner.total_steps={a: 1, a: 2}' line 1, column 8: not valid YAML: key 'a' given twice",
+    ),
     (hub._main, ["aalbert_4L", AUDIO], "unknown upstream 'aalbert_4L'"),
     (hub._main, ["fbank", "TMP/missing.flac"], "audio file not found"),
     (hub._main, ["aalbert_3L", "-k", "TMP/notes.txt", AUDIO], "not a loadable checkpoint"),
@@ -72,6 +159,10 @@ def _fill(args: list[str], tmp_path) -> list[str]:
 @pytest.fixture
 def inputs(tmp_path):
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    (tmp_path / "twice.yaml").write_text("runner:\n  total_steps: 5\nrunner:\n  save_step: 5\n")
+    (tmp_path / "key_twice.yaml").write_text("runner:\n  total_steps: 5\n  total_steps: 1000\n")
+    (tmp_path / "tab.yaml").write_text("runner:\n\ttotal_steps: 5\n")
+    (tmp_path / "object.yaml").write_text("runner:\n  total_steps: !!python/object:os.getcwd {}\n")
     write_wav(tmp_path / "tiny.wav", np.zeros(10, np.float32), "PCM_16")
     torch.manual_seed(0)
     save_upstream(Upstream(tiny_config(num_layers=3)), tmp_path / "tiny.ckpt", "aalbert_3L")
@@ -171,3 +262,27 @@ def test_an_unusable_folder_is_named(tmp_path, capsys):
     assert stop.value.code == 2
     assert_one_line_error(capsys.readouterr().err, str(blocked))
     shutil.rmtree(tmp_path)
+
+
+def test_sigterm_outside_training_unwinds_like_ctrl_c_and_exits_143(tmp_path, capsys):
+    """What the analysis commands and every non-training stage get: locks released, exit 143."""
+    import os
+    import signal
+
+    from utility.cli import run_cli
+    from utility.experiment_lock import ExperimentLock
+
+    def main(argv):
+        with ExperimentLock(tmp_path / "out"):
+            (tmp_path / "out" / "partial").write_text("x")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal interrupts this
+            raise AssertionError("SIGTERM did not stop the command")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main, [])
+    assert stop.value.code == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "terminated (SIGTERM)"
+    assert not (tmp_path / "out" / ".lock").exists()
+    assert signal.getsignal(signal.SIGTERM) is previous  # the host's handler is back
