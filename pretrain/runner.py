@@ -94,6 +94,8 @@ def pretrain(
             handlers = _attach_log_handlers(folder)
         log.info("%s run in %s: %s, %d process(es) on %s", "resumed" if checkpoint else "new", folder,
                  settings.upstream, context.world_size, context.device)
+        if trainer.precision_note is not None:
+            log.info(trainer.precision_note)
         if checkpoint is None and settings.runner.max_minutes > 0:
             if context.is_distributed:
                 raise ValueError("runner.max_minutes needs one process (each would measure its own step time); set runner.total_steps")
