@@ -71,7 +71,7 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Any:
     # The task list in -h comes from --tasks-dir, so read that option first.
-    early = argparse.ArgumentParser(add_help=False)
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     early.add_argument("--tasks-dir", type=Path, default=TASKS_DIR)
     args = build_parser(early.parse_known_args(argv)[0].tasks_dir).parse_args(argv)
     args.override = [item for group in args.override for item in group]

@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("-p", "--expdir", help="experiment folder (instead of -n)")
     parser.add_argument("-c", "--config", help="YAML file of run settings (overrides the defaults)")
     parser.add_argument(
-        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-        help="override one setting, e.g. -o runner.total_steps=1000 -o model.encoder.hidden_size=256 (repeatable)",
+        "-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+        help="override settings, e.g. -o runner.total_steps=1000 model.encoder.hidden_size=256 (repeatable)",
     )
     parser.add_argument("-e", "--resume", metavar="PATH", help="continue the run in this experiment folder or checkpoint")
     parser.add_argument(
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[PretrainOutcome]:
     args = build_parser().parse_args(argv)
+    args.override = [item for group in args.override for item in group]
     if args.print_config:
         if args.upstream is None:
             raise ValueError("--print-config needs -u UPSTREAM")

@@ -361,6 +361,7 @@ def _parse_map(items: Sequence[str]) -> dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m downstream.alignments",
         description="Convert forced alignments (MFA TextGrids or CTM) to 10 ms frames.txt labels.",
     )

@@ -82,7 +82,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-m", "--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("-k", "--ckpt", help="benchmark the model this checkpoint describes instead of presets")
     parser.add_argument("-b", "--batch-sizes", nargs="+", type=int, default=[1, 8])

@@ -46,7 +46,7 @@ def run_probe(upstream: str, task: str, steps: int, cache: str, root: str, threa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="LibriSpeech-layout corpus with alignments")
     parser.add_argument("-u", "--upstreams", nargs="+", default=["aalbert_3L", "mockingjay_12L"])
     parser.add_argument("-d", "--tasks", nargs="+", default=["phone_linear", "speaker_utterance"])

@@ -168,7 +168,7 @@ def run_in_subprocess(args: argparse.Namespace, name: str, python: str = sys.exe
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=None, help=f"presets (default: all of {PRESETS})")
     parser.add_argument("--setup", choices=["preset", "s3prl"], default="preset",
                         help="preset: the model as named (160-dim, R = 3); s3prl: R = 1, 80-dim in and out")

@@ -88,7 +88,7 @@ def plot_held_out(runs: list[Path], path: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--report", type=Path, required=True, help="the analysis.report output folder (-p)")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="pretraining experiment folders (their train.log)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the pictures")

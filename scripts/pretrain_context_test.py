@@ -107,7 +107,7 @@ def load_model(checkpoint: dict[str, Any], settings: PretrainSettings) -> Masked
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="pretraining checkpoint files or experiment folders")
     parser.add_argument("--root", help="corpus root for the held-out set (default: each checkpoint's corpus.root)")
     parser.add_argument("--micro-batch", type=int, default=8, help="held-out utterances per forward pass")

@@ -361,7 +361,7 @@ def print_report(report: dict[str, Any]) -> None:
               f"{s['padding_positions_selected']:>5}{contig_text:>8}")
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--s3prl-python", help="interpreter where s3prl 0.4.18 imports (required)")
     parser.add_argument("--root", default=str(DEMO_ROOT), help="LibriSpeech-layout corpus (default: data/demo)")
     parser.add_argument("--subset", default="dev-clean", help="subset whose first 4 utterances are used")

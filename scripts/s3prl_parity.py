@@ -90,7 +90,7 @@ def timed(build: Callable[[], torch.nn.Module], first_input: list[torch.Tensor])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("ckpt", type=Path, help="an s3prl Mockingjay / AALBERT checkpoint")
     parser.add_argument("audio", type=Path, nargs="+", help="wav/flac files (16 kHz after resampling)")
     parser.add_argument("--threads", type=int, default=2)

@@ -14,6 +14,7 @@ from .checkpoint import FORMAT, VERSION, check_own_checkpoint, is_own_checkpoint
 from .config import UpstreamConfig, check_choice
 from .download import fetch
 from .model import Upstream
+from .random_weights import random_weights_warning
 from .registry import UpstreamEntry, entry_names, get_entry
 from .s3prl_checkpoint import is_s3prl_checkpoint, read_s3prl_file, s3prl_config, s3prl_encoder_state
 
@@ -128,11 +129,7 @@ def build_upstream(
             raise ValueError("give an upstream name, a checkpoint, or both")
         config, state, source = entry.preset(), None, None
         if config.encoder is not None and pretrained is None:
-            warnings.warn(
-                f"{name}: no checkpoint given, so the weights are RANDOM; pass ckpt=PATH for a trained model"
-                + random_weights_hint(name),
-                stacklevel=3,
-            )
+            warnings.warn(random_weights_warning(name, "pass ckpt=PATH for a trained model" + random_weights_hint(name)), stacklevel=3)
     else:
         if published is not None:
             config, state, kind, ckpt = _read_published(published, refresh)

@@ -45,6 +45,10 @@ MISTAKES = [
     (run_downstream.main, ["-m", "evaluate", "-e", "TMP/nowhere"], "no experiment folder or checkpoint"),
     (run_downstream.main, ["-m", "inference", "-e", "TMP"], "inference needs a trained probe and audio files"),
     (run_downstream.main, [*TASK, "-m", "tune"], "argument -m/--mode: invalid choice: 'tune'"),
+    # Not an abbreviation of --tasks-dir: every option is written out.
+    (run_downstream.main, ["-u", "fbank", "--task", "phone_linear", "-p", "OUT"], "unrecognized arguments: --task"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--stop", "3"], "unrecognized arguments: --stop"),
+    (hub._main, ["from_checkpoint", AUDIO], "from_checkpoint builds what a checkpoint describes: give it with -k CKPT"),
     (hub._main, ["aalbert_4L", AUDIO], "unknown upstream 'aalbert_4L'"),
     (hub._main, ["fbank", "TMP/missing.flac"], "audio file not found"),
     (hub._main, ["aalbert_3L", "-k", "TMP/notes.txt", AUDIO], "not a loadable checkpoint"),
