@@ -1,6 +1,6 @@
 """End-to-end time of probes with and without the feature cache, in the same run.
 
-    python scripts/benchmark_feature_cache.py --root ../shared/corpus -u aalbert_3L mockingjay_12L fbank \\
+    python scripts/benchmark_feature_cache.py --root CORPUS -u aalbert_3L mockingjay_12L fbank \\
         -d phone_linear speaker_utterance --steps 3000 --uncached-steps 300 --json cache.json
 
 Each probe runs as its own ``run_downstream.py`` process, once with the default
