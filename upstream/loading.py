@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import torch
 
+from utility import cpu_features
+
 from . import presets  # noqa: F401  (registers the named upstreams)
 from .catalogue import PublishedCheckpoint, find_published, random_weights_hint
 from .checkpoint import FORMAT, VERSION, check_own_checkpoint, is_own_checkpoint, save_atomic
@@ -145,6 +147,8 @@ def build_upstream(
         load_state_strict(model, state, source)
     if model.encoder is not None:
         model.encoder.to(PRECISIONS[precision])
+        if precision == "bfloat16" and not torch.cuda.is_available() and not cpu_features.native_bf16():
+            warnings.warn(f"{name or 'from_checkpoint'}: precision='bfloat16' runs, but {cpu_features.emulated_bf16_note()}", stacklevel=2)
     return model.eval()
 
 

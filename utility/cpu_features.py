@@ -17,8 +17,6 @@ from pathlib import Path
 
 import torch
 
-from upstream.config import check_choice
-
 CPUINFO = Path("/proc/cpuinfo")
 # Features printed beside speed numbers: float32 vector width, then native bf16 / matrix units.
 REPORTED_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16")
@@ -56,6 +54,14 @@ def native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and bool(cpu_flags() & NATIVE_BF16_FEATURES)
 
 
+def emulated_bf16_note() -> str:
+    """Why bfloat16 is slow on this CPU (for warnings where it runs without native support)."""
+    return (
+        f"this CPU ({cpu_model()}) has no native bfloat16 (AVX512-BF16, AMX or BF16), so bfloat16 is emulated "
+        "and slower than float32 (about 6x for extraction on an AVX2-only AMD EPYC); float32 is faster here"
+    )
+
+
 def cpu_report() -> dict[str, object]:
     """The CPU model, its reported features, and torch's view of it: for benchmark output."""
     flags = cpu_flags()
@@ -76,6 +82,8 @@ def cpu_bf16_choice(setting: str, name: str = "runner.cpu_bf16") -> tuple[bool, 
 
     ``auto`` takes bfloat16 exactly where it is native (:func:`native_bf16`); ``on`` insists and
     is refused where it is not, because emulated bfloat16 is slower than float32."""
+    from upstream.config import check_choice  # here: upstream imports this module
+
     check_choice(name, setting, CPU_BF16_CHOICES)
     native = native_bf16()
     features = ", ".join(sorted(cpu_flags() & NATIVE_BF16_FEATURES)) or "no AVX512-BF16, AMX or BF16"
