@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from downstream.discovery import task_cpu_threads  # noqa: E402
 from utility.cpu_features import cpu_report  # noqa: E402
 from utility.process_defaults import apply_cli_process_defaults  # noqa: E402
 
@@ -237,7 +238,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=300, help="updates to run (default 300)")
     parser.add_argument("--eval-step", type=int, default=100, help="updates between dev evaluations (default 100)")
     parser.add_argument("--window", type=int, default=50, help="updates averaged at the start and the end (default 50)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: as the CLIs choose)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: as the commands choose)")
     parser.add_argument("--flush-denormal", choices=["on", "off"], default="on",
                         help="on: as the CLIs run (default); off: the library default")
     parser.add_argument("--count-subnormals", action="store_true", help="count subnormal values in the LSTM heads")
@@ -247,7 +248,8 @@ def main() -> None:
     if args.updates < 2:
         parser.error("--updates must be at least 2")
 
-    apply_cli_process_defaults()
+    # As run_downstream.py / run_pretrain.py set up the process (the task's thread count included).
+    apply_cli_process_defaults(threads=task_cpu_threads(args.downstream) if args.downstream else None)
     if args.flush_denormal == "off":
         torch.set_flush_denormal(False)
     if args.threads is not None:
