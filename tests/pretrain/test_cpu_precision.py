@@ -9,7 +9,7 @@ import torch
 import run_pretrain
 from pretrain.model import MaskedAcousticModel
 from pretrain.settings import load_settings, stored_settings
-from tests.conftest import overrides
+from conftest import overrides
 from utility import cpu_features
 from utility.cli import run_cli
 
