@@ -25,6 +25,7 @@ thread or warnings-filter settings).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 from upstream import Upstream, build_upstream, entry_names, get_entry
@@ -92,6 +93,8 @@ def from_checkpoint(ckpt: str, **options: Any) -> Upstream:
     return build_upstream(None, ckpt, **options)
 
 
+FROM_CHECKPOINT = from_checkpoint.__name__
+
 ENTRIES = (
     "aalbert_3L",
     "aalbert_6L",
@@ -105,13 +108,13 @@ ENTRIES = (
     "hubert_base",
     "wavlm_base_plus",
 )
-__all__ = [*ENTRIES, "from_checkpoint"]
+__all__ = [*ENTRIES, FROM_CHECKPOINT]
 
 
 def _describe_entries() -> str:
     """One line per entry: name and summary (torch.hub.list/help read GitHub repos only)."""
     lines = [f"{name:16s} {get_entry(name).description.splitlines()[0]}" for name in entry_names()]
-    lines.append(f"{'from_checkpoint':16s} {from_checkpoint.__doc__.splitlines()[0]}")
+    lines.append(f"{FROM_CHECKPOINT:16s} {from_checkpoint.__doc__.splitlines()[0]}")
     return "\n".join(lines)
 
 
@@ -145,7 +148,7 @@ def _main(argv: Optional[list[str]] = None) -> None:
     from upstream.audio import check_waveforms
     from upstream.catalogue import catalogue_table
     from utility.cli import ArgumentParser
-    from utility.cpu_allocator import keep_freed_memory_for_reuse
+    from utility.process_defaults import apply_cli_process_defaults
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:
@@ -155,7 +158,7 @@ def _main(argv: Optional[list[str]] = None) -> None:
         description="List the upstreams or the published checkpoints, extract hidden states from audio files, "
         "or (python hub.py export -k OUR.ckpt -o FILE) write a checkpoint in s3prl's format."
     )
-    parser.add_argument("name", nargs="?", help="upstream name (omit to list them)")
+    parser.add_argument("name", nargs="?", help=f"upstream name (omit to list them), or {FROM_CHECKPOINT} with -k")
     parser.add_argument("audio", nargs="*", help="wav/flac files")
     parser.add_argument("-k", "--ckpt", help="checkpoint (ours or s3prl's)")
     parser.add_argument(
@@ -168,10 +171,15 @@ def _main(argv: Optional[list[str]] = None) -> None:
     if args.name is None:
         print(_describe_entries())
         return
+    if args.ckpt is not None and args.name not in (*entry_names(), FROM_CHECKPOINT) and Path(args.name).is_file():
+        args.audio.insert(0, args.name)  # ``hub.py -k CKPT a.flac``: the checkpoint names the model
+        args.name = FROM_CHECKPOINT
     if not args.audio:
         parser.error("give at least one audio file to extract")
-    keep_freed_memory_for_reuse()  # a command of its own: faster CPU passes (utility/cpu_allocator.py)
-    model = build_upstream(args.name, args.ckpt)
+    if args.name == FROM_CHECKPOINT and args.ckpt is None:
+        parser.error(f"{FROM_CHECKPOINT} builds what a checkpoint describes: give it with -k CKPT")
+    apply_cli_process_defaults()  # a command of its own: faster CPU passes (utility/process_defaults.py)
+    model = build_upstream(None if args.name == FROM_CHECKPOINT else args.name, args.ckpt)
     wavs = [read_audio(path) for path in args.audio]
     check_waveforms(wavs, model.min_samples, names=args.audio)  # errors name the file
     with torch.inference_mode():

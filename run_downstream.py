@@ -17,12 +17,12 @@ from typing import Any, Optional, Sequence
 
 from downstream.base import SPLITS
 from downstream.commands import MODES
-from downstream.discovery import TASKS_DIR, available_tasks
+from downstream.discovery import TASKS_DIR, available_tasks, task_cpu_threads
 from downstream.upstream_file import ALLOW_FLAG
 from upstream import entry_names
 from utility.cli import ArgumentParser, run_cli
-from utility.cpu_allocator import keep_freed_memory_for_reuse
 from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG
+from utility.process_defaults import apply_cli_process_defaults
 
 
 def _tasks_line(tasks_dir: Path) -> str:
@@ -71,11 +71,12 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Any:
     # The task list in -h comes from --tasks-dir, so read that option first.
-    early = argparse.ArgumentParser(add_help=False)
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     early.add_argument("--tasks-dir", type=Path, default=TASKS_DIR)
     args = build_parser(early.parse_known_args(argv)[0].tasks_dir).parse_args(argv)
     args.override = [item for group in args.override for item in group]
-    keep_freed_memory_for_reuse()  # faster CPU passes; see utility/cpu_allocator.py
+    # Flush-to-zero, allocator, and the task's thread count for a new run (utility/process_defaults.py).
+    apply_cli_process_defaults(threads=task_cpu_threads(args.downstream, args.tasks_dir) if args.past_exp is None else None)
     return MODES[args.mode](args)
 
 

@@ -25,8 +25,8 @@ from pretrain.settings import load_settings
 from pretrain.trainer import PretrainOutcome
 from upstream import entry_names
 from utility.cli import ArgumentParser, run_cli
-from utility.cpu_allocator import keep_freed_memory_for_reuse
 from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG
+from utility.process_defaults import apply_cli_process_defaults
 
 
 MEMORY_HINT = (
@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("-p", "--expdir", help="experiment folder (instead of -n)")
     parser.add_argument("-c", "--config", help="YAML file of run settings (overrides the defaults)")
     parser.add_argument(
-        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-        help="override one setting, e.g. -o runner.total_steps=1000 -o model.encoder.hidden_size=256 (repeatable)",
+        "-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+        help="override settings, e.g. -o runner.total_steps=1000 model.encoder.hidden_size=256 (repeatable)",
     )
     parser.add_argument("-e", "--resume", metavar="PATH", help="continue the run in this experiment folder or checkpoint")
     parser.add_argument(
@@ -63,12 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[PretrainOutcome]:
     args = build_parser().parse_args(argv)
+    args.override = [item for group in args.override for item in group]
     if args.print_config:
         if args.upstream is None:
             raise ValueError("--print-config needs -u UPSTREAM")
         print(yaml.safe_dump(load_settings(args.upstream, args.config, args.override).to_dict(), sort_keys=False), end="")
         return None
-    keep_freed_memory_for_reuse()  # 3-23 % faster CPU steps; see utility/cpu_allocator.py
+    apply_cli_process_defaults()  # allocator (3-23 % faster CPU steps), flush-to-zero: utility/process_defaults.py
     return pretrain(
         upstream=args.upstream,
         name=args.name,

@@ -25,6 +25,7 @@ from downstream.settings import load_task_config
 from upstream import Upstream, build_upstream, get_entry
 from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG, CheckpointKeeper
 from utility.experiment_lock import ExperimentLock
+from utility.interrupt import TrainingInterrupted, stop_at_step_boundary
 
 
 
@@ -223,14 +224,25 @@ def run_cells(
     Frozen cells of one upstream share one built model and the runner's disk feature cache in
     ``root/../feature_cache``, so the upstream runs once per utterance however many layers,
     proportions and tasks are probed; fine-tuned cells build their own.
+
+    Ctrl-C stops the probe in training at its next step with a checkpoint and
+    says how to continue: the same command again.
     """
     done = []
-    for choice in tqdm(choices, desc="upstreams", unit="upstream"):
-        model = choice.build(settings.seed)
-        cells = cells_for(choice, model.num_hidden_states)
-        for cell in tqdm(cells, desc=f"{choice.label} probes", unit="probe", leave=False):
-            done.append((cell, run_cell(cell, root, settings, None if cell.fine_tune else model)))
-        del model  # frees the cached hidden states before the next upstream
+    try:
+        with stop_at_step_boundary():
+            for choice in tqdm(choices, desc="upstreams", unit="upstream"):
+                model = choice.build(settings.seed)
+                cells = cells_for(choice, model.num_hidden_states)
+                for cell in tqdm(cells, desc=f"{choice.label} probes", unit="probe", leave=False):
+                    done.append((cell, run_cell(cell, root, settings, None if cell.fine_tune else model)))
+                del model  # frees the cached hidden states before the next upstream
+    except KeyboardInterrupt as stop:  # TrainingInterrupted too: its hint names run_downstream.py
+        saved = str(stop).split("; continue with")[0] if isinstance(stop, TrainingInterrupted) else "interrupted (Ctrl-C)"
+        raise TrainingInterrupted(
+            f"{saved}; run the same command again to continue (the {len(done)} finished probe(s) under {root} are "
+            "read, not retrained)"
+        ) from None
     return done
 
 

@@ -173,7 +173,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--labels", help="frame level: 10 ms label dir (default ROOT/alignments, SUBSET.frames.txt)")
     parser.add_argument("--phones", help="frame level: 'name index' phone list (default ROOT/phones.txt)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default="tsne.png", help="picture file (default tsne.png)")
+    parser.add_argument("-o", "--output", default="tsne.png", help="picture file (default tsne.png)")
     args = parser.parse_args(argv)
     model = build_upstream(args.upstream, args.ckpt)
     layer = None if args.layer == "average" else int(args.layer)

@@ -319,15 +319,15 @@ class Runner:
             self.keeper.save(self.payload(metrics), self.step, metric)
             if evaluate:
                 self.write_scalars(writer, "dev", metrics)
-                self.write_scalars(
-                    writer, "featurizer", {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())}
-                )
+                weights = {f"weight_{i}": w for i, w in enumerate(self.model.featurizer.layer_weights())}
+                self.write_scalars(writer, "featurizer", weights)
                 best = (
                     "best so far"
                     if self.keeper.best_step == self.step
                     else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
                 )
-                self.log(f"step {self.step}: dev {self.expert.metric} {metric:.4f} ({best})")
+                others = "".join(f", {name} {value:.4f}" for name, value in metrics.items() if name != self.expert.metric)
+                self.log(f"step {self.step}: dev {self.expert.metric} {metric:.4f} ({best}){others}")
                 if self.stopped_early:
                     self.log(
                         f"step {self.step}: no dev improvement in {patience} evaluations; "

@@ -104,6 +104,8 @@ def pretrain(
             context.world_size,
             context.device,
         )
+        if trainer.precision_note is not None:
+            log.info(trainer.precision_note)
         if calibrate:
             trainer.calibrate_total_steps(settings.runner.max_minutes)
         if context.is_main and checkpoint is None:  # with the total_steps a calibration set

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 from upstream import UpstreamConfig, get_entry
 from utility.typed_config import check_choice, dataclass_from_dict
 from corpora.audio_check import ACTIONS as UNREADABLE_ACTIONS
+from utility.cpu_features import CPU_BF16_CHOICES
 from utility.config import apply_overrides, load_yaml, merge_strict, rename_keys
 from utility.update_step import LoopConfig
 
@@ -135,7 +136,9 @@ class RunnerSettings(LoopConfig):
     max_keep: int = 3  # step checkpoints kept besides best.ckpt
     image_step: int = 1000  # steps between input / masked / prediction / target images (0: none)
     amp: bool = True  # autocast on GPU (bf16 if supported, else fp16 with loss scaling)
-    cpu_bf16: bool = False  # bf16 autocast on the CPU too (much faster on CPUs with AVX512-BF16 / AMX)
+    # bf16 autocast on the CPU too: on (true), off (false), or auto = on exactly where the CPU has
+    # native bf16 (AVX512-BF16 / AMX: 3-4x faster matrix products; elsewhere bf16 is slower).
+    cpu_bf16: str = "off"
     activation_checkpointing: bool = False  # recompute layer activations in backward: less memory, ~35% slower
     seed: int = 1337
     # > 0: a wall-clock budget in minutes for a new run; total_steps is then set from the measured
@@ -150,6 +153,7 @@ class RunnerSettings(LoopConfig):
             raise ValueError(f"runner.seed (--seed) must be >= 0, got {self.seed}")
         if self.image_step < 0:
             raise ValueError(f"runner.image_step must be >= 0 (0: no images), got {self.image_step}")
+        check_choice("runner.cpu_bf16", self.cpu_bf16, CPU_BF16_CHOICES)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from .settings import PretrainSettings
 from .state import SECTION
 from .visualize import reconstruction_figure
 from utility.checkpoint_keeper import CheckpointKeeper
+from utility.cpu_features import cpu_bf16_choice
 from utility.precision import mixed_precision
 from utility.process_group import DistributedContext
 from utility.schedule import linear_warmup_decay
@@ -108,7 +109,11 @@ class Pretrainer:
             betas=tuple(settings.optimizer.betas),
             eps=settings.optimizer.eps,
         )
-        self.precision = mixed_precision(self.device, enabled=runner.amp, cpu_bf16=runner.cpu_bf16)
+        cpu_bf16 = False
+        self.precision_note: Optional[str] = None  # the CPU precision chosen and why, for the log
+        if self.device.type == "cpu" and runner.amp:
+            cpu_bf16, self.precision_note = cpu_bf16_choice(runner.cpu_bf16)
+        self.precision = mixed_precision(self.device, enabled=runner.amp, cpu_bf16=cpu_bf16)
         self.update = UpdateStep(
             self.network, optimizer, linear_warmup_decay(optimizer, settings.warmup_steps, runner.total_steps),
             self.precision, runner.gradient_clipping,

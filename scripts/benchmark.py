@@ -27,8 +27,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = [
-    "aalbert_3L", "aalbert_6L", "aalbert_12L", "mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "fbank", "mel",
-    "wav2vec2_base", "hubert_base", "wavlm_base_plus",  # torchaudio's models, for comparison (random weights time the same)
+    "aalbert_3L",
+    "aalbert_6L",
+    "aalbert_12L",
+    "mockingjay_3L",
+    "mockingjay_6L",
+    "mockingjay_12L",
+    "fbank",
+    "mel",
+    "wav2vec2_base",
+    "hubert_base",
+    "wavlm_base_plus",  # torchaudio's models, for comparison (random weights time the same)
 ]
 
 
@@ -82,7 +91,9 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-m", "--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("-k", "--ckpt", help="benchmark the model this checkpoint describes instead of presets")
     parser.add_argument("-b", "--batch-sizes", nargs="+", type=int, default=[1, 8])

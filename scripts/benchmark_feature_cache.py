@@ -1,6 +1,6 @@
 """End-to-end time of probes with and without the feature cache, in the same run.
 
-    python scripts/benchmark_feature_cache.py --root ../shared/corpus -u aalbert_3L mockingjay_12L fbank \\
+    python scripts/benchmark_feature_cache.py --root CORPUS -u aalbert_3L mockingjay_12L fbank \\
         -d phone_linear speaker_utterance --steps 3000 --uncached-steps 300 --json cache.json
 
 Each probe runs as its own ``run_downstream.py`` process, once with the default
@@ -31,9 +31,22 @@ def run_probe(upstream: str, task: str, steps: int, cache: str, root: str, threa
     expdir = workdir / f"{task}_{upstream}_{cache}_{steps}"
     eval_step = max(1, steps // 6)
     command = [
-        sys.executable, str(REPO / "run_downstream.py"), "-u", upstream, "-d", task, "-p", str(expdir), "--device", "cpu",
-        "-o", f"data.root={root}", f"runner.total_steps={steps}", f"runner.eval_step={eval_step}",
-        f"runner.log_step={eval_step}", f"runner.feature_cache={cache}",
+        sys.executable,
+        str(REPO / "run_downstream.py"),
+        "-u",
+        upstream,
+        "-d",
+        task,
+        "-p",
+        str(expdir),
+        "--device",
+        "cpu",
+        "-o",
+        f"data.root={root}",
+        f"runner.total_steps={steps}",
+        f"runner.eval_step={eval_step}",
+        f"runner.log_step={eval_step}",
+        f"runner.feature_cache={cache}",
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     started = time.perf_counter()
@@ -41,12 +54,22 @@ def run_probe(upstream: str, task: str, steps: int, cache: str, root: str, threa
     seconds = time.perf_counter() - started
     results = json.loads((expdir / "results.json").read_text())
     metric = results["metric"]
-    return {"upstream": upstream, "task": task, "cache": cache, "steps": steps, "seconds": round(seconds, 1),
-            "dev": results["dev"][metric], "test": results["test"][metric], "metric": metric}
+    return {
+        "upstream": upstream,
+        "task": task,
+        "cache": cache,
+        "steps": steps,
+        "seconds": round(seconds, 1),
+        "dev": results["dev"][metric],
+        "test": results["test"][metric],
+        "metric": metric,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", required=True, help="LibriSpeech-layout corpus with alignments")
     parser.add_argument("-u", "--upstreams", nargs="+", default=["aalbert_3L", "mockingjay_12L"])
     parser.add_argument("-d", "--tasks", nargs="+", default=["phone_linear", "speaker_utterance"])

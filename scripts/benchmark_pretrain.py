@@ -66,8 +66,16 @@ def time_steps(step, steps: int, batch: int, frames: int) -> dict:
 
 
 def measure(
-    name: str, setup: str, batch: int, frames: int, steps: int, device_name: str, recompute: bool, bf16: bool,
-    width: int = 0, optimizer_kind: str = "loop",
+    name: str,
+    setup: str,
+    batch: int,
+    frames: int,
+    steps: int,
+    device_name: str,
+    recompute: bool,
+    bf16: bool,
+    width: int = 0,
+    optimizer_kind: str = "loop",
 ) -> dict:
     """Time ``steps`` training steps of one preset (after one warm-up step) in this process.
     ``width`` > 0 resizes the encoder (hidden ``width``, heads of 64, FFN 4 x ``width``), as
@@ -131,8 +139,14 @@ def measure(
         optimizer.zero_grad(set_to_none=True)
         timed("optimizer", started)
 
-    result = {"model": name, "setup": setup, "width": width or config.encoder.hidden_size, "optimizer": optimizer_kind,
-              **time_steps(step, steps, batch, frames), "parameters": sum(p.numel() for p in model.encoder.parameters())}
+    result = {
+        "model": name,
+        "setup": setup,
+        "width": width or config.encoder.hidden_size,
+        "optimizer": optimizer_kind,
+        **time_steps(step, steps, batch, frames),
+        "parameters": sum(p.numel() for p in model.encoder.parameters()),
+    }
     # Each phase's fastest time after the warm-up step (the least disturbed by other work).
     result["phase_seconds"] = {phase: min(times[1:]) for phase, times in phases.items()}
     if device.type == "cuda":
@@ -150,14 +164,21 @@ def measure_s3prl(name: str, batch: int, frames: int, steps: int) -> dict:
     from upstream import get_entry
 
     encoder = get_entry(name).preset().encoder
-    config = TransformerConfig({
-        "hidden_size": encoder.hidden_size, "num_hidden_layers": encoder.num_layers,
-        "num_attention_heads": encoder.num_heads, "hidden_act": "gelu",
-        "intermediate_size": encoder.intermediate_size, "hidden_dropout_prob": encoder.hidden_dropout,
-        "attention_probs_dropout_prob": encoder.attention_dropout, "initializer_range": encoder.initializer_range,
-        "layer_norm_eps": encoder.layer_norm_eps, "share_layer": encoder.share_layer,
-        "pre_layer_norm": encoder.pre_layer_norm,
-    })
+    config = TransformerConfig(
+        {
+            "hidden_size": encoder.hidden_size,
+            "num_hidden_layers": encoder.num_layers,
+            "num_attention_heads": encoder.num_heads,
+            "hidden_act": "gelu",
+            "intermediate_size": encoder.intermediate_size,
+            "hidden_dropout_prob": encoder.hidden_dropout,
+            "attention_probs_dropout_prob": encoder.attention_dropout,
+            "initializer_range": encoder.initializer_range,
+            "layer_norm_eps": encoder.layer_norm_eps,
+            "share_layer": encoder.share_layer,
+            "pre_layer_norm": encoder.pre_layer_norm,
+        }
+    )
     torch.manual_seed(0)
     transformer, head = TransformerModel(config, 80), TransformerSpecPredictionHead(config, 80)
     parameters = list(transformer.parameters()) + list(head.parameters())
@@ -177,8 +198,12 @@ def measure_s3prl(name: str, batch: int, frames: int, steps: int) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return {"model": f"s3prl {name}", "setup": "s3prl", **time_steps(step, steps, batch, frames),
-            "parameters": sum(p.numel() for p in transformer.parameters())}
+    return {
+        "model": f"s3prl {name}",
+        "setup": "s3prl",
+        **time_steps(step, steps, batch, frames),
+        "parameters": sum(p.numel() for p in transformer.parameters()),
+    }
 
 
 def time_data(name: str, corpus: str, width: int, batches: int = 10) -> dict:
@@ -192,8 +217,11 @@ def time_data(name: str, corpus: str, width: int, batches: int = 10) -> dict:
     torch.set_num_threads(1)
     overrides = [f"corpus.root={corpus}", "data.batch_size=8", f"runner.total_steps={batches}"]
     if width:
-        overrides += [f"model.encoder.hidden_size={width}", f"model.encoder.num_heads={width // 64}",
-                      f"model.encoder.intermediate_size={4 * width}"]
+        overrides += [
+            f"model.encoder.hidden_size={width}",
+            f"model.encoder.num_heads={width // 64}",
+            f"model.encoder.intermediate_size={4 * width}",
+        ]
     settings = load_settings(name, None, overrides)
     dataset = TrainingBatches(select_utterances(settings, settings.corpus.subsets, BatchMaker(settings).min_samples()), settings)
     frames = 0
@@ -207,11 +235,34 @@ def time_data(name: str, corpus: str, width: int, batches: int = 10) -> dict:
 def run_in_subprocess(
     args: argparse.Namespace, name: str, python: str = sys.executable, width: int = 0, optimizer: str = "loop"
 ) -> dict:
-    command = [
-        python, __file__, "--worker", name, "--setup", args.setup, "--batch", str(args.batch),
-        "--frames", str(args.frames), "--steps", str(args.steps), "--threads", str(args.threads),
-        "--device", args.device, "--allocator", args.allocator, "--width", str(width), "--optimizer", optimizer,
-    ] + (["--recompute"] if args.recompute else []) + (["--cpu-bf16"] if args.cpu_bf16 else [])
+    command = (
+        [
+            python,
+            __file__,
+            "--worker",
+            name,
+            "--setup",
+            args.setup,
+            "--batch",
+            str(args.batch),
+            "--frames",
+            str(args.frames),
+            "--steps",
+            str(args.steps),
+            "--threads",
+            str(args.threads),
+            "--device",
+            args.device,
+            "--allocator",
+            args.allocator,
+            "--width",
+            str(width),
+            "--optimizer",
+            optimizer,
+        ]
+        + (["--recompute"] if args.recompute else [])
+        + (["--cpu-bf16"] if args.cpu_bf16 else [])
+    )
     if python != sys.executable:
         command.append("--s3prl-worker")
     done = subprocess.run(command, capture_output=True, text=True)
@@ -222,7 +273,9 @@ def run_in_subprocess(
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=None, help=f"presets (default: all of {PRESETS})")
     parser.add_argument(
         "--setup",
@@ -244,14 +297,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--recompute", action="store_true", help="activation checkpointing (runner.activation_checkpointing)")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (runner.cpu_bf16)")
-    parser.add_argument("--s3prl-python", help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
-                        "each model's step is then also timed with s3prl's model, same run, same threads")
-    parser.add_argument("--width", type=int, nargs="+", default=[0],
-                        help="encoder widths to time (heads of 64, FFN 4 x width; 0: the preset's), e.g. 256 768")
-    parser.add_argument("--optimizer", nargs="+", choices=sorted(OPTIMIZERS), default=["loop"],
-                        help="AdamW implementations to time side by side (loop: torch's CPU default, the trainer's)")
-    parser.add_argument("--corpus", help="also time a DataLoader worker's share of an update (audio, front end, "
-                        "masks) on this LibriSpeech-layout corpus, batch 8, one thread")
+    parser.add_argument(
+        "--s3prl-python",
+        help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
+        "each model's step is then also timed with s3prl's model, same run, same threads",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="encoder widths to time (heads of 64, FFN 4 x width; 0: the preset's), e.g. 256 768",
+    )
+    parser.add_argument(
+        "--optimizer",
+        nargs="+",
+        choices=sorted(OPTIMIZERS),
+        default=["loop"],
+        help="AdamW implementations to time side by side (loop: torch's CPU default, the trainer's)",
+    )
+    parser.add_argument(
+        "--corpus",
+        help="also time a DataLoader worker's share of an update (audio, front end, "
+        "masks) on this LibriSpeech-layout corpus, batch 8, one thread",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--s3prl-worker", action="store_true", help=argparse.SUPPRESS)
@@ -273,17 +342,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
             result = measure_s3prl(args.worker, args.batch, args.frames, args.steps)
         else:
             result = measure(
-                args.worker, args.setup, args.batch, args.frames, args.steps, args.device, args.recompute, args.cpu_bf16,
-                args.width[0], args.optimizer[0],
+                args.worker,
+                args.setup,
+                args.batch,
+                args.frames,
+                args.steps,
+                args.device,
+                args.recompute,
+                args.cpu_bf16,
+                args.width[0],
+                args.optimizer[0],
             )
         print(json.dumps(result))
         return []
 
     results = []
-    print(f"setup={args.setup} batch={args.batch} frames={args.frames} threads={args.threads} "
-          f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}")
-    print(f"{'model':<16}{'width':>6}{'adamw':>8}{'s/step':>9}{'median':>9}{'cpu s':>9}{'upd/min':>9}{'frames/s':>10}"
-          f"{'peak GB':>9}  " + " ".join(f"{phase:>9}" for phase in PHASES))
+    print(
+        f"setup={args.setup} batch={args.batch} frames={args.frames} threads={args.threads} "
+        f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}"
+    )
+    print(
+        f"{'model':<16}{'width':>6}{'adamw':>8}{'s/step':>9}{'median':>9}{'cpu s':>9}{'upd/min':>9}{'frames/s':>10}"
+        f"{'peak GB':>9}  " + " ".join(f"{phase:>9}" for phase in PHASES)
+    )
     runs = [(name, width, optimizer) for name in args.models or PRESETS for width in args.width for optimizer in args.optimizer]
     for name, width, optimizer in runs:
         for python in [sys.executable] + ([args.s3prl_python] if args.s3prl_python else []):
@@ -295,16 +376,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 continue
             memory = result.get("peak_gpu_gb", result["peak_rss_gb"])
             phases = result.get("phase_seconds", {})
-            print(f"{label:<16}{result.get('width', 0):>6}{result.get('optimizer', '-'):>8}{result['seconds_per_step']:>9.3f}"
-                  f"{result['median_seconds_per_step']:>9.3f}{result['cpu_seconds_per_step']:>9.2f}"
-                  f"{60 * result['steps_per_second']:>9.1f}{result['frames_per_second']:>10.0f}{memory:>9.2f}  "
-                  + " ".join(f"{phases[phase]:>9.4f}" if phase in phases else f"{'-':>9}" for phase in PHASES), flush=True)
+            print(
+                f"{label:<16}{result.get('width', 0):>6}{result.get('optimizer', '-'):>8}{result['seconds_per_step']:>9.3f}"
+                f"{result['median_seconds_per_step']:>9.3f}{result['cpu_seconds_per_step']:>9.2f}"
+                f"{60 * result['steps_per_second']:>9.1f}{result['frames_per_second']:>10.0f}{memory:>9.2f}  "
+                + " ".join(f"{phases[phase]:>9.4f}" if phase in phases else f"{'-':>9}" for phase in PHASES),
+                flush=True,
+            )
     if args.corpus:
         for name in args.models or PRESETS[:1]:
             data = time_data(name, args.corpus, args.width[0])
             results.append({"model": name, "data": data})
-            print(f"{name}: data loading {data['seconds_per_batch']:.3f} s per batch of 8 "
-                  f"({data['frames_per_batch']:.0f} frames; in DataLoader workers, beside the update)")
+            print(
+                f"{name}: data loading {data['seconds_per_batch']:.3f} s per batch of 8 "
+                f"({data['frames_per_batch']:.0f} frames; in DataLoader workers, beside the update)"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

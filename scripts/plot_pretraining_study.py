@@ -53,8 +53,15 @@ def plot_learning_curves(results: dict[tuple[str, str], dict], path: Path) -> Pa
         random = [r["test"][metric] for label, r in mine.items() if label.startswith("random")]
         if random:
             mean, low, high = statistics.mean(random), min(random), max(random)
-            panel.errorbar([0], [mean], yerr=[[mean - low], [high - mean]], fmt="s", color="black", capsize=4,
-                           label=f"random weights ({len(random)} seeds, min-max)")
+            panel.errorbar(
+                [0],
+                [mean],
+                yerr=[[mean - low], [high - mean]],
+                fmt="s",
+                color="black",
+                capsize=4,
+                label=f"random weights ({len(random)} seeds, min-max)",
+            )
         for index, (run, points) in enumerate(sorted(runs.items())):
             points.sort()
             panel.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{index}", label=f"pretrained ({run})")
@@ -88,7 +95,9 @@ def plot_held_out(runs: list[Path], path: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--report", type=Path, required=True, help="the analysis.report output folder (-p)")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="pretraining experiment folders (their train.log)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the pictures")

@@ -107,7 +107,9 @@ def load_model(checkpoint: dict[str, Any], settings: PretrainSettings) -> Masked
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoints", nargs="+", help="pretraining checkpoint files or experiment folders")
     parser.add_argument("--root", help="corpus root for the held-out set (default: each checkpoint's corpus.root)")
     parser.add_argument("--micro-batch", type=int, default=8, help="held-out utterances per forward pass")
@@ -124,8 +126,18 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
         if args.root:
             settings.corpus.root = args.root
         stored = settings.to_dict()  # the held-out batches depend on these settings only
-        key = json.dumps([stored["corpus"], stored["data"], stored["masking"], stored["model"]["frontend"],
-                          settings.downsample_rate, settings.runner.seed], sort_keys=True, default=str)
+        key = json.dumps(
+            [
+                stored["corpus"],
+                stored["data"],
+                stored["masking"],
+                stored["model"]["frontend"],
+                settings.downsample_rate,
+                settings.runner.seed,
+            ],
+            sort_keys=True,
+            default=str,
+        )
         if key not in cache:
             maker = BatchMaker(settings)
             dev = select_utterances(settings, settings.corpus.dev_subsets, maker.min_samples())
@@ -134,11 +146,19 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
             raise SystemExit(f"{path}: the held-out set {settings.corpus.dev_subsets} under {settings.corpus.root} is empty")
         losses = context_losses(load_model(checkpoint, settings), cache[key], settings.downsample_rate)
         step = checkpoint["metadata"].get("step", checkpoint["pretraining"].get("step"))
-        row = {"checkpoint": str(path), "target": settings.model.frontend.target, "lr": settings.optimizer.lr,
-               "step": step, **losses}
+        row = {
+            "checkpoint": str(path),
+            "target": settings.model.frontend.target,
+            "lr": settings.optimizer.lr,
+            "step": step,
+            **losses,
+        }
         rows.append(row)
-        print(f"{str(path)[-50:]:<50}{row['target']:>8}{row['lr']:>9.1e}{str(step):>7}"
-              + "".join(f"{losses[v]:>18.4f}" for v in VARIANTS), flush=True)
+        print(
+            f"{str(path)[-50:]:<50}{row['target']:>8}{row['lr']:>9.1e}{str(step):>7}"
+            + "".join(f"{losses[v]:>18.4f}" for v in VARIANTS),
+            flush=True,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return rows

@@ -108,6 +108,7 @@ def load_in_s3prl(path: Path, family: str) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
     parser.add_argument("--full-size", action="store_true", help="768 hidden, 12 heads, FFN 3072, 3 and 12 layers")

@@ -63,11 +63,19 @@ CASES = [  # name, R, span, share_layer
 
 def s3prl_config(share: bool) -> dict[str, Any]:
     """s3prl ``TransformerConfig`` values of the small test model."""
-    return dict(hidden_size=SMALL["hidden_size"], num_hidden_layers=SMALL["num_layers"],
-                num_attention_heads=SMALL["num_heads"], hidden_act="gelu",
-                intermediate_size=SMALL["intermediate_size"], hidden_dropout_prob=0.0,
-                attention_probs_dropout_prob=0.0, initializer_range=0.02, layer_norm_eps=1e-12,
-                share_layer=share, pre_layer_norm=False)
+    return dict(
+        hidden_size=SMALL["hidden_size"],
+        num_hidden_layers=SMALL["num_layers"],
+        num_attention_heads=SMALL["num_heads"],
+        hidden_act="gelu",
+        intermediate_size=SMALL["intermediate_size"],
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        share_layer=share,
+        pre_layer_norm=False,
+    )
 
 
 # ----------------------------------------------------------------------------- s3prl side
@@ -92,9 +100,7 @@ def s3prl_side(work: Path) -> None:
         config = TransformerConfig(s3prl_config(share))
         config.loss = "L1"
         torch.manual_seed(123)
-        model = TransformerForMaskedAcousticModel(
-            config, data["masked_stacked"].shape[-1], data["target_stacked"].shape[-1]
-        )
+        model = TransformerForMaskedAcousticModel(config, data["masked_stacked"].shape[-1], data["target_stacked"].shape[-1])
         out: dict[str, Any] = {
             "Transformer": {k: v.clone() for k, v in model.Transformer.state_dict().items()},
             "SpecHead": {k: v.clone() for k, v in model.SpecHead.state_dict().items()},
@@ -104,8 +110,13 @@ def s3prl_side(work: Path) -> None:
             m = model.to(dtype)
             batch, seq = data["masked_stacked"].shape[:2]
             pos = fast_position_encoding(seq, config.hidden_size).to(dtype).expand(batch, seq, -1)
-            loss, _ = m(data["masked_stacked"].to(dtype), pos, data["mask_label"], data["attn_mask"].to(dtype),
-                        data["target_stacked"].to(dtype))
+            loss, _ = m(
+                data["masked_stacked"].to(dtype),
+                pos,
+                data["mask_label"],
+                data["attn_mask"].to(dtype),
+                data["target_stacked"].to(dtype),
+            )
             loss.backward()
             tag = "f32" if dtype == torch.float32 else "f64"
             out[f"loss_{tag}"] = loss.detach().double()
@@ -126,9 +137,16 @@ def s3prl_side(work: Path) -> None:
     results = {}
     for key, spec_ in stats_in.items():
         span = spec_["span"]
-        cfg = dict(mask_proportion=0.15, mask_consecutive_min=span, mask_consecutive_max=span,
-                   mask_allow_overlap=True, mask_bucket_ratio=1.2, mask_frequency=0, noise_proportion=0.0,
-                   position_encoding_size=SMALL["hidden_size"])
+        cfg = dict(
+            mask_proportion=0.15,
+            mask_consecutive_min=span,
+            mask_consecutive_max=span,
+            mask_allow_overlap=True,
+            mask_bucket_ratio=1.2,
+            mask_frequency=0,
+            noise_proportion=0.0,
+            position_encoding_size=SMALL["hidden_size"],
+        )
         masked_all, label_all = [], []
         for batch in spec_["batches"]:
             masked, _, label, _, _ = generate_masked_acoustic_model_data((batch.clone(),), cfg)
@@ -166,8 +184,15 @@ def our_side(s3prl_python: str, corpus: Path, work: Path) -> dict[str, Any]:
     wavs = [w[: 16000 * (3 + i)] for i, w in enumerate(wavs)]  # different lengths -> padding
     feats = extractor(wavs, with_target=True)
     masking_fields = {f.name for f in dataclasses.fields(MaskingSettings)}
-    base = dict(proportion=0.15, span=None, zero_probability=0.8, random_probability=0.1,
-                frequency_width=0, noise_proportion=0.0, noise_std=0.2)
+    base = dict(
+        proportion=0.15,
+        span=None,
+        zero_probability=0.8,
+        random_probability=0.1,
+        frequency_width=0,
+        noise_proportion=0.0,
+        noise_std=0.2,
+    )
     msettings = MaskingSettings(**{k: v for k, v in base.items() if k in masking_fields})
 
     def make_data(name: str, rate: int) -> dict[str, Any]:
@@ -194,9 +219,17 @@ def our_side(s3prl_python: str, corpus: Path, work: Path) -> dict[str, Any]:
         ts, _ = stack_frames(feats.targets, feats.lengths, rate)
         attn = (torch.arange(ms.shape[1])[None, :] < slen[:, None]).float()
         label = selected[:, :, None].expand(-1, -1, ts.shape[-1]).contiguous()
-        data = dict(masked=masked, lengths=feats.lengths, targets=feats.targets, selected=selected,
-                    masked_stacked=ms.contiguous(), target_stacked=ts.contiguous(), attn_mask=attn, mask_label=label,
-                    modes=sorted(modes))
+        data = dict(
+            masked=masked,
+            lengths=feats.lengths,
+            targets=feats.targets,
+            selected=selected,
+            masked_stacked=ms.contiguous(),
+            target_stacked=ts.contiguous(),
+            attn_mask=attn,
+            mask_label=label,
+            modes=sorted(modes),
+        )
         torch.save(data, work / f"{name}_data.pt")
         return data
 
@@ -221,8 +254,13 @@ def our_side(s3prl_python: str, corpus: Path, work: Path) -> dict[str, Any]:
     # ---- run s3prl's side (without our repository on its path: the package names collide)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run([s3prl_python, str(Path(__file__).resolve()), "--s3prl-worker", str(work)],
-                          capture_output=True, text=True, env=env, cwd=work)
+    done = subprocess.run(
+        [s3prl_python, str(Path(__file__).resolve()), "--s3prl-worker", str(work)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+    )
     if done.returncode:
         print(done.stdout[-3000:], done.stderr[-5000:], file=sys.stderr)
         raise SystemExit(f"s3prl side failed under {s3prl_python} (exit {done.returncode})")
@@ -230,10 +268,18 @@ def our_side(s3prl_python: str, corpus: Path, work: Path) -> dict[str, Any]:
     # ---- loss / gradient parity
     for name, rate, span, share in CASES:
         data, theirs = datas[name], torch.load(work / f"{name}_s3prl.pt")
-        cfg = EncoderConfig(input_dim=frontend.feature_dim, downsample_rate=rate, hidden_size=SMALL["hidden_size"],
-                            num_layers=SMALL["num_layers"], num_heads=SMALL["num_heads"],
-                            intermediate_size=SMALL["intermediate_size"], share_layer=share, hidden_dropout=0.0,
-                            attention_dropout=0.0, max_frames=0)
+        cfg = EncoderConfig(
+            input_dim=frontend.feature_dim,
+            downsample_rate=rate,
+            hidden_size=SMALL["hidden_size"],
+            num_layers=SMALL["num_layers"],
+            num_heads=SMALL["num_heads"],
+            intermediate_size=SMALL["intermediate_size"],
+            share_layer=share,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+            max_frames=0,
+        )
         model = MaskedAcousticModel(TransformerEncoder(cfg), frontend.target_dim)
         model.encoder.load_state_dict(s3prl_encoder_state(theirs["Transformer"], cfg))
         model.head.load_state_dict(s3prl_head_state(theirs["SpecHead"]))
@@ -256,10 +302,15 @@ def our_side(s3prl_python: str, corpus: Path, work: Path) -> dict[str, Any]:
             diffs.update({"head." + k: float((g_head[k].double() - t_head[k].double()).abs().max()) for k in g_head})
             scale = max(float(g.abs().max()) for g in list(g_enc.values()) + list(g_head.values()))
             worst = max(diffs, key=diffs.get)
-            case[tag] = dict(loss_ours=float(loss.detach()), loss_s3prl=float(theirs[f"loss_{tag}"]),
-                             loss_absdiff=abs(float(loss.detach()) - float(theirs[f"loss_{tag}"])),
-                             grad_max_absdiff=diffs[worst], grad_worst_param=worst, grad_max_abs=scale,
-                             n_params=len(diffs))
+            case[tag] = dict(
+                loss_ours=float(loss.detach()),
+                loss_s3prl=float(theirs[f"loss_{tag}"]),
+                loss_absdiff=abs(float(loss.detach()) - float(theirs[f"loss_{tag}"])),
+                grad_max_absdiff=diffs[worst],
+                grad_worst_param=worst,
+                grad_max_abs=scale,
+                n_params=len(diffs),
+            )
         report[name] = case
 
     # ---- masking statistics
@@ -275,8 +326,7 @@ def our_side(s3prl_python: str, corpus: Path, work: Path) -> dict[str, Any]:
             masked, selected = mask_frames(raw, slen * rate, gens, msettings, rate, 4)
             ours_masked.append(masked.reshape(x.shape[0], -1, 4 * rate)[:, : x.shape[1]])
             ours_sel.append(selected)
-        for who, masked_l, sel_l in (("ours", ours_masked, ours_sel),
-                                     ("s3prl", theirs[key]["masked"], theirs[key]["selected"])):
+        for who, masked_l, sel_l in (("ours", ours_masked, ours_sel), ("s3prl", theirs[key]["masked"], theirs[key]["selected"])):
             stats[f"{key}_{who}"] = masking_statistics(spec, masked_l, sel_l)
     report["masking_statistics"] = stats
     return report
@@ -328,40 +378,58 @@ def masking_statistics(spec: dict[str, Any], masked_l: list[torch.Tensor], sel_l
     t = torch.tensor(shares)
     r_ = torch.tensor(runs, dtype=torch.float)
     return dict(
-        utterances=n_utt, span=span,
-        selected_share_mean=float(t.mean()), selected_share_min=float(t.min()), selected_share_max=float(t.max()),
-        run_length_mean=float(r_.mean()), run_length_mode=int(r_.mode().values),
+        utterances=n_utt,
+        span=span,
+        selected_share_mean=float(t.mean()),
+        selected_share_min=float(t.min()),
+        selected_share_max=float(t.max()),
+        run_length_mean=float(r_.mean()),
+        run_length_mode=int(r_.mode().values),
         share_of_runs_equal_span=float((r_ == span).float().mean()),
-        mode_zero=modes["zero"] / n_utt, mode_random=modes["random"] / n_utt, mode_keep=modes["keep"] / n_utt,
-        last_position_selected_rate=last_sel / n_utt, first_position_selected_rate=first_sel / n_utt,
+        mode_zero=modes["zero"] / n_utt,
+        mode_random=modes["random"] / n_utt,
+        mode_keep=modes["keep"] / n_utt,
+        last_position_selected_rate=last_sel / n_utt,
+        first_position_selected_rate=first_sel / n_utt,
         padding_positions_selected=pad_sel,
         random_mode_adjacent_pairs_copied_contiguously=(rand_contig / rand_total) if rand_total else None,
     )
 
 
 def print_report(report: dict[str, Any]) -> None:
-    print(f"{'case':<15}{'params':>7}{'loss ours f32':>15}{'loss s3prl f32':>16}{'|diff|':>10}"
-          f"{'grad diff f32':>15}{'max |grad|':>12}{'grad diff f64':>15}")
+    print(
+        f"{'case':<15}{'params':>7}{'loss ours f32':>15}{'loss s3prl f32':>16}{'|diff|':>10}"
+        f"{'grad diff f32':>15}{'max |grad|':>12}{'grad diff f64':>15}"
+    )
     for name, *_ in CASES:
         f32, f64 = report[name]["f32"], report[name]["f64"]
-        print(f"{name:<15}{f32['n_params']:>7}{f32['loss_ours']:>15.7f}{f32['loss_s3prl']:>16.7f}"
-              f"{f32['loss_absdiff']:>10.1e}{f32['grad_max_absdiff']:>15.1e}{f32['grad_max_abs']:>12.1e}"
-              f"{f64['grad_max_absdiff']:>15.1e}")
+        print(
+            f"{name:<15}{f32['n_params']:>7}{f32['loss_ours']:>15.7f}{f32['loss_s3prl']:>16.7f}"
+            f"{f32['loss_absdiff']:>10.1e}{f32['grad_max_absdiff']:>15.1e}{f32['grad_max_abs']:>12.1e}"
+            f"{f64['grad_max_absdiff']:>15.1e}"
+        )
     print()
-    print(f"{'masking':<10}{'share':>8}{'[min, max]':>16}{'run len':>9}{'=span':>7}{'zero/random/keep':>20}"
-          f"{'last':>8}{'first':>8}{'pad':>5}{'contig':>8}")
+    print(
+        f"{'masking':<10}{'share':>8}{'[min, max]':>16}{'run len':>9}{'=span':>7}{'zero/random/keep':>20}"
+        f"{'last':>8}{'first':>8}{'pad':>5}{'contig':>8}"
+    )
     for key, s in report["masking_statistics"].items():
         contig = s["random_mode_adjacent_pairs_copied_contiguously"]
         share_range = "[{:.3f}, {:.3f}]".format(s["selected_share_min"], s["selected_share_max"])
         modes = "{:.3f}/{:.3f}/{:.3f}".format(s["mode_zero"], s["mode_random"], s["mode_keep"])
         contig_text = "-" if contig is None else f"{contig:.3f}"
-        print(f"{key:<10}{s['selected_share_mean']:>8.4f}{share_range:>16}"
-              f"{s['run_length_mean']:>9.2f}{s['share_of_runs_equal_span']:>7.3f}{modes:>20}"
-              f"{s['last_position_selected_rate']:>8.4f}{s['first_position_selected_rate']:>8.4f}"
-              f"{s['padding_positions_selected']:>5}{contig_text:>8}")
+        print(
+            f"{key:<10}{s['selected_share_mean']:>8.4f}{share_range:>16}"
+            f"{s['run_length_mean']:>9.2f}{s['share_of_runs_equal_span']:>7.3f}{modes:>20}"
+            f"{s['last_position_selected_rate']:>8.4f}{s['first_position_selected_rate']:>8.4f}"
+            f"{s['padding_positions_selected']:>5}{contig_text:>8}"
+        )
+
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--s3prl-python", help="interpreter where s3prl 0.4.18 imports (required)")
     parser.add_argument("--root", default=str(DEMO_ROOT), help="LibriSpeech-layout corpus (default: data/demo)")
     parser.add_argument("--subset", default="dev-clean", help="subset whose first 4 utterances are used")

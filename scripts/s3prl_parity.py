@@ -91,6 +91,7 @@ def timed(build: Callable[[], torch.nn.Module], first_input: list[torch.Tensor])
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
     parser.add_argument("ckpt", type=Path, help="an s3prl Mockingjay / AALBERT checkpoint")

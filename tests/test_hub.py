@@ -217,3 +217,34 @@ def test_hub_loading_leaves_the_host_process_settings_alone():
     # The check can fail: the entry points' own tuning keeps the block.
     tuned = "from utility.cpu_allocator import keep_freed_memory_for_reuse; keep_freed_memory_for_reuse()"
     assert _mib_returned_after(tuned) < 50
+
+
+_FLUSH_PROBE = """
+import warnings, torch
+subnormal = lambda: (torch.tensor([1e-39]) * 1.0).item()  # 0.0 once subnormals flush to zero
+threads = torch.get_num_threads()
+assert subnormal() != 0
+with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    model = torch.hub.load({repo!r}, 'aalbert_3L', source='local')
+    model([torch.randn(16000)])
+assert subnormal() != 0, "importing or loading changed the floating-point mode"
+from utility.process_defaults import apply_cli_process_defaults
+applied = apply_cli_process_defaults(threads=1)
+print(subnormal(), applied["flush_denormal"], torch.get_num_threads(), threads)
+"""
+
+
+@pytest.mark.parametrize("user_threads", [None, "2"])
+def test_only_the_commands_flush_subnormals_and_choose_threads(user_threads):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if user_threads is not None:
+        env["OMP_NUM_THREADS"] = user_threads
+    done = subprocess.run([sys.executable, "-c", _FLUSH_PROBE.format(repo=str(REPO))], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    value, flushed, threads, before = done.stdout.split()
+    if flushed == "True":  # x86: the command's setting takes effect
+        assert float(value) == 0.0
+    # A task's thread choice applies only when the user chose none.
+    assert int(threads) == (1 if user_threads is None else int(before))

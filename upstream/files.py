@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from utility import cpu_features
 from utility.checkpoint_file import read_checkpoint_file
 
 from .checkpoint import FORMAT, is_own_checkpoint, read_own_checkpoint
@@ -67,4 +69,6 @@ def model_from_state(
         load_state_strict(model, state, source)
     if model.encoder is not None:
         model.encoder.to(PRECISIONS[precision])
+        if precision == "bfloat16" and not torch.cuda.is_available() and not cpu_features.native_bf16():
+            warnings.warn(f"precision='bfloat16' runs, but {cpu_features.emulated_bf16_note()}", stacklevel=3)
     return model.eval()

@@ -9,11 +9,14 @@ from typing import Any, Optional
 
 from utility.typed_config import check_choice
 
+
+
 from . import presets  # noqa: F401  (registers the named upstreams)
 from .catalogue import find_published, random_weights_hint
 from .config import UpstreamConfig
 from .files import PRECISIONS, model_from_state, read_upstream_checkpoint
 from .model import Upstream
+from .random_weights import random_weights_warning
 from .registry import UpstreamEntry, entry_names, get_entry
 
 
@@ -93,11 +96,8 @@ def _from_preset(entry: UpstreamEntry, warn: bool, precision: str, max_frames) -
     """A named preset with random weights (with a warning naming what would fit, unless ``pretrained=False``)."""
     config = entry.preset()
     if config.encoder is not None and warn:
-        warnings.warn(
-            f"{entry.name}: no checkpoint given, so the weights are RANDOM; pass ckpt=PATH for a trained model"
-            + random_weights_hint(entry.name),
-            stacklevel=4,
-        )
+        warnings.warn(random_weights_warning(entry.name, "pass ckpt=PATH for a trained model" + random_weights_hint(entry.name)),
+                      stacklevel=4)
     return model_from_state(config, None, None, precision, max_frames)
 
 

@@ -32,6 +32,7 @@ from utility.checkpoint_file import read_checkpoint_file
 from .audio import SAMPLE_RATE, check_waveforms
 from .download import OFFLINE_VARIABLE, offline
 from .inputs import Waveforms, waveform_list
+from .random_weights import random_weights_warning
 
 BUNDLE_URL = "https://download.pytorch.org/torchaudio/models/{file_name}"
 
@@ -233,8 +234,12 @@ def build_torchaudio_upstream(
             _load_state_file(model, ckpt, spec)
         elif pretrained is None:
             warnings.warn(
-                f"{spec.name}: no checkpoint given, so the weights are RANDOM; pass pretrained=True for torchaudio's "
-                f"{spec.bundle} weights (downloaded once), or ckpt=PATH to its file {spec.file_name}",
+                random_weights_warning(
+                    spec.name,
+                    f"pass pretrained=True for torchaudio's {spec.bundle} weights (downloaded once), "
+                    f"or ckpt=PATH to its file {spec.file_name}",
+                    f"give -k PATH to torchaudio's {spec.bundle} file {spec.file_name} for trained weights",
+                ),
                 stacklevel=4,
             )
     return TorchaudioUpstream(spec, model.to(getattr(torch, precision))).eval()

@@ -14,11 +14,13 @@ unwinds the same way, with 143 (after a training loop has saved a checkpoint, se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import signal
 import sys
-from typing import Any, Callable, NoReturn, Optional, Sequence
+import warnings
+from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
 
 import torch
 from tqdm import tqdm
@@ -33,9 +35,13 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a ``--debug`` option and one-line errors: ``error: ... (see PROG -h)``."""
+    """argparse with a ``--debug`` option and one-line errors: ``error: ... (see PROG -h)``.
+
+    Option names must be written out (``allow_abbrev=False``): otherwise a misspelt or
+    unknown option such as ``--task`` is silently taken as the prefix of another (``--tasks-dir``)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.add_argument(DEBUG_FLAG, action="store_true", help="show the full traceback of any error")
 
@@ -91,7 +97,7 @@ def run_cli(
     error, 130 on Ctrl-C, 143 on SIGTERM; tracebacks only for bugs or with ``--debug``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        with terminate_like_ctrl_c():
+        with terminate_like_ctrl_c(), command_line_warnings():
             main(argv)
     except TrainingInterrupted as stop:
         _say(str(stop))
@@ -108,6 +114,25 @@ def run_cli(
             raise
         _say(f"error: {message}")
         sys.exit(EXIT_USER_ERROR)
+
+
+@contextlib.contextmanager
+def command_line_warnings() -> Iterator[None]:
+    """Warnings that carry command-line wording (``command_line``, e.g. the random-weights
+    warning: ``-k PATH`` rather than Python's ``ckpt=PATH``) print it as ``warning: ...``;
+    others print as usual. Restored on exit."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def show_for_command_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            text = getattr(message, "command_line", None)
+            if text is None:
+                show(message, category, filename, lineno, file, line)
+            else:
+                _say(f"warning: {text}")
+
+        warnings.showwarning = show_for_command_line
+        yield
 
 
 def _say(line: str) -> None:

@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from . import cpu_features
+
 
 @dataclass
 class MixedPrecision:
@@ -27,20 +29,15 @@ class MixedPrecision:
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN has fast bfloat16 kernels here (AVX512-BF16 or AMX)."""
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def mixed_precision(device: torch.device, enabled: bool = True, cpu_bf16: bool = False) -> MixedPrecision:
     """bf16 autocast on GPUs that support it, fp16 + GradScaler on older GPUs; on the CPU
     nothing, unless ``cpu_bf16`` asks for bf16 autocast (worth it only where
-    :func:`cpu_supports_bf16`: there bf16 matrix products run several times faster)."""
+    ``utility.cpu_features.native_bf16``: there bf16 matrix products run several times faster)."""
     dtype = None
     if enabled and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     elif enabled and device.type == "cpu" and cpu_bf16:
-        if not cpu_supports_bf16():
+        if not cpu_features.native_bf16():
             raise ValueError("bfloat16 autocast on this CPU has no fast kernels (needs AVX512-BF16 or AMX); turn it off")
         dtype = torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)

@@ -68,6 +68,9 @@ class CtcExpert(Expert):
     """(Bi)LSTM -> Linear -> CTC over phones + blank; metric: PER (lower is better)."""
 
     config_class = CtcHeadConfig
+    # One thread for new runs from run_downstream.py: on a 2-core machine shared with two other
+    # jobs, asr_ctc's updates took 0.27 s with one thread and 1.75 s with two (scripts/benchmark_drift.py).
+    cpu_threads = 1
     metric = "per"
     higher_is_better = False
     prediction_unit = "sequence"

@@ -21,12 +21,15 @@ DEMO = REPO / "data" / "demo"
 NAMES = ["|", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ'"]
 
 
-def test_asr_trains_evaluates_and_transcribes(tmp_path):
+def test_asr_trains_evaluates_and_transcribes(tmp_path, capsys):
     expdir = tmp_path / "exp"
     tiny = ["runner.total_steps=3", "runner.eval_step=3", "runner.log_step=1", "runner.batch_size=4", "runner.eval_batch_size=24"]
     results = run_downstream.main(["-u", "fbank", "-d", "asr_ctc", "-p", str(expdir), "-o", *tiny])  # the shipped config
     written = json.loads((expdir / "results.json").read_text())
-    assert written["metric"] == "wer" and written["higher_is_better"] is False
+    # The demo config picks the checkpoint by CER (WER stays near 1.0 there), and the log shows both.
+    assert written["metric"] == "cer" and written["higher_is_better"] is False
+    dev_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("step 3: dev cer"))
+    assert ", wer " in dev_line and ", loss " in dev_line
     for split in ("dev", "test"):
         assert set(written[split]) == {"wer", "cer", "loss"} and math.isfinite(written[split]["loss"])
         assert 0.0 <= written[split]["cer"] <= 5.0 and written[split]["wer"] >= 0.0
@@ -108,3 +111,19 @@ def test_bad_transcripts_name_the_file_and_line(corpus, edit, message):
     path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         build(corpus)
+
+
+@pytest.mark.parametrize("task, user_threads, expected", [("asr_ctc", None, 1), ("phone_ctc", None, 1),
+                                                          ("speaker_frame", None, 2), ("asr_ctc", "2", 2)])
+def test_run_downstream_gives_the_recurrent_heads_one_thread_unless_the_user_chose(task, user_threads, expected, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    if user_threads is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", user_threads)
+    monkeypatch.setitem(run_downstream.MODES, "train", lambda args: torch.get_num_threads())
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert run_downstream.main(["-u", "fbank", "-d", task]) == expected
+    finally:
+        torch.set_num_threads(before)

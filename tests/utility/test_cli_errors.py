@@ -136,6 +136,10 @@ MISTAKES = [
         ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps={a: 1, a: 2}"],
         "override 'runner.total_steps={a: 1, a: 2}' line 1, column 8: not valid YAML: key 'a' given twice",
     ),
+    # Not an abbreviation of --tasks-dir: every option is written out.
+    (run_downstream.main, ["-u", "fbank", "--task", "phone_linear", "-p", "OUT"], "unrecognized arguments: --task"),
+    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--stop", "3"], "unrecognized arguments: --stop"),
+    (hub._main, ["from_checkpoint", AUDIO], "from_checkpoint builds what a checkpoint describes: give it with -k CKPT"),
     (hub._main, ["aalbert_4L", AUDIO], "unknown upstream 'aalbert_4L'"),
     (hub._main, ["fbank", "TMP/missing.flac"], "audio file not found"),
     (hub._main, ["aalbert_3L", "-k", "TMP/notes.txt", AUDIO], "not a loadable checkpoint"),
