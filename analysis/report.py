@@ -46,7 +46,7 @@ from .cells import (
 )
 from .layerwise import DEFAULT_TASKS, layer_cells, write_layerwise
 from .proportion import DEFAULT_PROPORTIONS, proportion_cells, proportion_rows, write_proportions
-from .tables import markdown_table
+from .tables import markdown_table, report_header
 
 REPORT = "report.md"
 STAGES = ("weighted_sum", "layerwise", "proportion", "finetune")
@@ -130,14 +130,7 @@ def write_report(
     layers = [result_row(c, r) for c, r in layer_done]
     facts = [{**row, "seconds_per_audio_minute": round(row["seconds_per_audio_minute"], 3)} for row in facts]
     lines = [
-        "# Upstream comparison",
-        "",
-        "Command:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *report_header("Upstream comparison", command),
         f"Corpus: `{corpus_root(args) or 'demo corpus (data/demo)'}`; seed {args.seed}; "
         f"task config overrides: `{' '.join(override_list(args)) or 'none'}`.",
         "Metrics: dev selects the checkpoint, test is reported with it (see each task's README).",

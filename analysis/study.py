@@ -55,7 +55,7 @@ from utility.cli import ArgumentParser, run_cli
 from .cells import Cell, ProbeSettings, UpstreamChoice, own_outdir, result_row, run_cell
 from .layerwise import plot_layerwise
 from .plotting import plt, save_figure
-from .tables import markdown_table, write_table
+from .tables import markdown_table, report_header, write_table
 
 DEFAULT_TASKS = ("phone_linear", "speaker_utterance")
 # Probes long enough to converge on a corpus of a few hours, stopped early when dev stalls.
@@ -276,14 +276,7 @@ def write_report(plan: StudyPlan, command: str, curves: dict[str, dict[str, Any]
                  **{f"{name} ({curve['baselines'][name]:.3f})": curve["first_beaten"][name] for name in PREDICTORS}}
                 for upstream, curve in curves.items()]
     lines = [
-        "# Pretraining study: pretrained against random weights of the same architecture",
-        "",
-        "Command:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+        *report_header("Pretraining study: pretrained against random weights of the same architecture", command),
         f"Pretraining corpus `{plan.pretrain_corpus.name}`, evaluation corpus `{plan.eval_corpus.name}`; "
         f"probe seeds {list(plan.probe_seeds)}, random-weight seeds {list(plan.random_seeds)}; probe settings "
         f"`{' '.join(plan.probe_overrides)}`; pretraining overrides `{' '.join(plan.pretrain_overrides) or 'none'}`.",

@@ -32,3 +32,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row[name]) for name in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def report_header(title: str, command: str) -> list[str]:
+    """The first lines of a Markdown report: its title and the command that wrote it."""
+    return [f"# {title}", "", "Command:", "", "```", command, "```", ""]

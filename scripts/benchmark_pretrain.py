@@ -162,23 +162,11 @@ def measure_s3prl(name: str, batch: int, frames: int, steps: int) -> dict:
     from s3prl.upstream.mockingjay.model import TransformerConfig, TransformerModel, TransformerSpecPredictionHead
 
     from upstream import get_entry
+    from upstream.s3prl.export import s3prl_upstream_config
 
-    encoder = get_entry(name).preset().encoder
-    config = TransformerConfig(
-        {
-            "hidden_size": encoder.hidden_size,
-            "num_hidden_layers": encoder.num_layers,
-            "num_attention_heads": encoder.num_heads,
-            "hidden_act": "gelu",
-            "intermediate_size": encoder.intermediate_size,
-            "hidden_dropout_prob": encoder.hidden_dropout,
-            "attention_probs_dropout_prob": encoder.attention_dropout,
-            "initializer_range": encoder.initializer_range,
-            "layer_norm_eps": encoder.layer_norm_eps,
-            "share_layer": encoder.share_layer,
-            "pre_layer_norm": encoder.pre_layer_norm,
-        }
-    )
+    preset = get_entry(name).preset()
+    encoder = preset.encoder
+    config = TransformerConfig(s3prl_upstream_config(preset)["transformer"])
     torch.manual_seed(0)
     transformer, head = TransformerModel(config, 80), TransformerSpecPredictionHead(config, 80)
     parameters = list(transformer.parameters()) + list(head.parameters())

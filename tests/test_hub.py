@@ -67,7 +67,7 @@ def test_every_registered_upstream_has_a_plain_hub_function(monkeypatch):
         assert function.__name__ == name and function.__module__ == "hub"  # written out, not generated
         entry = get_entry(name)
         states = entry.num_layers + 1 if entry.num_layers else 1
-        summary = function.__doc__.splitlines()[0]
+        summary = " ".join(function.__doc__.split("\n\n")[0].split())  # the first paragraph, wrapped or not
         assert summary.startswith(entry.description.splitlines()[0].rstrip("."))
         assert summary.endswith(f"; {states} hidden state{'s' if states > 1 else ''}.")
         function("model.ckpt", precision="bfloat16")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .typed_config import check_choice
+
 CPUINFO = Path("/proc/cpuinfo")
 # Features printed beside speed numbers: float32 vector width, then native bf16 / matrix units.
 REPORTED_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16")
@@ -82,8 +84,6 @@ def cpu_bf16_choice(setting: str, name: str = "runner.cpu_bf16") -> tuple[bool, 
 
     ``auto`` takes bfloat16 exactly where it is native (:func:`native_bf16`); ``on`` insists and
     is refused where it is not, because emulated bfloat16 is slower than float32."""
-    from upstream.config import check_choice  # here: upstream imports this module
-
     check_choice(name, setting, CPU_BF16_CHOICES)
     native = native_bf16()
     features = ", ".join(sorted(cpu_flags() & NATIVE_BF16_FEATURES)) or "no AVX512-BF16, AMX or BF16"
