@@ -52,7 +52,7 @@ from utility.checkpoint_file import read_checkpoint_file
 from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, run_cli
 
-from .cells import Cell, ProbeSettings, UpstreamChoice, own_outdir, result_row, run_cell
+from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, result_row, run_cell
 from .layerwise import plot_layerwise
 from .plotting import plt, save_figure
 from .tables import markdown_table, report_header, write_table
@@ -83,6 +83,7 @@ class StudyPlan:
     probe_overrides: tuple[str, ...]
     pretrain_overrides: tuple[str, ...] = ()
     device: str = "auto"
+    report_only: bool = False  # report what is finished; train nothing
 
     def pretrain_dir(self, upstream: str) -> Path:
         return self.outdir / "pretrain" / upstream
@@ -103,7 +104,10 @@ def pretrain_all(plan: StudyPlan) -> dict[str, Path]:
     best = {}
     for upstream in plan.upstreams:
         folder = plan.pretrain_dir(upstream)
-        if CheckpointKeeper(folder).latest() is not None:
+        if plan.report_only:
+            if not (folder / "best.ckpt").is_file():
+                raise FileNotFoundError(f"--report-only: {folder} holds no finished pretraining run (best.ckpt)")
+        elif CheckpointKeeper(folder).latest() is not None:
             pretrain(resume=folder, device=plan.device)
         else:
             budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
@@ -180,8 +184,11 @@ def random_networks(plan: StudyPlan, pretrained: dict[str, Path]) -> dict[str, l
 
 # ---- 4. probes -----------------------------------------------------------------------------
 
-def probe_all(plan: StudyPlan, pretrained: dict[str, Path], random: dict[str, list[Path]]) -> list[dict[str, Any]]:
-    """Every probe of the study as table rows (with ``kind``, ``upstream_seed``, ``probe_seed``)."""
+def probe_all(
+    plan: StudyPlan, pretrained: dict[str, Path], random: dict[str, list[Path]], missing: list[str]
+) -> list[dict[str, Any]]:
+    """Every probe of the study as table rows (with ``kind``, ``upstream_seed``, ``probe_seed``);
+    with ``plan.report_only``, unfinished probes are listed in ``missing`` instead of trained."""
     rows = []
     for upstream, best in pretrained.items():
         models = [("pretrained", None, UpstreamChoice(upstream, str(best), f"{upstream}_pretrained"))]
@@ -198,6 +205,9 @@ def probe_all(plan: StudyPlan, pretrained: dict[str, Path], random: dict[str, li
                 for task in plan.tasks:
                     for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
                         cell = Cell(task, choice, layer)
+                        if plan.report_only and not is_finished(cell, plan.probe_root(probe_seed)):
+                            missing.append(f"{cell.folder(plan.probe_root(probe_seed))}")
+                            continue
                         results = run_cell(cell, plan.probe_root(probe_seed), settings, model)
                         rows.append({**result_row(cell, results), "family": upstream, "kind": kind,
                                      "upstream_seed": upstream_seed, "probe_seed": probe_seed})
@@ -234,6 +244,8 @@ def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if not mine:
                 continue
             values = {kind: [row["test"] for row in mine if row["kind"] == kind] for kind in ("pretrained", "random")}
+            if not values["pretrained"] or not values["random"]:
+                continue  # a partial report (--report-only) before both groups have a probe
             comparison = compare(values["pretrained"], values["random"])
             table.append({"family": family, "task": task, "metric": mine[0]["metric"], **comparison})
     return table
@@ -263,7 +275,9 @@ def family_table(plan: StudyPlan, curves: dict[str, dict[str, Any]], rows: Seque
     return table
 
 
-def write_report(plan: StudyPlan, command: str, curves: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> Path:
+def write_report(
+    plan: StudyPlan, command: str, curves: dict[str, dict[str, Any]], rows: list[dict[str, Any]], missing: Sequence[str] = ()
+) -> Path:
     out = plan.outdir
     write_table(rows, out, "probes")
     (out / "curves.json").write_text(json.dumps(curves, indent=2) + "\n")
@@ -312,6 +326,9 @@ def write_report(plan: StudyPlan, command: str, curves: dict[str, dict[str, Any]
             markdown_table(layers, ["task", "upstream", "layer", "metric", "dev", "test", "learned"]),
             "",
         ]
+    if missing:
+        lines += [f"**Partial report** (`--report-only`): {len(missing)} probe(s) not finished yet, left out:", "",
+                  *[f"- `{Path(folder).relative_to(out)}`" for folder in missing], ""]
     path = out / REPORT
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_text("\n".join(lines))
@@ -324,8 +341,9 @@ def run_study(plan: StudyPlan, command: str) -> Path:
         pretrained = pretrain_all(plan)
         curves = {upstream: learning_curve(plan.pretrain_dir(upstream)) for upstream in plan.upstreams}
         random = random_networks(plan, pretrained)
-        rows = probe_all(plan, pretrained, random)
-        return write_report(plan, command, curves, rows)
+        missing: list[str] = []
+        rows = probe_all(plan, pretrained, random, missing)
+        return write_report(plan, command, curves, rows, missing)
 
 
 def parse_plan(argv: Sequence[str]) -> StudyPlan:
@@ -346,6 +364,8 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     parser.add_argument("--pretrain-override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                         help="pretraining setting overrides on top of --recipe, e.g. runner.cpu_bf16=false")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from what is finished (pretraining must be), training nothing")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1 or args.minutes is not None and not 0 < args.minutes < math.inf:
         parser.error("--steps must be >= 1 and --minutes a positive number")
@@ -358,6 +378,7 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         upstreams=tuple(args.upstreams), steps=args.steps, minutes=args.minutes, tasks=tuple(args.tasks),
         probe_seeds=tuple(args.probe_seeds), random_seeds=tuple(args.random_seeds), probe_overrides=tuple(overrides),
         pretrain_overrides=tuple(item for group in args.pretrain_override for item in group), device=args.device,
+        report_only=args.report_only,
     )
 
 
