@@ -71,3 +71,18 @@ def test_a_rerun_reads_everything_back(study_run):
     before = {p: p.stat().st_mtime_ns for p in files}
     assert study.main(argv) == path
     assert all(p.stat().st_mtime_ns == before[p] for p in files)
+
+
+def test_report_only_lists_unfinished_probes_and_trains_nothing(study_run):
+    argv, path = study_run
+    out = path.parent
+    cell = out / "probes" / "seed2" / "speaker_utterance" / "aalbert_3L_random12" / "weighted_sum"
+    (cell / "results.json").rename(cell / "results.json.kept")
+    try:
+        study.main(argv + ["--report-only"])
+        text = path.read_text()
+        assert "**Partial report**" in text and "probes/seed2/speaker_utterance/aalbert_3L_random12/weighted_sum" in text
+        assert "(n=3)" in text, "the random group without the unfinished probe"
+        assert not (cell / "results.json").exists(), "nothing trained"
+    finally:
+        (cell / "results.json.kept").rename(cell / "results.json")
