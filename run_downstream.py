@@ -46,24 +46,43 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
     parser.add_argument("-n", "--expname", help="experiment name: result/downstream/NAME")
     parser.add_argument("-p", "--expdir", help="experiment folder (instead of -n)")
     parser.add_argument(
-        "-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+        "-o",
+        "--override",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
         help="config override, e.g. -o runner.total_steps=1000 data.root=/data/LibriSpeech",
     )
     parser.add_argument("-f", "--finetune", action="store_true", help="train the upstream too")
     parser.add_argument(
-        "-l", "--layer", type=int, default=None,
+        "-l",
+        "--layer",
+        type=int,
+        default=None,
         help="use one hidden state (0: input representation, -1: last layer); default: learnable weighted sum",
     )
     parser.add_argument("-e", "--past_exp", help="experiment folder or .ckpt: resume (train), or the probe to evaluate / apply")
-    parser.add_argument(SKIP_DAMAGED_FLAG, action="store_true", help="with -e FOLDER: use its newest intact checkpoint when newer ones are damaged")
     parser.add_argument(
-        ALLOW_FLAG, action="store_true",
+        SKIP_DAMAGED_FLAG,
+        action="store_true",
+        help="with -e FOLDER: use its newest intact checkpoint when newer ones are damaged",
+    )
+    parser.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
         help="with -e: use the upstream checkpoint even if it changed since the probe was trained (the results record it)",
     )
-    parser.add_argument("-t", "--split", action="append", choices=SPLITS, help="evaluate: split(s) to score (default dev and test)")
+    parser.add_argument(
+        "-t", "--split", action="append", choices=SPLITS, help="evaluate: split(s) to score (default dev and test)"
+    )
     parser.add_argument("-i", "--inputs", nargs="+", help="inference: audio files")
     parser.add_argument("--output", help="inference: write predictions here instead of printing them")
-    parser.add_argument("--seed", type=int, help="seeds weights, batches and the train_proportion draw (default 1337; a resumed run keeps its own)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seeds weights, batches and the train_proportion draw (default 1337; a resumed run keeps its own)",
+    )
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
     parser.add_argument("--tasks-dir", type=Path, default=tasks_dir, help="where task folders are looked up")
     return parser

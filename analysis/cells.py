@@ -28,7 +28,6 @@ from utility.experiment_lock import ExperimentLock
 from utility.interrupt import TrainingInterrupted, stop_at_step_boundary
 
 
-
 @dataclass(frozen=True)
 class UpstreamChoice:
     """An upstream to analyse: a registered name, optionally its checkpoint, and the label it
@@ -71,7 +70,8 @@ def parse_upstreams(texts: Sequence[str]) -> list[UpstreamChoice]:
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise ValueError(
-            f"upstream label(s) {repeated} given twice; label each one, e.g. random={repeated[0]} pretrained={repeated[0]}:model.ckpt"
+            f"upstream label(s) {repeated} given twice; label each one, "
+            f"e.g. random={repeated[0]} pretrained={repeated[0]}:model.ckpt"
         )
     return choices
 
@@ -145,9 +145,7 @@ def same_settings(stored: Any, current: Any, defaults: Any) -> bool:
         return False  # a setting was removed: the stored run used something this one cannot
     defaults = defaults if isinstance(defaults, dict) else {}
     return all(
-        same_settings(stored[key], value, defaults.get(key))
-        if key in stored
-        else key in defaults and value == defaults[key]
+        same_settings(stored[key], value, defaults.get(key)) if key in stored else key in defaults and value == defaults[key]
         for key, value in current.items()
     )
 
@@ -168,7 +166,9 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
 
     def check(stored: RunSpec, source: Path) -> None:
         # Folders are named by cell, not by every setting: a stored run must match this one.
-        if not same_settings(without_storage_keys(stored.to_dict()), without_storage_keys(spec.to_dict()), {"config": task_defaults}):
+        if not same_settings(
+            without_storage_keys(stored.to_dict()), without_storage_keys(spec.to_dict()), {"config": task_defaults}
+        ):
             raise ValueError(
                 f"{source} holds a probe trained with other settings (corpus, overrides, seed or "
                 "checkpoint) than this command's; use another output folder, or delete that one"
@@ -249,20 +249,32 @@ def run_cells(
 def add_probe_arguments(parser: argparse.ArgumentParser, default_tasks: Sequence[str]) -> None:
     """Options every analysis command shares: what to probe, on which corpus, how."""
     parser.add_argument(
-        "-u", "--upstreams", nargs="+", required=True, metavar="[LABEL=]NAME[:CKPT]",
+        "-u",
+        "--upstreams",
+        nargs="+",
+        required=True,
+        metavar="[LABEL=]NAME[:CKPT]",
         help="upstreams to compare, e.g. fbank aalbert_3L:aalbert.ckpt random=aalbert_3L (no checkpoint: random weights)",
     )
     parser.add_argument("-d", "--tasks", nargs="+", default=list(default_tasks), help="task folders to probe with")
     parser.add_argument("-p", "--outdir", type=Path, required=True, help="output folder: cells, tables and plots")
     parser.add_argument(
-        "-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+        "-o",
+        "--override",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
         help="task config override for every probe, as in run_downstream.py, e.g. -o data.root=/data/LibriSpeech "
         "runner.total_steps=500 (default corpus: the demo data)",
     )
-    parser.add_argument("--seed", type=int, default=1337, help="probe seed; also draws the weights of upstreams without a checkpoint")
+    parser.add_argument(
+        "--seed", type=int, default=1337, help="probe seed; also draws the weights of upstreams without a checkpoint"
+    )
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
     parser.add_argument(
-        SKIP_DAMAGED_FLAG, action="store_true",
+        SKIP_DAMAGED_FLAG,
+        action="store_true",
         help="a cell whose newest checkpoints are damaged continues from its newest intact one",
     )
 

@@ -83,8 +83,12 @@ def measure_upstream(choice: UpstreamChoice, root: Path, num_utterances: int, se
 
 
 def report_cells(
-    choice: UpstreamChoice, num_hidden_states: int, tasks: Sequence[str], proportion_task: str,
-    proportions: Sequence[float], stages: Sequence[str],
+    choice: UpstreamChoice,
+    num_hidden_states: int,
+    tasks: Sequence[str],
+    proportion_task: str,
+    proportions: Sequence[float],
+    stages: Sequence[str],
 ) -> list[Cell]:
     """The cells of the chosen stages; shared cells run once (the weighted-sum cell is also a
     layer-wise cell and the proportion-1 cell of the sweep). Feature baselines get no
@@ -111,11 +115,17 @@ def layer_summary(layer_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         best = max(single, key=lambda row: row["dev"] if row["higher_is_better"] else -row["dev"])
         last = max(single, key=lambda row: int(row["layer"].removeprefix("layer_")))
         weighted = next(row for row in mine if row["layer"] == "weighted_sum")
-        summary.append({
-            "task": key[0], "upstream": key[1], "metric": best["metric"],
-            "best layer (dev)": best["layer"], "its test": best["test"],
-            "last layer test": last["test"], "weighted sum test": weighted["test"],
-        })
+        summary.append(
+            {
+                "task": key[0],
+                "upstream": key[1],
+                "metric": best["metric"],
+                "best layer (dev)": best["layer"],
+                "its test": best["test"],
+                "last layer test": last["test"],
+                "weighted sum test": weighted["test"],
+            }
+        )
     return summary
 
 
@@ -145,15 +155,24 @@ def write_report(
         "",
     ]
     if "weighted_sum" in args.stages:
-        lines += ["## Probes on the learned weighted sum of hidden states", "",
-                  markdown_table(weighted, ["task", "upstream", "metric", "dev", "test", "train_utterances", "learned"]), "",
-                  "`learned`: false when a classification probe's best dev cross-entropy stayed above 97 % of "
-                  "chance (ln of the number of classes): it did not train, so its score says nothing about the "
-                  "features. Mean-pooled `mel` is zero for every utterance (per-utterance CMVN): its pooled "
-                  "speaker probes are at chance by construction.", ""]
+        lines += [
+            "## Probes on the learned weighted sum of hidden states",
+            "",
+            markdown_table(weighted, ["task", "upstream", "metric", "dev", "test", "train_utterances", "learned"]),
+            "",
+            "`learned`: false when a classification probe's best dev cross-entropy stayed above 97 % of "
+            "chance (ln of the number of classes): it did not train, so its score says nothing about the "
+            "features. Mean-pooled `mel` is zero for every utterance (per-utterance CMVN): its pooled "
+            "speaker probes are at chance by construction.",
+            "",
+        ]
     if tuned:
-        lines += ["## Fine-tuned probes (upstream trained too)", "",
-                  markdown_table(tuned, ["task", "upstream", "metric", "dev", "test"]), ""]
+        lines += [
+            "## Fine-tuned probes (upstream trained too)",
+            "",
+            markdown_table(tuned, ["task", "upstream", "metric", "dev", "test"]),
+            "",
+        ]
     if "layerwise" in args.stages:
         pictures = write_layerwise(layer_done, outdir / "cells", outdir)
         lines += [
@@ -164,7 +183,10 @@ def write_report(
             "![test metric against layer](layerwise.png)",
             "",
             *(["![learned layer weights](layer_weights.png)", ""] if "layer_weights" in pictures else []),
-            markdown_table(layer_summary(layers), ["task", "upstream", "metric", "best layer (dev)", "its test", "last layer test", "weighted sum test"]),
+            markdown_table(
+                layer_summary(layers),
+                ["task", "upstream", "metric", "best layer (dev)", "its test", "last layer test", "weighted sum test"],
+            ),
             "",
             markdown_table(layers, ["task", "upstream", "layer", "metric", "dev", "test"]),
             "",
@@ -176,7 +198,9 @@ def write_report(
             "",
             "![test metric against proportion of training labels](proportion.png)",
             "",
-            markdown_table(proportion_rows(sweep_done), ["upstream", "train_proportion", "train_utterances", "metric", "dev", "test"]),
+            markdown_table(
+                proportion_rows(sweep_done), ["upstream", "train_proportion", "train_utterances", "metric", "dev", "test"]
+            ),
             "",
         ]
     path = outdir / REPORT
@@ -191,7 +215,10 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--proportions", nargs="+", type=float, default=list(DEFAULT_PROPORTIONS))
     parser.add_argument("--proportion-task", help="task of the proportion sweep (default: the first of -d)")
     parser.add_argument(
-        "--stages", nargs="+", choices=STAGES, default=list(DEFAULT_STAGES),
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        default=list(DEFAULT_STAGES),
         help=f"what to run and report (default: {' '.join(DEFAULT_STAGES)})",
     )
     parser.add_argument("--speed-utterances", type=int, default=5, help="utterances timed per upstream")

@@ -29,23 +29,44 @@ def experiment_dir(args: argparse.Namespace, spec: RunSpec) -> Path:
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.past_exp is not None:
-        fixed = [flag for flag, value in (("-u", args.upstream), ("-k", args.upstream_ckpt), ("-d", args.downstream),
-                 ("-c", args.config), ("-l", args.layer), ("-f", args.finetune or None), ("--seed", args.seed))
-                 if value is not None]
+        fixed = [
+            flag
+            for flag, value in (
+                ("-u", args.upstream),
+                ("-k", args.upstream_ckpt),
+                ("-d", args.downstream),
+                ("-c", args.config),
+                ("-l", args.layer),
+                ("-f", args.finetune or None),
+                ("--seed", args.seed),
+            )
+            if value is not None
+        ]
         if fixed:
             raise ValueError(
                 f"-e resumes a run with its own saved settings; {', '.join(fixed)} cannot change them "
                 "(config values can: -o key=value)"
             )
         return experiment.resume(
-            args.past_exp, overrides=args.override, skip_damaged=args.skip_damaged,
-            allow_upstream_change=args.allow_upstream_change, tasks_dir=args.tasks_dir, device=args.device,
+            args.past_exp,
+            overrides=args.override,
+            skip_damaged=args.skip_damaged,
+            allow_upstream_change=args.allow_upstream_change,
+            tasks_dir=args.tasks_dir,
+            device=args.device,
         )
     if args.downstream is None:
         raise ValueError("choose a task with -d (see -h for the list), or resume a run with -e EXPDIR")
     spec = experiment.new_spec(
-        args.downstream, args.upstream, args.upstream_ckpt, layer=args.layer, fine_tune=args.finetune,
-        seed=DEFAULT_SEED if args.seed is None else args.seed, config_file=args.config, overrides=args.override, tasks_dir=args.tasks_dir,
+        args.downstream,
+        args.upstream,
+        args.upstream_ckpt,
+        layer=args.layer,
+        fine_tune=args.finetune,
+        seed=DEFAULT_SEED if args.seed is None else args.seed,
+        config_file=args.config,
+        overrides=args.override,
+        tasks_dir=args.tasks_dir,
     )
     return experiment.train(spec, experiment_dir(args, spec), tasks_dir=args.tasks_dir, device=args.device)
 
@@ -54,8 +75,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     if args.past_exp is None:
         raise ValueError("evaluate needs the experiment to evaluate: -e EXPDIR (its best.ckpt) or -e FILE.ckpt")
     metrics = experiment.evaluate(
-        args.past_exp, splits=args.split or ["dev", "test"], overrides=args.override,
-        allow_upstream_change=args.allow_upstream_change, tasks_dir=args.tasks_dir, device=args.device,
+        args.past_exp,
+        splits=args.split or ["dev", "test"],
+        overrides=args.override,
+        allow_upstream_change=args.allow_upstream_change,
+        tasks_dir=args.tasks_dir,
+        device=args.device,
     )
     for split, values in metrics.items() if int(os.environ.get("RANK", "0")) == 0 else ():
         print(f"{split}: " + ", ".join(f"{name} {value:.4f}" for name, value in values.items()))
@@ -73,7 +98,9 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
     usable, predictions, problems = predict_files(model, args.inputs)
     notes = []
     if upstream_file is not None and "replaced" in upstream_file:
-        notes.append(f"upstream checkpoint {upstream_file['path']} has changed since the probe was trained (--allow-upstream-change)")
+        notes.append(
+            f"upstream checkpoint {upstream_file['path']} has changed since the probe was trained (--allow-upstream-change)"
+        )
     text = format_predictions(model, spec, usable, predictions, notes)
     if args.output:
         Path(args.output).write_text(text)

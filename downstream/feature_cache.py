@@ -233,11 +233,19 @@ def extract(
     # Workers read files while the model runs; sources that are not files are made in-process.
     workers = num_workers if num_workers > 0 else (1 if all(is_file_source(d.sources[i]) for d, i, _ in items) else 0)
     loader = torch.utils.data.DataLoader(
-        _Waveforms(items), batch_sampler=batches, num_workers=workers, collate_fn=_as_list,
+        _Waveforms(items),
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_as_list,
         worker_init_fn=ignore_interrupts_in_worker if workers else None,  # the main process stops them
     )
-    progress = tqdm(total=round(sum(lengths) / upstream.sample_rate), unit="s", desc="extracting features (audio seconds)",
-                    disable=not show_progress, dynamic_ncols=True)
+    progress = tqdm(
+        total=round(sum(lengths) / upstream.sample_rate),
+        unit="s",
+        desc="extracting features (audio seconds)",
+        disable=not show_progress,
+        dynamic_ncols=True,
+    )
     done = 0
     try:
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
@@ -247,8 +255,10 @@ def extract(
                 hidden = output["hidden_states"] if states is None else [output["hidden_states"][states]]
                 # Each utterance's (frames, states, hidden), converted state by state: one copy at
                 # the storage dtype, never the whole batch's float32 states stacked again.
-                tensors = [torch.stack([state[row, :n].to(dtype) for state in hidden], dim=1).cpu()
-                           for row, n in enumerate(output["lengths"].tolist())]
+                tensors = [
+                    torch.stack([state[row, :n].to(dtype) for state in hidden], dim=1).cpu()
+                    for row, n in enumerate(output["lengths"].tolist())
+                ]
                 done += len(batch)  # before add: a shard that fails to write still holds this batch
                 store.add([key for key, _ in pairs], tensors)
                 progress.update(round(sum(wav.numel() for _, wav in pairs) / upstream.sample_rate))
@@ -355,7 +365,9 @@ def plan_cache(
             return CachePlan("memory", estimate_bytes, "fits the memory budget")
         if fits_disk:
             return CachePlan("disk", estimate_bytes, "larger than the memory budget" if not distributed else "torchrun")
-        return CachePlan("off", estimate_bytes, f"neither the memory budget nor the {describe_size(free_bytes)} free on disk hold it")
+        return CachePlan(
+            "off", estimate_bytes, f"neither the memory budget nor the {describe_size(free_bytes)} free on disk hold it"
+        )
     if requested == "disk" and not fits_disk:
         raise ValueError(
             f"runner.feature_cache=disk: the cache needs about {describe_size(needed)} more in {store_folder} but its disk "
@@ -434,14 +446,21 @@ def serve_from_cache(
     if store_folder.is_dir():
         sweep_temporaries(store_folder)  # a dead run's leftovers must not count against the free space
     plan = plan_cache(
-        config.mode, fine_tune, estimate, config.memory_budget_bytes, store_folder, context.is_distributed,
-        shutil.disk_usage(_existing_parent(store_folder)).free, stored_bytes(store_folder),
+        config.mode,
+        fine_tune,
+        estimate,
+        config.memory_budget_bytes,
+        store_folder,
+        context.is_distributed,
+        shutil.disk_usage(_existing_parent(store_folder)).free,
+        stored_bytes(store_folder),
     )
     frames = int(upstream.num_frames(torch.tensor(samples)).sum()) if samples else 0
     stored = upstream.num_hidden_states if states is None else 1
     log(
         f"feature cache: {len(samples)} utterances, {frames} frames x {stored} hidden state(s) x {max(upstream.hidden_sizes)} x "
-        f"{torch.empty((), dtype=config.torch_dtype).element_size()} bytes = {describe_size(estimate)} -> {plan.mode} ({plan.reason})"
+        f"{torch.empty((), dtype=config.torch_dtype).element_size()} bytes = {describe_size(estimate)} "
+        f"-> {plan.mode} ({plan.reason})"
     )
     if plan.mode == "off":
         return dict(datasets)

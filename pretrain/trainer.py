@@ -115,8 +115,11 @@ class Pretrainer:
             cpu_bf16, self.precision_note = cpu_bf16_choice(runner.cpu_bf16)
         self.precision = mixed_precision(self.device, enabled=runner.amp, cpu_bf16=cpu_bf16)
         self.update = UpdateStep(
-            self.network, optimizer, linear_warmup_decay(optimizer, settings.warmup_steps, runner.total_steps),
-            self.precision, runner.gradient_clipping,
+            self.network,
+            optimizer,
+            linear_warmup_decay(optimizer, settings.warmup_steps, runner.total_steps),
+            self.precision,
+            runner.gradient_clipping,
         )
         self.keeper = CheckpointKeeper(experiment, max_keep=runner.max_keep)
         if context.is_main:
@@ -169,8 +172,13 @@ class Pretrainer:
         steps = max(1, int(budget / (step_seconds + eval_seconds / runner.save_step)))
         runner.total_steps = steps
         self.update.scheduler = linear_warmup_decay(self.update.optimizer, self.settings.warmup_steps, steps)
-        log.info("runner.max_minutes=%g: %.2f s per step, %.1f s per held-out evaluation -> runner.total_steps=%d",
-                 max_minutes, step_seconds, eval_seconds, steps)
+        log.info(
+            "runner.max_minutes=%g: %.2f s per step, %.1f s per held-out evaluation -> runner.total_steps=%d",
+            max_minutes,
+            step_seconds,
+            eval_seconds,
+            steps,
+        )
         return steps
 
     def _parameter_groups(self) -> list[dict[str, Any]]:
@@ -190,16 +198,26 @@ class Pretrainer:
         runner = self.settings.runner
         stop = min(runner.total_steps, stop_at_step) if stop_at_step is not None else runner.total_steps
         outcome = PretrainOutcome(
-            experiment=self.experiment, step=self.step, finished=False, upstream=self.upstream, dev_baselines=dict(self.dev_baselines)
+            experiment=self.experiment,
+            step=self.step,
+            finished=False,
+            upstream=self.upstream,
+            dev_baselines=dict(self.dev_baselines),
         )
         if self.step == 0 and self.dev_set:
-            log.info("held-out masked L1 of trivial predictors: %s",
-                     ", ".join(f"{name} {value:.4f}" for name, value in self.dev_baselines.items()))
+            log.info(
+                "held-out masked L1 of trivial predictors: %s",
+                ", ".join(f"{name} {value:.4f}" for name, value in self.dev_baselines.items()),
+            )
             outcome.dev_history.append((0, self._log_dev_loss()))
         loader = iter(training_loader(self.train_set, self.step, stop, pin_memory=self.device.type == "cuda"))
         progress = tqdm(
-            total=stop, initial=self.step, desc=f"pretrain {self.settings.upstream}", unit="step",
-            disable=not self.context.is_main, dynamic_ncols=True,
+            total=stop,
+            initial=self.step,
+            desc=f"pretrain {self.settings.upstream}",
+            unit="step",
+            disable=not self.context.is_main,
+            dynamic_ncols=True,
         )
         window: list[float] = []
         started = time.perf_counter()
@@ -212,7 +230,9 @@ class Pretrainer:
             outcome.train_losses.append(stats.loss)
             window.append(stats.loss)
             progress.update(1)
-            progress.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{self.update.scheduler.get_last_lr()[0]:.2e}", fps=f"{stats.frames / elapsed:.0f}")
+            progress.set_postfix(
+                loss=f"{stats.loss:.4f}", lr=f"{self.update.scheduler.get_last_lr()[0]:.2e}", fps=f"{stats.frames / elapsed:.0f}"
+            )
             self._record(stats, elapsed, window)
             scheduled = self.step % runner.save_step == 0 or self.step == stop
             interrupted = self.step < stop and stop_requested(self.context)
@@ -251,7 +271,10 @@ class Pretrainer:
         target_dim = self.settings.model.frontend.target_dim
         # Global count of target values under the mask, and of frames, known before any forward.
         totals = torch.tensor(
-            [[float(b.selected.sum()) * target_dim * rate, float(b.lengths.sum()), float(len(b.unreadable))] for b in micro_batches]
+            [
+                [float(b.selected.sum()) * target_dim * rate, float(b.lengths.sum()), float(len(b.unreadable))]
+                for b in micro_batches
+            ]
         ).sum(0)
         totals = self._all_reduce(totals)
         count = max(float(totals[0]), 1.0)
@@ -320,14 +343,21 @@ class Pretrainer:
         value = self.evaluate()
         best_name, best = min(self.dev_baselines.items(), key=lambda item: item[1])
         verdict = "beaten" if value < best else "not yet beaten"
-        log.info("step %d: held-out masked L1 %.4f (best trivial predictor: %s %.4f, %s)", self.step, value, best_name, best, verdict)
+        log.info(
+            "step %d: held-out masked L1 %.4f (best trivial predictor: %s %.4f, %s)", self.step, value, best_name, best, verdict
+        )
         for name, baseline in self.dev_baselines.items():
             key = f"first_beat_{name}"
             if value < baseline and key not in self.counters:
                 # The counters travel in every checkpoint, so a resumed run reports each crossing once.
                 self.counters[key] = self.step
-                log.info("step %d: held-out masked L1 %.4f falls below the %s predictor (%.4f) for the first time",
-                         self.step, value, name, baseline)
+                log.info(
+                    "step %d: held-out masked L1 %.4f falls below the %s predictor (%.4f) for the first time",
+                    self.step,
+                    value,
+                    name,
+                    baseline,
+                )
         self.writer.add_scalar("dev/masked_l1", value, self.step)
         for name, baseline in self.dev_baselines.items():
             self.writer.add_scalar(f"dev/trivial_{name}", baseline, self.step)
@@ -349,8 +379,11 @@ class Pretrainer:
         length = int(batch.lengths[0])
         stacked = length // self.settings.downsample_rate
         figure = reconstruction_figure(
-            batch.clean_inputs[0, :length], batch.inputs[0, :length], prediction[0, :stacked],
-            batch.targets[0, :length], self.settings.downsample_rate,
+            batch.clean_inputs[0, :length],
+            batch.inputs[0, :length],
+            prediction[0, :stacked],
+            batch.targets[0, :length],
+            self.settings.downsample_rate,
         )
         self.writer.add_figure("reconstruction", figure, self.step + 1)
 
@@ -361,8 +394,13 @@ class Pretrainer:
         payload = upstream_checkpoint(
             self.upstream,
             self.settings.upstream,
-            metadata={"step": self.step, "objective": "masked acoustic modelling", "dev_masked_l1": metric,
-                      "dev_trivial_masked_l1": dict(self.dev_baselines), "best_chosen_by": self._best_chosen_by()},
+            metadata={
+                "step": self.step,
+                "objective": "masked acoustic modelling",
+                "dev_masked_l1": metric,
+                "dev_trivial_masked_l1": dict(self.dev_baselines),
+                "best_chosen_by": self._best_chosen_by(),
+            },
         )
         payload["head"] = {k: v.detach().cpu() for k, v in self.model.head.state_dict().items()}
         payload[SECTION] = {
@@ -398,4 +436,3 @@ class Pretrainer:
         self.update.skipped = int(self.counters["skipped_nonfinite"])
         self.step = int(state["step"])
         self.keeper.load_state_dict(checkpoint.get(CheckpointKeeper.STATE_KEY, {}))
-
