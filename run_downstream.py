@@ -20,7 +20,7 @@ from downstream.commands import MODES
 from downstream.discovery import TASKS_DIR, available_tasks, task_cpu_threads
 from downstream.upstream_file import ALLOW_FLAG
 from upstream import entry_names
-from utility.cli import ArgumentParser, run_cli
+from utility.cli import ArgumentParser, add_override_option, run_cli
 from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG
 from utility.process_defaults import apply_cli_process_defaults
 
@@ -45,15 +45,7 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", help="task config YAML (default: the task folder's config.yaml)")
     parser.add_argument("-n", "--expname", help="experiment name: result/downstream/NAME")
     parser.add_argument("-p", "--expdir", help="experiment folder (instead of -n)")
-    parser.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. -o runner.total_steps=1000 data.root=/data/LibriSpeech",
-    )
+    add_override_option(parser, help="config override, e.g. -o runner.total_steps=1000 data.root=/data/LibriSpeech")
     parser.add_argument("-f", "--finetune", action="store_true", help="train the upstream too")
     parser.add_argument(
         "-l",
@@ -93,7 +85,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     early.add_argument("--tasks-dir", type=Path, default=TASKS_DIR)
     args = build_parser(early.parse_known_args(argv)[0].tasks_dir).parse_args(argv)
-    args.override = [item for group in args.override for item in group]
     # Flush-to-zero, allocator, and the task's thread count for a new run (utility/process_defaults.py).
     apply_cli_process_defaults(threads=task_cpu_threads(args.downstream, args.tasks_dir) if args.past_exp is None else None)
     return MODES[args.mode](args)

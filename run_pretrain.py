@@ -24,7 +24,7 @@ from pretrain.runner import pretrain
 from pretrain.settings import load_settings
 from pretrain.trainer import PretrainOutcome
 from upstream import entry_names
-from utility.cli import ArgumentParser, run_cli
+from utility.cli import ArgumentParser, add_override_option, run_cli
 from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG
 from utility.process_defaults import apply_cli_process_defaults
 
@@ -42,20 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("-n", "--name", help="experiment name: saved under result/pretrain/NAME")
     where.add_argument("-p", "--expdir", help="experiment folder (instead of -n)")
     parser.add_argument("-c", "--config", help="YAML file of run settings (overrides the defaults)")
-    parser.add_argument(
-        "-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
-        help="override settings, e.g. -o runner.total_steps=1000 model.encoder.hidden_size=256 (repeatable)",
+    add_override_option(
+        parser, help="override settings, e.g. -o runner.total_steps=1000 model.encoder.hidden_size=256 (repeatable)"
     )
     parser.add_argument("-e", "--resume", metavar="PATH", help="continue the run in this experiment folder or checkpoint")
     parser.add_argument(
-        SKIP_DAMAGED_FLAG, action="store_true",
+        SKIP_DAMAGED_FLAG,
+        action="store_true",
         help="with -e FOLDER: when its newest checkpoints are damaged, continue from the newest intact one",
     )
     parser.add_argument("--seed", type=int, help="random seed (default: runner.seed of the config)")
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
     parser.add_argument("--print-config", action="store_true", help="print the resolved settings of -u/-c/-o and exit")
     parser.add_argument(
-        "--stop-at-step", type=int, metavar="STEP",
+        "--stop-at-step",
+        type=int,
+        metavar="STEP",
         help="end this invocation at STEP with a checkpoint (for time-limited jobs); continue later with -e",
     )
     return parser
@@ -63,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[PretrainOutcome]:
     args = build_parser().parse_args(argv)
-    args.override = [item for group in args.override for item in group]
     if args.print_config:
         if args.upstream is None:
             raise ValueError("--print-config needs -u UPSTREAM")

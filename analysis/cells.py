@@ -24,6 +24,7 @@ from downstream.runner import RESULTS
 from downstream.settings import load_task_config
 from upstream import Upstream, build_upstream, get_entry
 from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG, CheckpointKeeper
+from utility.cli import add_override_option
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import TrainingInterrupted, stop_at_step_boundary
 
@@ -258,13 +259,8 @@ def add_probe_arguments(parser: argparse.ArgumentParser, default_tasks: Sequence
     )
     parser.add_argument("-d", "--tasks", nargs="+", default=list(default_tasks), help="task folders to probe with")
     parser.add_argument("-p", "--outdir", type=Path, required=True, help="output folder: cells, tables and plots")
-    parser.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
+    add_override_option(
+        parser,
         help="task config override for every probe, as in run_downstream.py, e.g. -o data.root=/data/LibriSpeech "
         "runner.total_steps=500 (default corpus: the demo data)",
     )
@@ -291,7 +287,7 @@ def own_outdir(outdir: Path) -> ExperimentLock:
 
 def override_list(args: argparse.Namespace) -> list[str]:
     """``-o`` values, flattened (each ``-o`` takes one or more KEY=VALUE)."""
-    return [item for group in args.override for item in group]
+    return list(args.override)
 
 
 def corpus_root(args: argparse.Namespace) -> Optional[str]:

@@ -50,7 +50,7 @@ from upstream.checkpoint import save_upstream
 from upstream.files import read_upstream_checkpoint
 from utility.checkpoint_file import read_checkpoint_file
 from utility.checkpoint_keeper import CheckpointKeeper
-from utility.cli import ArgumentParser, run_cli
+from utility.cli import ArgumentParser, add_override_option, run_cli
 
 from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, result_row, run_cell
 from .layerwise import plot_layerwise
@@ -60,7 +60,10 @@ from .tables import markdown_table, report_header, write_table
 DEFAULT_TASKS = ("phone_linear", "speaker_utterance")
 # Probes long enough to converge on a corpus of a few hours, stopped early when dev stalls.
 DEFAULT_PROBE_OVERRIDES = (
-    "runner.total_steps=3000", "runner.eval_step=100", "runner.log_step=100", "runner.early_stopping_patience=5",
+    "runner.total_steps=3000",
+    "runner.eval_step=100",
+    "runner.log_step=100",
+    "runner.early_stopping_patience=5",
 )
 REPORT = "report.md"
 WEIGHTED_SUM_COLUMNS = ["family", "task", "metric", "pretrained", "random", "difference", "welch_95ci"]
@@ -98,6 +101,7 @@ class StudyPlan:
 
 # ---- 1. pretraining ------------------------------------------------------------------------
 
+
 def pretrain_all(plan: StudyPlan) -> dict[str, Path]:
     """Pretrain (or finish pretraining) every upstream; returns each one's best.ckpt."""
     steps = plan.steps
@@ -112,7 +116,10 @@ def pretrain_all(plan: StudyPlan) -> dict[str, Path]:
         else:
             budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
             pretrain(
-                upstream=upstream, experiment=folder, config_file=plan.recipe, device=plan.device,
+                upstream=upstream,
+                experiment=folder,
+                config_file=plan.recipe,
+                device=plan.device,
                 overrides=[f"corpus.root={plan.pretrain_corpus}", *budget, *plan.pretrain_overrides],
             )
         steps = steps or int(settings_of(folder).runner.total_steps)  # the others get the same updates
@@ -130,6 +137,7 @@ def settings_of(folder: Path):
 
 
 # ---- 2. learning curves --------------------------------------------------------------------
+
 
 def learning_curve(folder: Path) -> dict[str, Any]:
     """Held-out masked L1 at every step checkpoint, the trivial predictors on the same held-out
@@ -165,6 +173,7 @@ def plot_curves(curves: dict[str, dict[str, Any]], path: Path) -> Path:
 
 # ---- 3. random-weight networks -------------------------------------------------------------
 
+
 def random_networks(plan: StudyPlan, pretrained: dict[str, Path]) -> dict[str, list[Path]]:
     """For each upstream, ``--random-seeds`` networks of the pretrained checkpoint's exact
     architecture, initialised as pretraining initialises (``torch.manual_seed``, then
@@ -184,6 +193,7 @@ def random_networks(plan: StudyPlan, pretrained: dict[str, Path]) -> dict[str, l
 
 # ---- 4. probes -----------------------------------------------------------------------------
 
+
 def probe_all(
     plan: StudyPlan, pretrained: dict[str, Path], random: dict[str, list[Path]], missing: list[str]
 ) -> list[dict[str, Any]]:
@@ -192,16 +202,19 @@ def probe_all(
     rows = []
     for upstream, best in pretrained.items():
         models = [("pretrained", None, UpstreamChoice(upstream, str(best), f"{upstream}_pretrained"))]
-        models += [("random", seed, UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}"))
-                   for seed, path in zip(plan.random_seeds, random[upstream])]
+        models += [
+            ("random", seed, UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}"))
+            for seed, path in zip(plan.random_seeds, random[upstream])
+        ]
         for kind, upstream_seed, choice in models:
             model = build_upstream(choice.name, choice.ckpt)
             layers = [None]
-            if (kind == "pretrained" or upstream_seed == plan.random_seeds[0]):
+            if kind == "pretrained" or upstream_seed == plan.random_seeds[0]:
                 layers += list(range(model.num_hidden_states))
             for probe_seed in plan.probe_seeds:
-                settings = ProbeSettings(overrides=[f"data.root={plan.eval_corpus}", *plan.probe_overrides],
-                                         seed=probe_seed, device=plan.device)
+                settings = ProbeSettings(
+                    overrides=[f"data.root={plan.eval_corpus}", *plan.probe_overrides], seed=probe_seed, device=plan.device
+                )
                 for task in plan.tasks:
                     for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
                         cell = Cell(task, choice, layer)
@@ -209,17 +222,26 @@ def probe_all(
                             missing.append(f"{cell.folder(plan.probe_root(probe_seed))}")
                             continue
                         results = run_cell(cell, plan.probe_root(probe_seed), settings, model)
-                        rows.append({**result_row(cell, results), "family": upstream, "kind": kind,
-                                     "upstream_seed": upstream_seed, "probe_seed": probe_seed})
+                        rows.append(
+                            {
+                                **result_row(cell, results),
+                                "family": upstream,
+                                "kind": kind,
+                                "upstream_seed": upstream_seed,
+                                "probe_seed": probe_seed,
+                            }
+                        )
             del model
     return rows
 
 
 # ---- 5. report -----------------------------------------------------------------------------
 
+
 def compare(pretrained: Sequence[float], random: Sequence[float]) -> dict[str, Any]:
     """Mean +- sample standard deviation of each group, the difference of means and Welch's
     95 % confidence interval for it (the groups may differ in size and spread)."""
+
     def spread(values: Sequence[float]) -> float:
         return statistics.stdev(values) if len(values) > 1 else float("nan")
 
@@ -268,8 +290,14 @@ def family_table(plan: StudyPlan, curves: dict[str, dict[str, Any]], rows: Seque
             "beats interpolation at": curve["first_beaten"].get("interpolation"),
         }
         for task in plan.tasks:
-            values = [row["test"] for row in rows if row["family"] == upstream and row["task"] == task
-                      and row["kind"] == "pretrained" and row["layer"] == "weighted_sum"]
+            values = [
+                row["test"]
+                for row in rows
+                if row["family"] == upstream
+                and row["task"] == task
+                and row["kind"] == "pretrained"
+                and row["layer"] == "weighted_sum"
+            ]
             entry[f"{task} test"] = statistics.mean(values) if values else float("nan")
         table.append(entry)
     return table
@@ -286,9 +314,14 @@ def write_report(
     if layers:
         plot_layerwise(layers, out / "layerwise.png")
     families = family_table(plan, curves, rows)
-    crossing = [{"upstream": upstream, "updates": curve["total_steps"],
-                 **{f"{name} ({curve['baselines'][name]:.3f})": curve["first_beaten"][name] for name in PREDICTORS}}
-                for upstream, curve in curves.items()]
+    crossing = [
+        {
+            "upstream": upstream,
+            "updates": curve["total_steps"],
+            **{f"{name} ({curve['baselines'][name]:.3f})": curve["first_beaten"][name] for name in PREDICTORS},
+        }
+        for upstream, curve in curves.items()
+    ]
     lines = [
         *report_header("Pretraining study: pretrained against random weights of the same architecture", command),
         f"Pretraining corpus `{plan.pretrain_corpus.name}`, evaluation corpus `{plan.eval_corpus.name}`; "
@@ -327,8 +360,12 @@ def write_report(
             "",
         ]
     if missing:
-        lines += [f"**Partial report** (`--report-only`): {len(missing)} probe(s) not finished yet, left out:", "",
-                  *[f"- `{Path(folder).relative_to(out)}`" for folder in missing], ""]
+        lines += [
+            f"**Partial report** (`--report-only`): {len(missing)} probe(s) not finished yet, left out:",
+            "",
+            *[f"- `{Path(folder).relative_to(out)}`" for folder in missing],
+            "",
+        ]
     path = out / REPORT
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_text("\n".join(lines))
@@ -359,25 +396,37 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     parser.add_argument("-d", "--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--probe-seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--random-seeds", type=int, nargs="+", default=[11, 12, 13])
-    parser.add_argument("-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
-                        help=f"probe config overrides (default: {' '.join(DEFAULT_PROBE_OVERRIDES)})")
-    parser.add_argument("--pretrain-override", action="append", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="pretraining setting overrides on top of --recipe, e.g. runner.cpu_bf16=false")
+    add_override_option(parser, help=f"probe config overrides (default: {' '.join(DEFAULT_PROBE_OVERRIDES)})")
+    add_override_option(
+        parser, "--pretrain-override", help="pretraining setting overrides on top of --recipe, e.g. runner.cpu_bf16=false"
+    )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--report-only", action="store_true",
-                        help="write the report from what is finished (pretraining must be), training nothing")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report from what is finished (pretraining must be), training nothing",
+    )
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1 or args.minutes is not None and not 0 < args.minutes < math.inf:
         parser.error("--steps must be >= 1 and --minutes a positive number")
     for name in ("pretrain_corpus", "eval_corpus"):
         if not getattr(args, name).is_dir():
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such folder")
-    overrides = [item for group in args.override for item in group] or list(DEFAULT_PROBE_OVERRIDES)
+    overrides = args.override or list(DEFAULT_PROBE_OVERRIDES)
     return StudyPlan(
-        outdir=args.outdir, pretrain_corpus=args.pretrain_corpus, eval_corpus=args.eval_corpus, recipe=args.recipe,
-        upstreams=tuple(args.upstreams), steps=args.steps, minutes=args.minutes, tasks=tuple(args.tasks),
-        probe_seeds=tuple(args.probe_seeds), random_seeds=tuple(args.random_seeds), probe_overrides=tuple(overrides),
-        pretrain_overrides=tuple(item for group in args.pretrain_override for item in group), device=args.device,
+        outdir=args.outdir,
+        pretrain_corpus=args.pretrain_corpus,
+        eval_corpus=args.eval_corpus,
+        recipe=args.recipe,
+        upstreams=tuple(args.upstreams),
+        steps=args.steps,
+        minutes=args.minutes,
+        tasks=tuple(args.tasks),
+        probe_seeds=tuple(args.probe_seeds),
+        random_seeds=tuple(args.random_seeds),
+        probe_overrides=tuple(overrides),
+        pretrain_overrides=tuple(args.pretrain_override),
+        device=args.device,
         report_only=args.report_only,
     )
 

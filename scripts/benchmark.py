@@ -26,19 +26,11 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS = [
-    "aalbert_3L",
-    "aalbert_6L",
-    "aalbert_12L",
-    "mockingjay_3L",
-    "mockingjay_6L",
-    "mockingjay_12L",
-    "fbank",
-    "mel",
-    "wav2vec2_base",
-    "hubert_base",
-    "wavlm_base_plus",  # torchaudio's models, for comparison (random weights time the same)
-]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+from hub import ENTRIES  # noqa: E402
+
+DEFAULT_MODELS = list(ENTRIES)  # every hub entry (torchaudio's models for comparison: random weights time the same)
 
 
 def measure(args: argparse.Namespace) -> dict:

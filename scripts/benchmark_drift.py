@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from downstream.discovery import task_cpu_threads  # noqa: E402
+from utility.cli import add_override_option  # noqa: E402
 from utility.cpu_features import cpu_report  # noqa: E402
 from utility.process_defaults import apply_cli_process_defaults  # noqa: E402
 
@@ -253,7 +254,7 @@ def main() -> None:
     what.add_argument("--pretrain", metavar="UPSTREAM", help="run the pretraining runner for this upstream instead")
     parser.add_argument("-u", "--upstream", default="fbank", help="upstream of the probing task (default fbank)")
     parser.add_argument("-c", "--config", help="pretraining settings file (e.g. pretrain/recipes/cpu.yaml)")
-    parser.add_argument("-o", "--override", action="append", nargs="+", default=[], metavar="KEY=VALUE")
+    add_override_option(parser, help="task or pretraining setting overrides, KEY=VALUE")
     parser.add_argument("--updates", type=int, default=300, help="updates to run (default 300)")
     parser.add_argument("--eval-step", type=int, default=100, help="updates between dev evaluations (default 100)")
     parser.add_argument("--window", type=int, default=50, help="updates averaged at the start and the end (default 50)")
@@ -264,7 +265,6 @@ def main() -> None:
     parser.add_argument("--count-subnormals", action="store_true", help="count subnormal values in the LSTM heads")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
-    args.override = [item for group in args.override for item in group]
     if args.updates < 2:
         parser.error("--updates must be at least 2")
 

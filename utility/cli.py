@@ -64,6 +64,11 @@ def check_output_is_not_an_input(
             )
 
 
+def add_override_option(parser: argparse.ArgumentParser, *flags: str, help: str) -> None:
+    """``-o KEY=VALUE [KEY=VALUE ...]``, repeatable; the values arrive as one flat list."""
+    parser.add_argument(*(flags or ("-o", "--override")), action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=help)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
         return True
