@@ -2,7 +2,7 @@
 and the corpus index use (size, mtime, ctime, inode) against a SHA-256 of the file's bytes,
 timed on a corpus and extrapolated to a 100-hour one.
 
-    python scripts/benchmark_file_identity.py --root ../shared/corpus [--hours 100] [--repeats 3]
+    python scripts/benchmark_file_identity.py --root CORPUS [--hours 100] [--repeats 3]
 
 The hash is timed with the files in the page cache (the best case: only the hashing itself);
 a first read from disk adds the disk's read time on top. For comparison, the full decode the
