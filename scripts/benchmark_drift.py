@@ -163,7 +163,7 @@ def run_task(args: argparse.Namespace, clock: Clock, folder: Path) -> dict[str, 
     from downstream.probe_checkpoint import RunSpec
     from downstream.runner import Runner
     from downstream.settings import load_task_config
-    from utility.training import init_distributed
+    from utility.process_group import init_distributed
 
     overrides = [
         f"runner.total_steps={args.updates}",
@@ -204,7 +204,7 @@ def run_task(args: argparse.Namespace, clock: Clock, folder: Path) -> dict[str, 
 def run_pretrain(args: argparse.Namespace, clock: Clock, folder: Path) -> dict[str, Any]:
     from pretrain.settings import load_settings
     from pretrain.trainer import Pretrainer
-    from utility.training import init_distributed
+    from utility.process_group import init_distributed
 
     overrides = [
         f"runner.total_steps={args.updates}",
