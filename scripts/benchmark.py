@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from hub import ENTRIES  # noqa: E402
+from utility.cpu_features import cpu_line  # noqa: E402
 
 DEFAULT_MODELS = list(ENTRIES)  # every hub entry (torchaudio's models for comparison: random weights time the same)
 
@@ -107,6 +108,7 @@ def main() -> None:
         return
 
     results = []
+    print(cpu_line())  # float32 and bfloat16 speed depend on these
     print(
         f"{'model':16s} {'precision':9s} {'batch':>5s} {'time s':>8s} {'RTF':>7s} {'build+1st s':>11s} {'peak GB':>8s} "
         f"{'max |bf16-fp32|':>15s}"

@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from utility.cpu_features import cpu_line  # noqa: E402
 
 PRESETS = ["mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "aalbert_3L", "aalbert_6L", "aalbert_12L"]
 
@@ -345,6 +346,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return []
 
     results = []
+    print(cpu_line())  # float32 and bfloat16 speed depend on these
     print(
         f"setup={args.setup} batch={args.batch} frames={args.frames} threads={args.threads} "
         f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}"

@@ -3,15 +3,19 @@ float32 speed, and whether bfloat16 arithmetic is native here.
 
 Native bfloat16 means AVX512-BF16 or AMX on x86 (Intel Cooper Lake / Sapphire Rapids and later,
 AMD Zen 4 and later), BF16 on ARM. Elsewhere oneDNN emulates bfloat16 with float32
-instructions, which is slower than float32 itself (about 6x on an AVX2-only AMD EPYC in
-this project's measurements). ``torch.backends.cpu.get_cpu_capability()`` does not tell these
-apart ("AVX512" covers CPUs with and without AVX512-BF16), and neither does oneDNN's own check,
-which accepts any AVX512 CPU; so the kernel's feature flags decide.
+instructions, which is slower than float32 itself (extraction 3-4x with an AVX2-only CPU's
+code paths in this project's measurements, about 6x reported on an AVX2-only AMD EPYC).
+``torch.backends.cpu.get_cpu_capability()`` does not tell these apart ("AVX512" covers CPUs
+with and without AVX512-BF16), and neither does oneDNN's own check, which accepts any AVX512
+CPU; so the kernel's feature flags decide, and a limit the user put on oneDNN
+(``ONEDNN_MAX_CPU_ISA=AVX2``, also how an AVX2-only machine's code paths are reproduced on a
+newer CPU) is respected.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -23,6 +27,12 @@ CPUINFO = Path("/proc/cpuinfo")
 # Features printed beside speed numbers: float32 vector width, then native bf16 / matrix units.
 REPORTED_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16")
 NATIVE_BF16_FEATURES = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # bf16: ARM's name
+ONEDNN_ISA_LIMIT = "ONEDNN_MAX_CPU_ISA"
+# oneDNN's instruction-set limits below bf16 dot products (its docs, "CPU dispatcher control");
+# DNNL_MAX_CPU_ISA is the older name of the same setting.
+ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_MIC", "AVX512_MIC_4OPS"}
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,16 +61,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def onednn_isa_limit() -> str | None:
+    """The instruction-set limit the user set for oneDNN, upper-case (None: none set)."""
+    value = os.environ.get(ONEDNN_ISA_LIMIT) or os.environ.get("DNNL_MAX_CPU_ISA")
+    return value.strip().upper() if value else None
+
+
 def native_bf16() -> bool:
-    """True when this CPU computes bfloat16 natively and oneDNN is there to use it."""
-    return torch.backends.mkldnn.is_available() and bool(cpu_flags() & NATIVE_BF16_FEATURES)
+    """True when this CPU computes bfloat16 natively and oneDNN is there, allowed, to use it."""
+    if not torch.backends.mkldnn.is_available() or onednn_isa_limit() in ONEDNN_ISAS_WITHOUT_BF16:
+        return False
+    return bool(cpu_flags() & NATIVE_BF16_FEATURES)
 
 
 def emulated_bf16_note() -> str:
     """Why bfloat16 is slow on this CPU (for warnings where it runs without native support)."""
     return (
         f"this CPU ({cpu_model()}) has no native bfloat16 (AVX512-BF16, AMX or BF16), so bfloat16 is emulated "
-        "and slower than float32 (about 6x for extraction on an AVX2-only AMD EPYC); float32 is faster here"
+        "and slower than float32 (extraction 3-6x on AVX2-only CPUs); float32 is faster here"
     )
 
 
@@ -71,8 +89,20 @@ def cpu_report() -> dict[str, object]:
         "cpu": cpu_model(),
         "features": [name for name in REPORTED_FEATURES if name in flags],
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_isa_limit": onednn_isa_limit(),
         "native_bf16": native_bf16(),
     }
+
+
+def cpu_line() -> str:
+    """:func:`cpu_report` as one line, for the head of a benchmark's table."""
+    report = cpu_report()
+    features = " ".join(report["features"]) or f"none of {', '.join(REPORTED_FEATURES)}"
+    limit = f", oneDNN limited to {report['onednn_isa_limit']}" if report["onednn_isa_limit"] else ""
+    return (
+        f"CPU: {report['cpu']}, {os.cpu_count()} logical cores; features: {features}; "
+        f"torch kernels: {report['torch_cpu_capability']}{limit}; native bfloat16: {'yes' if report['native_bf16'] else 'no'}"
+    )
 
 
 CPU_BF16_CHOICES = ("auto", "on", "off")
@@ -87,6 +117,8 @@ def cpu_bf16_choice(setting: str, name: str = "runner.cpu_bf16") -> tuple[bool, 
     check_choice(name, setting, CPU_BF16_CHOICES)
     native = native_bf16()
     features = ", ".join(sorted(cpu_flags() & NATIVE_BF16_FEATURES)) or "no AVX512-BF16, AMX or BF16"
+    if onednn_isa_limit() in ONEDNN_ISAS_WITHOUT_BF16:
+        features += f" but {ONEDNN_ISA_LIMIT}={onednn_isa_limit()}"
     if setting == "off":
         return False, f"{name}=off: float32"
     if setting == "on" and not native:
