@@ -4,7 +4,6 @@ project's modules (``utility.process_defaults.apply_cli_process_defaults``)."""
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from test_layering import defined_names
 
 PACKAGES = ("utility", "upstream", "corpora", "pretrain", "downstream", "analysis")
 PATH = re.compile(r"(?<!s3prl )`([a-z_]+(?:/[A-Za-z0-9_.\-]+)+/?)`|\]\(([^)#:]+)(?:#[^)]*)?\)")
@@ -26,19 +26,6 @@ def documents() -> list[Path]:
     return [REPO / name for name in listed.stdout.split()]
 
 
-def top_level_names(path: Path) -> set[str]:
-    names = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
-                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
-    return names
-
-
 def resolves(dotted: str) -> bool:
     """``a.b.c.name``: the longest module prefix exists and binds the next name (the rest, if
     any, is an attribute of that name and not checked)."""
@@ -47,7 +34,7 @@ def resolves(dotted: str) -> bool:
         stem = REPO.joinpath(*parts[:cut])
         module = stem.with_suffix(".py") if stem.with_suffix(".py").is_file() else stem / "__init__.py"
         if module.is_file():
-            return cut == len(parts) or parts[cut] in top_level_names(module) or (stem / f"{parts[cut]}.py").is_file()
+            return cut == len(parts) or parts[cut] in defined_names(module) or (stem / f"{parts[cut]}.py").is_file()
     return False
 
 

@@ -146,7 +146,7 @@ S3PRL_MODULES = ("pretrain.mockingjay.", "upstream.mockingjay.")
 def test_every_import_of_the_project_names_something_that_exists():
     """Lazy imports inside functions (scripts and benchmarks use them) fail only when the
     function runs: a module that moves must not leave one behind."""
-    files = [path for name, path in MODULES.items()] + sorted((REPO / "scripts").glob("*.py")) + sorted((REPO / "tests").rglob("*.py"))
+    files = [*MODULES.values(), *sorted((REPO / "scripts").glob("*.py")), *sorted((REPO / "tests").rglob("*.py"))]
     roots = {name.split(".")[0] for name in MODULES}
     wrong = []
     for path in files:
