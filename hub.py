@@ -148,7 +148,6 @@ def _main(argv: Optional[list[str]] = None) -> None:
     from upstream.audio import check_waveforms
     from upstream.catalogue import catalogue_table
     from utility.cli import ArgumentParser
-    from utility.process_defaults import apply_cli_process_defaults
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:
@@ -178,7 +177,6 @@ def _main(argv: Optional[list[str]] = None) -> None:
         parser.error("give at least one audio file to extract")
     if args.name == FROM_CHECKPOINT and args.ckpt is None:
         parser.error(f"{FROM_CHECKPOINT} builds what a checkpoint describes: give it with -k CKPT")
-    apply_cli_process_defaults()  # a command of its own: faster CPU passes (utility/process_defaults.py)
     model = build_upstream(None if args.name == FROM_CHECKPOINT else args.name, args.ckpt)
     wavs = [read_audio(path) for path in args.audio]
     check_waveforms(wavs, model.min_samples, names=args.audio)  # errors name the file

@@ -15,14 +15,15 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
+
 from downstream.base import SPLITS
 from downstream.commands import MODES
-from downstream.discovery import TASKS_DIR, available_tasks, task_cpu_threads
+from downstream.discovery import TASKS_DIR, available_tasks
 from downstream.upstream_file import ALLOW_FLAG
 from upstream import entry_names
 from utility.cli import ArgumentParser, add_override_option, run_cli
 from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG
-from utility.process_defaults import apply_cli_process_defaults
 
 
 def _tasks_line(tasks_dir: Path) -> str:
@@ -85,8 +86,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     early.add_argument("--tasks-dir", type=Path, default=TASKS_DIR)
     args = build_parser(early.parse_known_args(argv)[0].tasks_dir).parse_args(argv)
-    # Flush-to-zero, allocator, and the task's thread count for a new run (utility/process_defaults.py).
-    apply_cli_process_defaults(threads=task_cpu_threads(args.downstream, args.tasks_dir) if args.past_exp is None else None)
     return MODES[args.mode](args)
 
 

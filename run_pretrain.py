@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
+
 import yaml
 
 from pretrain.runner import pretrain
@@ -26,7 +28,6 @@ from pretrain.trainer import PretrainOutcome
 from upstream import entry_names
 from utility.cli import ArgumentParser, add_override_option, run_cli
 from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG
-from utility.process_defaults import apply_cli_process_defaults
 
 
 MEMORY_HINT = (
@@ -70,7 +71,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[PretrainOutcome]:
             raise ValueError("--print-config needs -u UPSTREAM")
         print(yaml.safe_dump(load_settings(args.upstream, args.config, args.override).to_dict(), sort_keys=False), end="")
         return None
-    apply_cli_process_defaults()  # allocator (3-23 % faster CPU steps), flush-to-zero: utility/process_defaults.py
     return pretrain(
         upstream=args.upstream,
         name=args.name,

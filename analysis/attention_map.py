@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
+
 import torch
 
 from upstream import Upstream, build_upstream, read_audio

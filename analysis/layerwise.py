@@ -17,6 +17,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
+
 import numpy as np
 
 from utility.cli import ArgumentParser, run_cli

@@ -16,6 +16,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
+
 from downstream.subset import check_proportion
 from utility.cli import ArgumentParser, run_cli
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
+
 import torch
 from tqdm import tqdm
 

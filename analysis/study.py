@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
+
 import torch
 from scipy import stats
 

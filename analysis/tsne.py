@@ -15,6 +15,8 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
+import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
+
 import numpy as np
 import torch
 from sklearn.decomposition import PCA

@@ -156,9 +156,10 @@ class Expert(nn.Module, abc.ABC):
     # What ``predict`` gives per utterance: "frames" (one label per upstream frame),
     # "utterance" (one label) or "sequence" (a label sequence, e.g. phones).
     prediction_unit: ClassVar[str] = "frames"
-    # CPU threads run_downstream.py gives a new run of the task when the user set none (None:
-    # torch's default). A head of many small per-frame operations (an LSTM) gains little from
-    # a second thread and loses most when a core is busy with other work (downstream/README.md).
+    # CPU threads the commands give the task's probe when the user set none (None: the process's
+    # count). A head of many small per-frame operations (an LSTM) gains little from a second
+    # thread and loses most when a core is busy with other work (downstream/README.md, "Speed on
+    # a shared machine").
     cpu_threads: ClassVar[Optional[int]] = None
 
     def __init__(self, upstream: UpstreamInfo, config: dict[str, Any], label_names: Sequence[str]):

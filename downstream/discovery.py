@@ -148,11 +148,3 @@ def load_task(name: str, tasks_dir: Path = TASKS_DIR) -> Task:
     if data_config is not None and not dataclasses.is_dataclass(data_config):
         raise TypeError(f"task folder {folder}: dataset.py's {DATA_CONFIG_CLASS} must be a dataclass")
     return Task(name, folder, expert_class, build, data_config, (folder / "config.yaml",))
-
-
-def task_cpu_threads(name: Optional[str], tasks_dir: Path = TASKS_DIR) -> Optional[int]:
-    """The CPU thread count task ``name`` asks for (``Expert.cpu_threads``); None for torch's
-    default, and for a name that is no task (the command reports that itself)."""
-    if name is None or name not in task_folders(tasks_dir):
-        return None
-    return load_task(name, tasks_dir).expert_class.cpu_threads

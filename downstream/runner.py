@@ -27,6 +27,7 @@ from utility.interrupt import TrainingInterrupted, ignore_interrupts_in_worker, 
 from utility.atomic_write import write_text_atomic
 from utility.checkpoint_keeper import CheckpointKeeper
 from utility.precision import mixed_precision
+from utility.process_defaults import use_task_threads
 from utility.process_group import DistributedContext
 from utility.schedule import linear_warmup_decay
 from utility.update_step import LOG_DIR, UpdateStep
@@ -56,6 +57,7 @@ def build_upstream_for(spec: RunSpec, device: torch.device) -> Upstream:
 def build_probe(spec: RunSpec, task: Task, upstream: Upstream, label_names: list[str]) -> ProbeModel:
     info = UpstreamInfo(upstream.hidden_size, upstream.num_hidden_states, FrameGrid(upstream))
     featurizer = Featurizer(upstream.num_hidden_states, spec.layer)
+    use_task_threads(task.expert_class.cpu_threads)  # only where a command opted in (utility/process_defaults.py)
     expert = task.expert_class(info, spec.config["expert"], label_names)
     return ProbeModel(upstream, featurizer, expert, spec.fine_tune).to(upstream.device)
 

@@ -2,16 +2,20 @@
 
 Runs a probing task (or the pretraining runner) for ``--updates`` updates and reports the mean
 time of the first and the last ``--window`` updates, their ratio, and the time of each dev
-evaluation. A ratio near 1 means a steady run; the asr_ctc stall this was written for
-(denormal numbers in the LSTM head, see downstream/README.md "Speed") showed ratios of 20-60.
-The CPU model and its relevant features are printed beside the numbers: bf16 speed and the
-cost of denormals depend on them.
+evaluation. A ratio near 1 means a steady run; the asr_ctc stall this was written for (two
+spinning OpenMP threads in an LSTM head while other jobs held the cores, see downstream/README.md,
+"Speed on a shared machine") showed ratios of 20-60. The medians of the same windows are printed
+too: the first updates of a run also extract features (fbank or an upstream) that later epochs
+read from the cache, and a median is not moved by those or by a single stall. The CPU model and
+its relevant features are printed beside the numbers: bf16 speed and the cost of subnormal
+numbers depend on them.
 
     python scripts/benchmark_drift.py -d asr_ctc                         # 300 updates, as the CLIs run
     python scripts/benchmark_drift.py -d asr_ctc --flush-denormal off    # the library default
     python scripts/benchmark_drift.py -d phone_ctc --updates 100 --threads 1
     python scripts/benchmark_drift.py --pretrain aalbert_3L --updates 200
     python scripts/benchmark_drift.py -d asr_ctc --updates 14 --eval-step 5 --count-subnormals
+    python scripts/benchmark_drift.py -d asr_ctc --threads 2 --busy 1    # another job holds a core
 
 ``--count-subnormals`` also counts subnormal float32 values in the recurrent heads' weights,
 outputs and output gradients at every update (slow; for diagnosis). Not run by CI.
@@ -20,22 +24,25 @@ outputs and output gradients at every update (slow; for diagnosis). Not run by C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import utility.openmp_wait  # noqa: E402,F401  (first: OpenMP reads its wait policy when torch loads)
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from downstream.discovery import task_cpu_threads  # noqa: E402
 from utility.cli import add_override_option  # noqa: E402
 from utility.cpu_features import cpu_report  # noqa: E402
 from utility.process_defaults import apply_cli_process_defaults  # noqa: E402
@@ -174,7 +181,13 @@ def run_task(args: argparse.Namespace, clock: Clock, folder: Path) -> dict[str, 
     ]
     config = load_task_config(load_task(args.downstream), None, overrides)
     spec = RunSpec(
-        task=args.downstream, upstream=args.upstream, upstream_ckpt=None, layer=None, fine_tune=False, seed=1337, config=config
+        task=args.downstream,
+        upstream=args.upstream,
+        upstream_ckpt=None,
+        layer=None,
+        fine_tune=args.finetune,
+        seed=1337,
+        config=config,
     )
     runner = Runner(spec, init_distributed("cpu"), folder)
     counter = SubnormalCounter(runner.model) if args.count_subnormals else None
@@ -229,6 +242,26 @@ def run_pretrain(args: argparse.Namespace, clock: Clock, folder: Path) -> dict[s
     return {}
 
 
+def spin() -> None:
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """``count`` processes that keep a core each busy while the block runs (another job's load)."""
+    context = multiprocessing.get_context("spawn")  # not a fork of this process and its threads
+    workers = [context.Process(target=spin, daemon=True) for _ in range(count)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.join()
+
+
 def summary(clock: Clock, window: int) -> dict[str, Any]:
     updates = clock.updates
     window = max(1, min(window, len(updates) // 2))
@@ -239,6 +272,9 @@ def summary(clock: Clock, window: int) -> dict[str, Any]:
         "first_mean_s": round(first, 4),
         "last_mean_s": round(last, 4),
         "last_over_first": round(last / first, 2),
+        "first_median_s": round(statistics.median(updates[:window]), 4),
+        "last_median_s": round(statistics.median(updates[-window:]), 4),
+        "median_last_over_first": round(statistics.median(updates[-window:]) / statistics.median(updates[:window]), 2),
         "slowest_update_s": round(max(updates), 3),
         "evaluations_s": [round(e, 2) for e in clock.evaluations],
         "last_eval_over_first": round(clock.evaluations[-1] / clock.evaluations[0], 2) if clock.evaluations else None,
@@ -253,6 +289,7 @@ def main() -> None:
     what.add_argument("-d", "--downstream", help="probing task to run (demo corpus unless -o data.root=...)")
     what.add_argument("--pretrain", metavar="UPSTREAM", help="run the pretraining runner for this upstream instead")
     parser.add_argument("-u", "--upstream", default="fbank", help="upstream of the probing task (default fbank)")
+    parser.add_argument("-f", "--finetune", action="store_true", help="train the upstream too (probing tasks)")
     parser.add_argument("-c", "--config", help="pretraining settings file (e.g. pretrain/recipes/cpu.yaml)")
     add_override_option(parser, help="task or pretraining setting overrides, KEY=VALUE")
     parser.add_argument("--updates", type=int, default=300, help="updates to run (default 300)")
@@ -263,24 +300,35 @@ def main() -> None:
         "--flush-denormal", choices=["on", "off"], default="on", help="on: as the CLIs run (default); off: the library default"
     )
     parser.add_argument("--count-subnormals", action="store_true", help="count subnormal values in the LSTM heads")
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N busy-loop processes beside the run: a machine shared with other jobs",
+    )
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
     if args.updates < 2:
         parser.error("--updates must be at least 2")
+    if args.busy < 0:
+        parser.error("--busy must not be negative")
 
     # As run_downstream.py / run_pretrain.py set up the process (the task's thread count included).
-    apply_cli_process_defaults(threads=task_cpu_threads(args.downstream) if args.downstream else None)
+    apply_cli_process_defaults()
     if args.flush_denormal == "off":
         torch.set_flush_denormal(False)
     if args.threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # as a user's choice: tasks keep it
         torch.set_num_threads(args.threads)
     clock = Clock()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, busy_processes(args.busy):
         extra = run_pretrain(args, clock, Path(folder)) if args.pretrain else run_task(args, clock, Path(folder))
     result = {
         "run": f"pretrain {args.pretrain}" if args.pretrain else f"{args.downstream} on {args.upstream}",
         "threads": torch.get_num_threads(),
         "flush_denormal": args.flush_denormal,
+        "busy_processes": args.busy,
         **cpu_report(),
         **summary(clock, args.window),
     }

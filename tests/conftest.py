@@ -11,9 +11,27 @@ from upstream import EncoderConfig, FrontendConfig, Upstream, UpstreamConfig, re
 from corpora.index import find_utterances
 from corpora.root import DEMO_ROOT
 from upstream.model import INTERFACE
+from utility import process_defaults
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
+
+
+def flushes_subnormals() -> bool:
+    """Whether the CPU now flushes subnormal floats to zero (the commands turn it on)."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@pytest.fixture(autouse=True)
+def process_settings_restored():
+    """Tests run commands in this process, and a command sets the thread count and flush-to-zero
+    and opts the process in to the tasks' thread choices (utility/process_defaults.py): each
+    test starts from the settings pytest began with, whatever the test before it ran."""
+    threads, flushing, opted_in = torch.get_num_threads(), flushes_subnormals(), process_defaults._process_threads
+    yield
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(flushing)
+    process_defaults._process_threads = opted_in
 
 
 def tiny_config(family: str = "aalbert", num_layers: int = 2, **encoder_fields) -> UpstreamConfig:

@@ -229,9 +229,10 @@ with warnings.catch_warnings():
     model = torch.hub.load({repo!r}, 'aalbert_3L', source='local')
     model([torch.randn(16000)])
 assert subnormal() != 0, "importing or loading changed the floating-point mode"
-from utility.process_defaults import apply_cli_process_defaults
-applied = apply_cli_process_defaults(threads=1)
-print(subnormal(), applied["flush_denormal"], torch.get_num_threads(), threads)
+from utility.process_defaults import apply_cli_process_defaults, use_task_threads
+untouched = use_task_threads(1)  # a task's wish outside a command: nothing changes
+applied = apply_cli_process_defaults()
+print(subnormal(), applied["flush_denormal"], untouched, use_task_threads(1), threads)
 """
 
 
@@ -243,8 +244,9 @@ def test_only_the_commands_flush_subnormals_and_choose_threads(user_threads):
     done = subprocess.run([sys.executable, "-c", _FLUSH_PROBE.format(repo=str(REPO))], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    value, flushed, threads, before = done.stdout.split()
+    value, flushed, untouched, threads, before = done.stdout.split()
     if flushed == "True":  # x86: the command's setting takes effect
         assert float(value) == 0.0
-    # A task's thread choice applies only when the user chose none.
+    # A task's thread choice applies only in a command, and only when the user chose none.
+    assert int(untouched) == int(before)
     assert int(threads) == (1 if user_threads is None else int(before))

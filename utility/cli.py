@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from .interrupt import Terminated, TrainingInterrupted, exit_status, terminate_like_ctrl_c
+from .process_defaults import apply_cli_process_defaults
 
 EXIT_USER_ERROR = 2  # as argparse uses for a bad command line
 EXIT_INTERRUPTED = exit_status(signal.SIGINT)  # 130, what shells report for Ctrl-C
@@ -99,8 +100,11 @@ def run_cli(
     memory_hint: str = "lower the batch size",
 ) -> None:
     """Run ``main(argv)`` as a command: exit 0 on success, 2 with one line for a user-side
-    error, 130 on Ctrl-C, 143 on SIGTERM; tracebacks only for bugs or with ``--debug``."""
+    error, 130 on Ctrl-C, 143 on SIGTERM; tracebacks only for bugs or with ``--debug``. The
+    process gets the commands' settings first (``utility.process_defaults``: allocator,
+    flush-to-zero, each task's thread count)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    apply_cli_process_defaults()
     try:
         with terminate_like_ctrl_c(), command_line_warnings():
             main(argv)

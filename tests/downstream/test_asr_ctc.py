@@ -10,18 +10,23 @@ import pytest
 import torch
 
 import run_downstream
+from downstream import runner as runner_module
 from conftest import REPO
 from downstream.asr_ctc.dataset import DataConfig, build_datasets
 from downstream.asr_ctc.expert import DownstreamExpert
 from downstream.base import Batch, UpstreamInfo
 from downstream.frames import FrameGrid
 from upstream import build_upstream
+from utility.process_defaults import apply_cli_process_defaults
 
 DEMO = REPO / "data" / "demo"
 NAMES = ["|", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ'"]
 
 
-def test_asr_trains_evaluates_and_transcribes(tmp_path, capsys):
+def test_asr_trains_evaluates_and_transcribes(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    apply_cli_process_defaults()  # as run_cli does for the command (conftest sets everything back)
     expdir = tmp_path / "exp"
     tiny = ["runner.total_steps=3", "runner.eval_step=3", "runner.log_step=1", "runner.batch_size=4", "runner.eval_batch_size=24"]
     results = run_downstream.main(["-u", "fbank", "-d", "asr_ctc", "-p", str(expdir), "-o", *tiny])  # the shipped config
@@ -34,11 +39,17 @@ def test_asr_trains_evaluates_and_transcribes(tmp_path, capsys):
         assert set(written[split]) == {"wer", "cer", "loss"} and math.isfinite(written[split]["loss"])
         assert 0.0 <= written[split]["cer"] <= 5.0 and written[split]["wer"] >= 0.0
     assert results["train_utterances"] == 60
+    # A stored run gets its task's one thread too (the task is named inside the checkpoint).
+    torch.set_num_threads(2)
     evaluated = run_downstream.main(["-m", "evaluate", "-e", str(expdir), "-t", "test"])
-    assert evaluated["test"]["cer"] == written["test"]["cer"]
+    assert evaluated["test"]["cer"] == written["test"]["cer"] and torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    assert run_downstream.main(["-e", str(expdir)])["test"] == written["test"] and torch.get_num_threads() == 1
+    torch.set_num_threads(2)
     audio = sorted((DEMO / "test-clean").rglob("*.flac"))[:2]
     words = run_downstream.main(["-m", "inference", "-e", str(expdir), "-i", *map(str, audio)])
     assert len(words) == 2 and all(set("".join(w)) <= set(NAMES) - {"|"} for w in words)
+    assert torch.get_num_threads() == 1
 
 
 def test_wer_and_cer_count_word_and_character_edits():
@@ -113,17 +124,31 @@ def test_bad_transcripts_name_the_file_and_line(corpus, edit, message):
         build(corpus)
 
 
-@pytest.mark.parametrize("task, user_threads, expected", [("asr_ctc", None, 1), ("phone_ctc", None, 1),
-                                                          ("speaker_frame", None, 2), ("asr_ctc", "2", 2)])
-def test_run_downstream_gives_the_recurrent_heads_one_thread_unless_the_user_chose(task, user_threads, expected, monkeypatch):
+class ProbeBuilt(Exception):
+    """Stops a run once its probe is built: the thread count is chosen by then."""
+
+
+@pytest.mark.parametrize(
+    "tasks, user_threads, expected",
+    [(["asr_ctc"], None, [1]), (["phone_ctc"], None, [1]), (["speaker_frame"], None, [2]), (["asr_ctc"], "2", [2]),
+     (["asr_ctc", "speaker_frame"], None, [1, 2])],  # one process, several tasks (the analysis commands)
+)
+def test_the_commands_give_the_recurrent_heads_one_thread_unless_the_user_chose(tasks, user_threads, expected, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     if user_threads is not None:
         monkeypatch.setenv("OMP_NUM_THREADS", user_threads)
-    monkeypatch.setitem(run_downstream.MODES, "train", lambda args: torch.get_num_threads())
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert run_downstream.main(["-u", "fbank", "-d", task]) == expected
-    finally:
-        torch.set_num_threads(before)
+    build, seen = runner_module.build_probe, []
+
+    def spy(*args, **kwargs):
+        build(*args, **kwargs)
+        seen.append(torch.get_num_threads())
+        raise ProbeBuilt
+
+    monkeypatch.setattr(runner_module, "build_probe", spy)
+    torch.set_num_threads(2)  # conftest's process_settings_restored sets the count back
+    apply_cli_process_defaults()  # as run_cli does for the command
+    for task in tasks:
+        with pytest.raises(ProbeBuilt):
+            run_downstream.main(["-u", "fbank", "-d", task, "--device", "cpu"])
+    assert seen == expected

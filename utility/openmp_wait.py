@@ -1,0 +1,67 @@
+"""OpenMP's wait policy for the commands: idle torch threads sleep instead of spinning.
+
+Torch's CPU threads are OpenMP threads (libgomp in the PyPI wheels). By default a thread that
+finishes its share of a parallel operation spins for a while, waiting for the next one
+(``OMP_WAIT_POLICY=ACTIVE`` behaviour). On a machine whose cores other jobs also want, the
+spinning threads take the time slices the thread they wait for needs, and every operation
+waits for a descheduled thread: a run slows down many times over and drifts with the load.
+``PASSIVE`` makes waiting threads sleep. Measured with ``scripts/benchmark_drift.py`` on a
+2-core AMD EPYC, two threads, the 256-wide pretraining recipe (s per update):
+
+- idle machine: 0.177 spinning, 0.170 sleeping;
+- four busy processes beside it (``--busy 4``): 3.14 spinning (and drifting: the last updates
+  3.1x the first), 0.49 sleeping, 0.63 on one thread.
+
+The cost: updates of a few milliseconds (a linear probe on cached features) take about 1.6x
+as long on an idle machine (6 -> 9 ms), and an LSTM run on two threads 3.7x, which is why the
+recurrent heads run one thread (``downstream.base.Expert.cpu_threads``); set
+``OMP_WAIT_POLICY=ACTIVE`` to keep spinning (a value the user set always wins).
+
+libgomp reads the policy once, when torch loads it, so no function called after the imports
+can set it: the command files import this module before anything that imports torch. It acts
+only in a process started as one of :data:`COMMANDS` (its ``__main__``), so importing the
+library anywhere else changes nothing in the host process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+POLICY = "PASSIVE"
+# ``python FILE.py`` by file name, ``python -m PACKAGE.MODULE`` by module name.
+COMMANDS = frozenset(
+    {
+        "run_pretrain",
+        "run_downstream",
+        "analysis.report",
+        "analysis.layerwise",
+        "analysis.proportion",
+        "analysis.study",
+        "analysis.tsne",
+        "analysis.attention_map",
+        "benchmark_drift",  # scripts/benchmark_drift.py measures runs as the commands make them
+    }
+)
+
+
+def started_as() -> str:
+    """The command this process runs: ``__main__``'s module name (``-m``) or file stem."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return spec.name
+    return Path(getattr(main, "__file__", None) or "").stem
+
+
+def _choose() -> Optional[str]:
+    if started_as() not in COMMANDS or WAIT_POLICY_ENV in os.environ or "torch" in sys.modules:
+        return None  # not a command, the user's choice, or too late to matter (tests/test_openmp_wait.py)
+    os.environ[WAIT_POLICY_ENV] = POLICY
+    return POLICY
+
+
+CHOSEN: Optional[str] = _choose()  # what this module set (None: nothing)
