@@ -26,9 +26,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -242,24 +242,21 @@ def run_pretrain(args: argparse.Namespace, clock: Clock, folder: Path) -> dict[s
     return {}
 
 
-def spin() -> None:
-    while True:
-        pass
+# Keeps a core busy until the benchmark ends, or dies: it stops once its parent is gone.
+SPIN = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n"
 
 
 @contextlib.contextmanager
 def busy_processes(count: int) -> Iterator[None]:
-    """``count`` processes that keep a core each busy while the block runs (another job's load)."""
-    context = multiprocessing.get_context("spawn")  # not a fork of this process and its threads
-    workers = [context.Process(target=spin, daemon=True) for _ in range(count)]
-    for worker in workers:
-        worker.start()
+    """``count`` processes that keep a core each busy while the block runs (another job's load).
+    Plain interpreters that start spinning at once, so the first updates are timed under load."""
+    workers = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(count)]
     try:
         yield
     finally:
         for worker in workers:
             worker.terminate()
-            worker.join()
+            worker.wait()
 
 
 def summary(clock: Clock, window: int) -> dict[str, Any]:

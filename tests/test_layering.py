@@ -151,6 +151,13 @@ def test_every_import_of_the_project_names_something_that_exists():
     wrong = []
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):  # ``import package.module``: the module must exist
+                wrong += [
+                    f"{path.relative_to(REPO)}:{node.lineno}: no module {alias.name}"
+                    for alias in node.names
+                    if alias.name.split(".")[0] in roots and alias.name not in MODULES
+                ]
+                continue
             if not isinstance(node, ast.ImportFrom) or node.level or not node.module or node.module.split(".")[0] not in roots:
                 continue
             if node.module.startswith(S3PRL_MODULES) and path.name == "s3prl_objective_parity.py":

@@ -13,17 +13,19 @@ import pytest
 from conftest import REPO
 from utility.openmp_wait import COMMANDS, WAIT_POLICY_ENV
 
-# Runs a command as ``python FILE.py --help`` or ``python -m MODULE --help`` would, then reports
-# the environment it left and what the module chose (None: too late, torch had loaded).
+PACKAGES = ("analysis", "corpora", "downstream", "pretrain", "scripts", "upstream", "utility")
+
+# Runs a command file as ``python -m PACKAGE.MODULE --help`` (in a package) or ``python FILE
+# --help`` would, then reports the environment it left and what the module chose (None: nothing,
+# e.g. torch had loaded already).
 PROBE = """
 import os, runpy, sys
-name = sys.argv[1]
-sys.argv = [name, "--help"]
+path = sys.argv[1]
+sys.argv = [path, "--help"]
 try:
-    if "." in name:
-        runpy.run_module(name, run_name="__main__", alter_sys=True)
+    if path.startswith("analysis/"):
+        runpy.run_module(path[:-3].replace("/", "."), run_name="__main__", alter_sys=True)
     else:
-        path = "scripts/benchmark_drift.py" if name == "benchmark_drift" else name + ".py"
         runpy.run_path(path, run_name="__main__")
 except SystemExit:
     pass
@@ -46,11 +48,17 @@ def test_every_command_chooses_the_policy_before_torch_loads(command):
 
 
 def test_the_users_policy_wins():
-    assert run_probe(PROBE, "run_pretrain", OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None"]
+    assert run_probe(PROBE, "run_pretrain.py", OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None"]
+
+
+def test_the_list_of_commands_is_the_files_that_import_the_module():
+    files = [*REPO.glob("*.py"), *(path for package in PACKAGES for path in (REPO / package).rglob("*.py"))]
+    importing = {path.relative_to(REPO).as_posix() for path in files if "import utility.openmp_wait" in path.read_text()}
+    assert importing == set(COMMANDS)
 
 
 def test_importing_the_library_elsewhere_sets_nothing():
-    code = (
+    code = (  # a program of the user's (here: -c) that imports command modules
         "import os, analysis.report, run_downstream; from utility import openmp_wait; "
         "print(os.environ.get('OMP_WAIT_POLICY'), openmp_wait.CHOSEN)"
     )

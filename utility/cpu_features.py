@@ -27,9 +27,8 @@ CPUINFO = Path("/proc/cpuinfo")
 # Features printed beside speed numbers: float32 vector width, then native bf16 / matrix units.
 REPORTED_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16")
 NATIVE_BF16_FEATURES = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # bf16: ARM's name
-ONEDNN_ISA_LIMIT = "ONEDNN_MAX_CPU_ISA"
-# oneDNN's instruction-set limits below bf16 dot products (its docs, "CPU dispatcher control");
-# DNNL_MAX_CPU_ISA is the older name of the same setting.
+ONEDNN_ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # DNNL_: the older name, read if the first is unset
+# oneDNN's instruction-set limits below bf16 dot products (its docs, "CPU dispatcher control").
 ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
     {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_MIC", "AVX512_MIC_4OPS"}
 )
@@ -61,10 +60,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def onednn_isa_setting() -> tuple[str, str] | None:
+    """The instruction-set limit the user set for oneDNN: (variable, value upper-cased), or None."""
+    for name in ONEDNN_ISA_LIMITS:
+        if os.environ.get(name):
+            return name, os.environ[name].strip().upper()
+    return None
+
+
 def onednn_isa_limit() -> str | None:
-    """The instruction-set limit the user set for oneDNN, upper-case (None: none set)."""
-    value = os.environ.get(ONEDNN_ISA_LIMIT) or os.environ.get("DNNL_MAX_CPU_ISA")
-    return value.strip().upper() if value else None
+    """The value of that limit (None: none set)."""
+    setting = onednn_isa_setting()
+    return setting[1] if setting else None
 
 
 def native_bf16() -> bool:
@@ -94,13 +101,21 @@ def cpu_report() -> dict[str, object]:
     }
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity; all of the machine's where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def cpu_line() -> str:
     """:func:`cpu_report` as one line, for the head of a benchmark's table."""
     report = cpu_report()
     features = " ".join(report["features"]) or f"none of {', '.join(REPORTED_FEATURES)}"
     limit = f", oneDNN limited to {report['onednn_isa_limit']}" if report["onednn_isa_limit"] else ""
     return (
-        f"CPU: {report['cpu']}, {os.cpu_count()} logical cores; features: {features}; "
+        f"CPU: {report['cpu']}, {usable_cores()} usable cores; features: {features}; "
         f"torch kernels: {report['torch_cpu_capability']}{limit}; native bfloat16: {'yes' if report['native_bf16'] else 'no'}"
     )
 
@@ -118,7 +133,7 @@ def cpu_bf16_choice(setting: str, name: str = "runner.cpu_bf16") -> tuple[bool, 
     native = native_bf16()
     features = ", ".join(sorted(cpu_flags() & NATIVE_BF16_FEATURES)) or "no AVX512-BF16, AMX or BF16"
     if onednn_isa_limit() in ONEDNN_ISAS_WITHOUT_BF16:
-        features += f" but {ONEDNN_ISA_LIMIT}={onednn_isa_limit()}"
+        features += " but {}={}".format(*onednn_isa_setting())
     if setting == "off":
         return False, f"{name}=off: float32"
     if setting == "on" and not native:

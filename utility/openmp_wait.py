@@ -12,7 +12,7 @@ waits for a descheduled thread: a run slows down many times over and drifts with
 - four busy processes beside it (``--busy 4``): 3.14 spinning (and drifting: the last updates
   3.1x the first), 0.49 sleeping, 0.63 on one thread.
 
-The cost: updates of a few milliseconds (a linear probe on cached features) take about 1.6x
+The cost: updates of a few milliseconds (a linear probe on cached features) take about 1.5x
 as long on an idle machine (6 -> 9 ms), and an LSTM run on two threads 3.7x, which is why the
 recurrent heads run one thread (``downstream.base.Expert.cpu_threads``); set
 ``OMP_WAIT_POLICY=ACTIVE`` to keep spinning (a value the user set always wins).
@@ -32,29 +32,34 @@ from typing import Optional
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 POLICY = "PASSIVE"
-# ``python FILE.py`` by file name, ``python -m PACKAGE.MODULE`` by module name.
+REPO = Path(__file__).resolve().parent.parent
+# The command files, relative to the repository: ``python FILE`` and ``python -m MODULE`` both
+# run one of them as ``__main__`` (tests/test_openmp_wait.py: these are the files importing this).
 COMMANDS = frozenset(
     {
-        "run_pretrain",
-        "run_downstream",
-        "analysis.report",
-        "analysis.layerwise",
-        "analysis.proportion",
-        "analysis.study",
-        "analysis.tsne",
-        "analysis.attention_map",
-        "benchmark_drift",  # scripts/benchmark_drift.py measures runs as the commands make them
+        "run_pretrain.py",
+        "run_downstream.py",
+        "analysis/report.py",
+        "analysis/layerwise.py",
+        "analysis/proportion.py",
+        "analysis/study.py",
+        "analysis/tsne.py",
+        "analysis/attention_map.py",
+        "scripts/benchmark_drift.py",  # measures runs as the commands make them
     }
 )
 
 
-def started_as() -> str:
-    """The command this process runs: ``__main__``'s module name (``-m``) or file stem."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name:
-        return spec.name
-    return Path(getattr(main, "__file__", None) or "").stem
+def started_as() -> str | None:
+    """The command file this process runs (relative to the repository), None for anything else
+    (a user's program, a test runner, ``python -m cProfile ...``)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return None
+    try:
+        return Path(path).resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return None
 
 
 def _choose() -> Optional[str]:

@@ -2,7 +2,7 @@
 
 A library must not change its host process (allocator, floating-point mode, threads), so
 every command calls :func:`apply_cli_process_defaults` when it starts (``utility.cli.run_cli``,
-and the benchmarks); a Python user opts in the same way. OpenMP's wait policy, which must be
+and ``scripts/benchmark_drift.py``); a Python user opts in the same way. OpenMP's wait policy, which must be
 chosen before torch loads, is ``utility/openmp_wait.py``.
 
 Flush-to-zero: CPUs handle subnormal floats (magnitudes below 1.2e-38 in float32) more slowly

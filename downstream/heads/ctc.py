@@ -68,8 +68,9 @@ class CtcExpert(Expert):
     """(Bi)LSTM -> Linear -> CTC over phones + blank; metric: PER (lower is better)."""
 
     config_class = CtcHeadConfig
-    # One thread for new runs from run_downstream.py: on a 2-core machine shared with two other
-    # jobs, asr_ctc's updates took 0.27 s with one thread and 1.75 s with two (scripts/benchmark_drift.py).
+    # One thread wherever the commands build this probe: with four busy processes on a 2-core
+    # machine, asr_ctc's updates took 0.43 s on one thread and 0.84 s on two, one of them 98.7 s
+    # (downstream/README.md, "Speed on a shared machine").
     cpu_threads = 1
     metric = "per"
     higher_is_better = False
