@@ -9,8 +9,8 @@ waits for a descheduled thread: a run slows down many times over and drifts with
 2-core AMD EPYC, two threads, the 256-wide pretraining recipe (s per update):
 
 - idle machine: 0.177 spinning, 0.170 sleeping;
-- four busy processes beside it (``--busy 4``): 3.14 spinning (and drifting: the last updates
-  3.1x the first), 0.49 sleeping, 0.63 on one thread.
+- four busy processes beside it (``--busy 4``), two runs each: 1.8-3.1 spinning (and drifting:
+  the last updates 1.4-3.1x the first), 0.41-0.49 sleeping, 0.63 on one thread.
 
 The cost: updates of a few milliseconds (a linear probe on cached features) take about 1.5x
 as long on an idle machine (6 -> 9 ms), and an LSTM run on two threads 3.7x, which is why the

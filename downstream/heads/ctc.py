@@ -69,8 +69,8 @@ class CtcExpert(Expert):
 
     config_class = CtcHeadConfig
     # One thread wherever the commands build this probe: with four busy processes on a 2-core
-    # machine, asr_ctc's updates took 0.43 s on one thread and 0.84 s on two, one of them 98.7 s
-    # (downstream/README.md, "Speed on a shared machine").
+    # machine, asr_ctc's updates took 0.41-0.43 s on one thread and 0.78-0.84 s on two, single
+    # ones up to 98.7 s (downstream/README.md, "Speed on a shared machine").
     cpu_threads = 1
     metric = "per"
     higher_is_better = False
