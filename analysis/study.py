@@ -10,16 +10,22 @@ a stopped pretraining run or probe continues from its newest checkpoint):
 
 1. pretraining: each upstream with the recipe on the pretraining corpus, for the same number of
    updates (``--steps``; or ``--minutes`` lays the first upstream's schedule over a wall-clock
-   budget and the others get its number of updates), in ``OUT/pretrain/<upstream>``;
+   budget and the others get its number of updates), in ``OUT/pretrain/<upstream>``; with
+   ``--pretrain-seeds A B ...`` one run per seed (``runner.seed``), the first in that folder,
+   the others in ``OUT/pretrain/<upstream>_seed<k>``;
 2. learning curves: the held-out masked L1 of every step checkpoint next to the trivial
    predictors (``pretrain/baselines.py``) and the update where each is first beaten;
 3. random-weight networks: the pretrained run's architecture, initialised as pretraining
    starts, from ``--random-seeds`` seeds (``OUT/random/<upstream>_seed<k>.ckpt``);
-4. probes on the evaluation corpus: the learned weighted sum for the pretrained checkpoint and
-   every random network, each with ``--probe-seeds`` probe seeds; each hidden state alone for
-   the pretrained checkpoint and the first random network (first probe seed);
-5. ``OUT/report.md``: mean +- standard deviation over seeds, the difference with Welch's
-   95 % interval, layer by layer, the families side by side, plots.
+4. probes on the evaluation corpus: the learned weighted sum for every pretrained checkpoint
+   and every random network, each with ``--probe-seeds`` probe seeds; each hidden state alone
+   for the first pretrained checkpoint and the first random network (first probe seed);
+5. ``OUT/report.md``: mean +- standard deviation, the difference with Welch's 95 % interval,
+   layer by layer, the families side by side, plots. The unit of the comparison is the network
+   (its probes averaged over probe seeds) once both groups have two networks or more: probes of
+   one network share its weights, so they are not independent draws of what pretraining gives.
+   With one pretrained network the unit is the probe, and the interval then covers probe-seed
+   noise only, not the spread between pretraining runs (the report says which).
 
 The pretraining and evaluation corpora should share no speaker and no sentence (see
 ``docs/results/pretraining_small.md`` for how the study's corpora were made).
@@ -68,6 +74,7 @@ DEFAULT_PROBE_OVERRIDES = (
     "runner.early_stopping_patience=5",
 )
 REPORT = "report.md"
+RECIPE_SEED = "the recipe's runner.seed"
 WEIGHTED_SUM_COLUMNS = ["family", "task", "metric", "pretrained", "random", "difference", "welch_95ci"]
 
 
@@ -89,9 +96,18 @@ class StudyPlan:
     pretrain_overrides: tuple[str, ...] = ()
     device: str = "auto"
     report_only: bool = False  # report what is finished; train nothing
+    pretrain_seeds: tuple[int, ...] = ()  # (): one run per upstream with the recipe's runner.seed
 
-    def pretrain_dir(self, upstream: str) -> Path:
-        return self.outdir / "pretrain" / upstream
+    def pretrain_dir(self, upstream: str, seed: Optional[int] = None) -> Path:
+        """The first run keeps the folder of a one-run study, so older studies read back."""
+        if seed is None or seed == self.pretrain_seeds[0]:
+            return self.outdir / "pretrain" / upstream
+        return self.outdir / "pretrain" / f"{upstream}_seed{seed}"
+
+    def pretrain_runs(self, upstream: str) -> list[tuple[Optional[int], Path]]:
+        """(seed, folder) of every pretraining run of ``upstream``; seed None: the recipe's."""
+        seeds: Sequence[Optional[int]] = self.pretrain_seeds or [None]
+        return [(seed, self.pretrain_dir(upstream, seed)) for seed in seeds]
 
     def random_ckpt(self, upstream: str, seed: int) -> Path:
         return self.outdir / "random" / f"{upstream}_seed{seed}.ckpt"
@@ -104,29 +120,69 @@ class StudyPlan:
 # ---- 1. pretraining ------------------------------------------------------------------------
 
 
-def pretrain_all(plan: StudyPlan) -> dict[str, Path]:
-    """Pretrain (or finish pretraining) every upstream; returns each one's best.ckpt."""
+@dataclass(frozen=True)
+class PretrainedRun:
+    """One finished pretraining run: its upstream, seed, folder and label in folders and tables."""
+
+    upstream: str
+    seed: int
+    folder: Path
+    first: bool  # the upstream's first run: layer-wise probes, the family table, the random architecture
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.ckpt"
+
+    @property
+    def label(self) -> str:
+        """Probe folders and curves; the first run keeps a one-run study's names."""
+        return self.upstream if self.first else f"{self.upstream}_seed{self.seed}"
+
+
+def finished_steps(folder: Path) -> tuple[int, int]:
+    """(newest step checkpoint's step, the run's total_steps); (0, 0) with no checkpoint."""
+    kept = CheckpointKeeper(folder).step_checkpoints()
+    return (kept[-1][0], int(settings_of(folder).runner.total_steps)) if kept else (0, 0)
+
+
+def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[PretrainedRun]]:
+    """Pretrain (or finish pretraining) every run; returns each upstream's finished runs. With
+    ``plan.report_only`` an unfinished run other than an upstream's first is listed in
+    ``missing`` and left out."""
     steps = plan.steps
-    best = {}
+    runs: dict[str, list[PretrainedRun]] = {}
     for upstream in plan.upstreams:
-        folder = plan.pretrain_dir(upstream)
-        if plan.report_only:
-            if not (folder / "best.ckpt").is_file():
-                raise FileNotFoundError(f"--report-only: {folder} holds no finished pretraining run (best.ckpt)")
-        elif CheckpointKeeper(folder).latest() is not None:
-            pretrain(resume=folder, device=plan.device)
-        else:
-            budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
-            pretrain(
-                upstream=upstream,
-                experiment=folder,
-                config_file=plan.recipe,
-                device=plan.device,
-                overrides=[f"corpus.root={plan.pretrain_corpus}", *budget, *plan.pretrain_overrides],
-            )
-        steps = steps or int(settings_of(folder).runner.total_steps)  # the others get the same updates
-        best[upstream] = folder / "best.ckpt"
-    return best
+        runs[upstream] = []
+        for index, (seed, folder) in enumerate(plan.pretrain_runs(upstream)):
+            started = CheckpointKeeper(folder).latest() is not None
+            if started and seed is not None and settings_of(folder).runner.seed != seed:
+                raise ValueError(
+                    f"{folder} holds a pretraining run with runner.seed={settings_of(folder).runner.seed}, not {seed}: "
+                    "list that seed first in --pretrain-seeds (the first run keeps this folder), or use another -p"
+                )
+            if plan.report_only:
+                done, total = finished_steps(folder)
+                if not done or done < total:
+                    if index == 0:
+                        raise FileNotFoundError(f"--report-only: {folder} holds no finished pretraining run")
+                    missing.append(f"`{folder.relative_to(plan.outdir)}` (pretraining: update {done} of {total})")
+                    continue
+            elif started:
+                pretrain(resume=folder, device=plan.device)
+            else:
+                budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
+                chosen = [] if seed is None else [f"runner.seed={seed}"]
+                pretrain(
+                    upstream=upstream,
+                    experiment=folder,
+                    config_file=plan.recipe,
+                    device=plan.device,
+                    overrides=[f"corpus.root={plan.pretrain_corpus}", *budget, *plan.pretrain_overrides, *chosen],
+                )
+            settings = settings_of(folder)
+            steps = steps or int(settings.runner.total_steps)  # the others get the same updates
+            runs[upstream].append(PretrainedRun(upstream, settings.runner.seed, folder, first=index == 0))
+    return runs
 
 
 def settings_of(folder: Path):
@@ -164,7 +220,7 @@ def plot_curves(curves: dict[str, dict[str, Any]], path: Path) -> Path:
         steps, values = zip(*curve["curve"]) if curve["curve"] else ((), ())
         axis.plot(steps, values, label=f"{upstream}", color=f"C{index}")
     styles = {"zeros": ":", "utterance_mean": "-.", "copy": "--", "interpolation": (0, (5, 1))}
-    baselines = next(iter(curves.values()))["baselines"]  # the same held-out set and masks for every run
+    baselines = next(iter(curves.values()))["baselines"]  # the first run's (each run draws its own held-out masks)
     for name, value in baselines.items():
         axis.axhline(value, color="grey", linestyle=styles.get(name, ":"), linewidth=1, label=f"{name} {value:.3f}")
     axis.set_xlabel("update")
@@ -176,13 +232,13 @@ def plot_curves(curves: dict[str, dict[str, Any]], path: Path) -> Path:
 # ---- 3. random-weight networks -------------------------------------------------------------
 
 
-def random_networks(plan: StudyPlan, pretrained: dict[str, Path]) -> dict[str, list[Path]]:
+def random_networks(plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]]) -> dict[str, list[Path]]:
     """For each upstream, ``--random-seeds`` networks of the pretrained checkpoint's exact
     architecture, initialised as pretraining initialises (``torch.manual_seed``, then
     ``Upstream(config)``), saved once as upstream checkpoints."""
     made = {}
-    for upstream, best in pretrained.items():
-        config, _, _ = read_upstream_checkpoint(best)
+    for upstream, runs in pretrained.items():
+        config, _, _ = read_upstream_checkpoint(runs[0].best)
         made[upstream] = []
         for seed in plan.random_seeds:
             path = plan.random_ckpt(upstream, seed)
@@ -197,21 +253,25 @@ def random_networks(plan: StudyPlan, pretrained: dict[str, Path]) -> dict[str, l
 
 
 def probe_all(
-    plan: StudyPlan, pretrained: dict[str, Path], random: dict[str, list[Path]], missing: list[str]
+    plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]], random: dict[str, list[Path]], missing: list[str]
 ) -> list[dict[str, Any]]:
-    """Every probe of the study as table rows (with ``kind``, ``upstream_seed``, ``probe_seed``);
-    with ``plan.report_only``, unfinished probes are listed in ``missing`` instead of trained."""
+    """Every probe of the study as table rows (with ``kind``, ``upstream_seed``: the pretraining
+    or random-weight seed, ``probe_seed``); with ``plan.report_only``, unfinished probes are
+    listed in ``missing`` instead of trained."""
     rows = []
-    for upstream, best in pretrained.items():
-        models = [("pretrained", None, UpstreamChoice(upstream, str(best), f"{upstream}_pretrained"))]
+    for upstream, runs in pretrained.items():
+        models = [
+            ("pretrained", run.seed, run.first, UpstreamChoice(upstream, str(run.best), f"{run.label}_pretrained"))
+            for run in runs
+        ]
         models += [
-            ("random", seed, UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}"))
+            ("random", seed, seed == plan.random_seeds[0], UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}"))
             for seed, path in zip(plan.random_seeds, random[upstream])
         ]
-        for kind, upstream_seed, choice in models:
+        for kind, upstream_seed, layer_wise, choice in models:
             model = build_upstream(choice.name, choice.ckpt)
             layers = [None]
-            if kind == "pretrained" or upstream_seed == plan.random_seeds[0]:
+            if layer_wise:
                 layers += list(range(model.num_hidden_states))
             for probe_seed in plan.probe_seeds:
                 settings = ProbeSettings(
@@ -221,7 +281,7 @@ def probe_all(
                     for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
                         cell = Cell(task, choice, layer)
                         if plan.report_only and not is_finished(cell, plan.probe_root(probe_seed)):
-                            missing.append(f"{cell.folder(plan.probe_root(probe_seed))}")
+                            missing.append(f"`{cell.folder(plan.probe_root(probe_seed)).relative_to(plan.outdir)}`")
                             continue
                         results = run_cell(cell, plan.probe_root(probe_seed), settings, model)
                         rows.append(
@@ -240,21 +300,30 @@ def probe_all(
 # ---- 5. report -----------------------------------------------------------------------------
 
 
-def compare(pretrained: Sequence[float], random: Sequence[float]) -> dict[str, Any]:
-    """Mean +- sample standard deviation of each group, the difference of means and Welch's
-    95 % confidence interval for it (the groups may differ in size and spread)."""
+def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) -> dict[str, Any]:
+    """Each group's mean +- sample standard deviation, the difference of means and Welch's 95 %
+    interval for it (the groups may differ in size and spread). Groups map a network (its seed)
+    to its probes' values; the unit is the network (mean over its probes) when both groups have
+    two networks or more, else the probe."""
+    unit = "networks" if len(pretrained) > 1 and len(random) > 1 else "probes"
+
+    def units(groups: dict[Any, list[float]]) -> list[float]:
+        if unit == "networks":
+            return [statistics.mean(values) for values in groups.values()]
+        return [value for values in groups.values() for value in values]
 
     def spread(values: Sequence[float]) -> float:
         return statistics.stdev(values) if len(values) > 1 else float("nan")
 
+    a, b = units(pretrained), units(random)
     row = {
-        "pretrained": f"{statistics.mean(pretrained):.4f} +- {spread(pretrained):.4f} (n={len(pretrained)})",
-        "random": f"{statistics.mean(random):.4f} +- {spread(random):.4f} (n={len(random)})",
-        "difference": statistics.mean(pretrained) - statistics.mean(random),
+        "pretrained": f"{statistics.mean(a):.4f} +- {spread(a):.4f} (n={len(a)} {unit})",
+        "random": f"{statistics.mean(b):.4f} +- {spread(b):.4f} (n={len(b)} {unit})",
+        "difference": statistics.mean(a) - statistics.mean(b),
         "welch_95ci": "n/a",
     }
-    if len(pretrained) > 1 and len(random) > 1:
-        test = stats.ttest_ind(pretrained, random, equal_var=False)
+    if len(a) > 1 and len(b) > 1:
+        test = stats.ttest_ind(a, b, equal_var=False)
         low, high = test.confidence_interval(0.95)
         row["welch_95ci"] = f"[{low:+.4f}, {high:+.4f}]"
     return row
@@ -267,10 +336,12 @@ def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             mine = [row for row in rows if row["family"] == family and row["task"] == task and row["layer"] == "weighted_sum"]
             if not mine:
                 continue
-            values = {kind: [row["test"] for row in mine if row["kind"] == kind] for kind in ("pretrained", "random")}
-            if not values["pretrained"] or not values["random"]:
+            groups: dict[str, dict[Any, list[float]]] = {"pretrained": {}, "random": {}}
+            for row in mine:
+                groups[row["kind"]].setdefault(row["upstream_seed"], []).append(row["test"])
+            if not groups["pretrained"] or not groups["random"]:
                 continue  # a partial report (--report-only) before both groups have a probe
-            comparison = compare(values["pretrained"], values["random"])
+            comparison = compare(groups["pretrained"], groups["random"])
             table.append({"family": family, "task": task, "metric": mine[0]["metric"], **comparison})
     return table
 
@@ -281,7 +352,8 @@ def layer_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def family_table(plan: StudyPlan, curves: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     table = []
-    for upstream, curve in curves.items():
+    for upstream in plan.upstreams:
+        curve = curves[upstream]  # the first run's
         model = build_upstream(upstream, str(plan.pretrain_dir(upstream) / "best.ckpt"))
         entry = {
             "upstream": upstream,
@@ -316,24 +388,28 @@ def write_report(
     if layers:
         plot_layerwise(layers, out / "layerwise.png")
     families = family_table(plan, curves, rows)
+    # Each run draws its own held-out masks (runner.seed), so each has its own predictor losses.
     crossing = [
         {
-            "upstream": upstream,
+            "run": label,
             "updates": curve["total_steps"],
-            **{f"{name} ({curve['baselines'][name]:.3f})": curve["first_beaten"][name] for name in PREDICTORS},
+            **{name: curve["first_beaten"][name] for name in PREDICTORS},
+            "predictor losses": " / ".join(f"{curve['baselines'][name]:.3f}" for name in PREDICTORS),
         }
-        for upstream, curve in curves.items()
+        for label, curve in curves.items()
     ]
     lines = [
         *report_header("Pretraining study: pretrained against random weights of the same architecture", command),
         f"Pretraining corpus `{plan.pretrain_corpus.name}`, evaluation corpus `{plan.eval_corpus.name}`; "
-        f"probe seeds {list(plan.probe_seeds)}, random-weight seeds {list(plan.random_seeds)}; probe settings "
+        f"pretraining seeds {list(plan.pretrain_seeds) or RECIPE_SEED}, probe seeds {list(plan.probe_seeds)}, "
+        f"random-weight seeds {list(plan.random_seeds)}; probe settings "
         f"`{' '.join(plan.probe_overrides)}`; pretraining overrides `{' '.join(plan.pretrain_overrides) or 'none'}`.",
         "",
         "## Learning curves",
         "",
         "Held-out masked L1 at every step checkpoint; grey: trivial predictors on the same held-out "
-        "masks. The table gives the first checkpoint below each predictor (None: never).",
+        "masks (the first run's). The table gives the first checkpoint below each predictor (None: "
+        f"never) and the predictors' losses ({' / '.join(PREDICTORS)}) on the run's own masks.",
         "",
         "![learning curves](learning_curves.png)",
         "",
@@ -341,9 +417,11 @@ def write_report(
         "",
         "## Probes: weighted sum of hidden states, test set",
         "",
-        "Pretrained: one network, one value per probe seed. Random: one value per (random-weight "
-        "seed, probe seed). Mean +- sample standard deviation; difference of means with Welch's "
-        "95 % interval.",
+        "Each network (a pretraining run, or random weights from one seed) is probed with every "
+        "probe seed. Unit `networks`: one value per network, its probes averaged (both groups "
+        "have two networks or more); unit `probes`: one value per probe, so with one pretrained "
+        "network the interval covers probe-seed noise only, not the spread between pretraining "
+        "runs. Mean +- sample standard deviation; difference of means with Welch's 95 % interval.",
         "",
         markdown_table(weighted_sum_table(rows), WEIGHTED_SUM_COLUMNS),
         "",
@@ -363,9 +441,9 @@ def write_report(
         ]
     if missing:
         lines += [
-            f"**Partial report** (`--report-only`): {len(missing)} probe(s) not finished yet, left out:",
+            f"**Partial report** (`--report-only`): {len(missing)} run(s) or probe(s) not finished yet, left out:",
             "",
-            *[f"- `{Path(folder).relative_to(out)}`" for folder in missing],
+            *[f"- {entry}" for entry in missing],
             "",
         ]
     path = out / REPORT
@@ -377,10 +455,10 @@ def write_report(
 
 def run_study(plan: StudyPlan, command: str) -> Path:
     with own_outdir(plan.outdir):
-        pretrained = pretrain_all(plan)
-        curves = {upstream: learning_curve(plan.pretrain_dir(upstream)) for upstream in plan.upstreams}
-        random = random_networks(plan, pretrained)
         missing: list[str] = []
+        pretrained = pretrain_all(plan, missing)
+        curves = {run.label: learning_curve(run.folder) for runs in pretrained.values() for run in runs}
+        random = random_networks(plan, pretrained)
         rows = probe_all(plan, pretrained, random, missing)
         return write_report(plan, command, curves, rows, missing)
 
@@ -398,6 +476,13 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     parser.add_argument("-d", "--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--probe-seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--random-seeds", type=int, nargs="+", default=[11, 12, 13])
+    parser.add_argument(
+        "--pretrain-seeds",
+        type=int,
+        nargs="+",
+        default=[],
+        help="one pretraining run per seed (runner.seed; default: one run with the recipe's seed)",
+    )
     add_override_option(parser, help=f"probe config overrides (default: {' '.join(DEFAULT_PROBE_OVERRIDES)})")
     add_override_option(
         parser, "--pretrain-override", help="pretraining setting overrides on top of --recipe, e.g. runner.cpu_bf16=false"
@@ -430,6 +515,7 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         pretrain_overrides=tuple(args.pretrain_override),
         device=args.device,
         report_only=args.report_only,
+        pretrain_seeds=tuple(args.pretrain_seeds),
     )
 
 

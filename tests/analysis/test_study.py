@@ -33,11 +33,12 @@ def test_the_report_compares_pretrained_with_random_over_seeds(study_run):
     rows = json.loads((path.parent / "probes.json").read_text())
     weighted = [r for r in rows if r["layer"] == "weighted_sum"]
     assert sorted((r["kind"], r["upstream_seed"], r["probe_seed"]) for r in weighted) == sorted(
-        [("pretrained", None, 1), ("pretrained", None, 2)] + [("random", s, p) for s in (11, 12) for p in (1, 2)]
-    )
-    assert "(n=2)" in text and "(n=4)" in text, "pretrained: one value per probe seed; random: per (network, probe) seed"
+        [("pretrained", 1337, 1), ("pretrained", 1337, 2)] + [("random", s, p) for s in (11, 12) for p in (1, 2)]
+    )  # the pretrained network's seed: the recipe's runner.seed
+    # One pretrained network: the unit is the probe (the report says so).
+    assert "(n=2 probes)" in text and "(n=4 probes)" in text
     layers = {(r["kind"], r["upstream_seed"], r["layer"]) for r in rows if r["layer"] != "weighted_sum"}
-    assert layers == {(kind, seed, f"layer_{i}") for kind, seed in (("pretrained", None), ("random", 11)) for i in range(4)}
+    assert layers == {(kind, seed, f"layer_{i}") for kind, seed in (("pretrained", 1337), ("random", 11)) for i in range(4)}
     for picture in ("learning_curves.png", "layerwise.png"):
         assert f"]({picture})" in text and (path.parent / picture).is_file()
 
@@ -82,7 +83,31 @@ def test_report_only_lists_unfinished_probes_and_trains_nothing(study_run):
         study.main(argv + ["--report-only"])
         text = path.read_text()
         assert "**Partial report**" in text and "probes/seed2/speaker_utterance/aalbert_3L_random12/weighted_sum" in text
-        assert "(n=3)" in text, "the random group without the unfinished probe"
+        assert "(n=3 probes)" in text, "the random group without the unfinished probe"
         assert not (cell / "results.json").exists(), "nothing trained"
     finally:
         (cell / "results.json.kept").rename(cell / "results.json")
+
+
+def test_more_pretraining_seeds_join_a_finished_study_and_networks_become_the_unit(study_run, tmp_path):
+    argv, _ = study_run
+    out = tmp_path / "run"
+    argv = [str(out) if value.endswith("/run") else value for value in argv]
+    argv[argv.index("--probe-seeds") + 1 : argv.index("--probe-seeds") + 3] = ["1"]  # one probe seed: quicker
+    study.main(argv)  # a one-run study, finished
+    with pytest.raises(ValueError, match=r"runner.seed=1337, not 5: list that seed first"):
+        study.main(argv + ["--pretrain-seeds", "5", "6"])
+    report = study.main(argv + ["--pretrain-seeds", "1337", "6"])  # the finished run stays the first
+    text = report.read_text()
+    rows = json.loads((out / "probes.json").read_text())
+    pretrained = [r for r in rows if r["layer"] == "weighted_sum" and r["kind"] == "pretrained"]
+    assert sorted((r["upstream_seed"], r["probe_seed"]) for r in pretrained) == [(6, 1), (1337, 1)]
+    assert (out / "pretrain" / "aalbert_3L_seed6" / "best.ckpt").is_file()
+    assert "(n=2 networks)" in text and "probe-seed noise only" in text
+    assert set(json.loads((out / "curves.json").read_text())) == {"aalbert_3L", "aalbert_3L_seed6"}
+    layers = {(r["kind"], r["upstream_seed"]) for r in rows if r["layer"] != "weighted_sum"}
+    assert layers == {("pretrained", 1337), ("random", 11)}, "layer by layer: the first pretrained run only"
+    # An unfinished extra run is named and left out of a partial report.
+    (out / "pretrain" / "aalbert_3L_seed6" / "states-00000004.ckpt").unlink()
+    text = study.main(argv + ["--pretrain-seeds", "1337", "6", "--report-only"]).read_text()
+    assert "`pretrain/aalbert_3L_seed6` (pretraining: update 2 of 4)" in text and "(n=1 probes)" in text
