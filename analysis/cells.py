@@ -128,9 +128,17 @@ class Cell:
 STORAGE_KEYS = ("feature_cache", "feature_cache_dir", "feature_cache_memory_gb", "num_workers")
 
 
-def without_storage_keys(run: dict[str, Any]) -> dict[str, Any]:
+def comparable_run(run: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings as two commands must agree on: without where features are kept, and
+    with the upstream checkpoint as an absolute path (``-p result/x`` and ``-p /home/me/result/x``
+    name the same file)."""
     runner = {k: v for k, v in run["config"]["runner"].items() if k not in STORAGE_KEYS}
-    return {**run, "config": {**run["config"], "runner": runner}}
+    ckpt = run.get("upstream_ckpt")
+    return {
+        **run,
+        "upstream_ckpt": None if ckpt is None else str(Path(ckpt).resolve()),
+        "config": {**run["config"], "runner": runner},
+    }
 
 
 def same_settings(stored: Any, current: Any, defaults: Any) -> bool:
@@ -167,9 +175,7 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
 
     def check(stored: RunSpec, source: Path) -> None:
         # Folders are named by cell, not by every setting: a stored run must match this one.
-        if not same_settings(
-            without_storage_keys(stored.to_dict()), without_storage_keys(spec.to_dict()), {"config": task_defaults}
-        ):
+        if not same_settings(comparable_run(stored.to_dict()), comparable_run(spec.to_dict()), {"config": task_defaults}):
             raise ValueError(
                 f"{source} holds a probe trained with other settings (corpus, overrides, seed or "
                 "checkpoint) than this command's; use another output folder, or delete that one"

@@ -297,3 +297,15 @@ def test_report_stages_are_switched_by_name(tmp_path):
     assert "## Probes on the learned weighted sum" in text
     assert "## Layer-wise" not in text and "## Label-proportion" not in text
     assert [p.parent.name for p in tmp_path.glob("cells/**/results.json")] == ["weighted_sum"]
+
+
+def test_a_checkpoint_named_relative_or_absolute_is_the_same_setting(tmp_path, monkeypatch):
+    """A finished cell is read back whether the command named its upstream checkpoint with a
+    relative or an absolute path; another file is another setting."""
+    from analysis.cells import comparable_run
+
+    monkeypatch.chdir(tmp_path)
+    run = {"upstream_ckpt": "model.ckpt", "config": {"runner": {"feature_cache": "auto", "max_keep": 1}}}
+    same = {**run, "upstream_ckpt": str(tmp_path / "model.ckpt"), "config": {"runner": {"max_keep": 1}}}
+    assert comparable_run(run) == comparable_run(same)
+    assert comparable_run(run) != comparable_run({**run, "upstream_ckpt": "other.ckpt"})
