@@ -135,14 +135,8 @@ class PretrainedRun:
 
     @property
     def label(self) -> str:
-        """Probe folders and curves; the first run keeps a one-run study's names."""
-        return self.upstream if self.first else f"{self.upstream}_seed{self.seed}"
-
-
-def finished_steps(folder: Path) -> tuple[int, int]:
-    """(newest step checkpoint's step, the run's total_steps); (0, 0) with no checkpoint."""
-    kept = CheckpointKeeper(folder).step_checkpoints()
-    return (kept[-1][0], int(settings_of(folder).runner.total_steps)) if kept else (0, 0)
+        """Probe folders and curves: the run's folder name (``StudyPlan.pretrain_dir``)."""
+        return self.folder.name
 
 
 def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[PretrainedRun]]:
@@ -154,20 +148,21 @@ def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[Pretrain
     for upstream in plan.upstreams:
         runs[upstream] = []
         for index, (seed, folder) in enumerate(plan.pretrain_runs(upstream)):
-            started = CheckpointKeeper(folder).latest() is not None
-            if started and seed is not None and settings_of(folder).runner.seed != seed:
+            kept = CheckpointKeeper(folder).step_checkpoints()
+            stored = settings_of(folder) if kept else None
+            if stored is not None and seed is not None and stored.runner.seed != seed:
                 raise ValueError(
-                    f"{folder} holds a pretraining run with runner.seed={settings_of(folder).runner.seed}, not {seed}: "
+                    f"{folder} holds a pretraining run with runner.seed={stored.runner.seed}, not {seed}: "
                     "list that seed first in --pretrain-seeds (the first run keeps this folder), or use another -p"
                 )
             if plan.report_only:
-                done, total = finished_steps(folder)
+                done, total = (kept[-1][0], stored.runner.total_steps) if stored is not None else (0, 0)
                 if not done or done < total:
                     if index == 0:
                         raise FileNotFoundError(f"--report-only: {folder} holds no finished pretraining run")
                     missing.append(f"`{folder.relative_to(plan.outdir)}` (pretraining: update {done} of {total})")
                     continue
-            elif started:
+            elif stored is not None:
                 pretrain(resume=folder, device=plan.device)
             else:
                 budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
@@ -179,7 +174,7 @@ def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[Pretrain
                     device=plan.device,
                     overrides=[f"corpus.root={plan.pretrain_corpus}", *budget, *plan.pretrain_overrides, *chosen],
                 )
-            settings = settings_of(folder)
+            settings = stored if plan.report_only else settings_of(folder)  # after this command's updates
             steps = steps or int(settings.runner.total_steps)  # the others get the same updates
             runs[upstream].append(PretrainedRun(upstream, settings.runner.seed, folder, first=index == 0))
     return runs

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from test_layering import defined_names
+from test_layering import MODULES, defined_names
 
 PACKAGES = ("utility", "upstream", "corpora", "pretrain", "downstream", "analysis")
 PATH = re.compile(r"(?<!s3prl )`([a-z_]+(?:/[A-Za-z0-9_.\-]+)+/?)`|\]\(([^)#:]+)(?:#[^)]*)?\)")
@@ -31,10 +31,9 @@ def resolves(dotted: str) -> bool:
     any, is an attribute of that name and not checked)."""
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
-        stem = REPO.joinpath(*parts[:cut])
-        module = stem.with_suffix(".py") if stem.with_suffix(".py").is_file() else stem / "__init__.py"
-        if module.is_file():
-            return cut == len(parts) or parts[cut] in defined_names(module) or (stem / f"{parts[cut]}.py").is_file()
+        module = ".".join(parts[:cut])
+        if module in MODULES:
+            return cut == len(parts) or parts[cut] in defined_names(MODULES[module])
     return False
 
 

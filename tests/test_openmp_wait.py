@@ -11,9 +11,8 @@ import sys
 import pytest
 
 from conftest import REPO
+from test_layering import MODULES
 from utility.openmp_wait import COMMANDS, WAIT_POLICY_ENV
-
-PACKAGES = ("analysis", "corpora", "downstream", "pretrain", "scripts", "upstream", "utility")
 
 # Runs a command file as ``python -m PACKAGE.MODULE --help`` (in a package) or ``python FILE
 # --help`` would, then reports the environment it left and what the module chose (None: nothing,
@@ -52,7 +51,7 @@ def test_the_users_policy_wins():
 
 
 def test_the_list_of_commands_is_the_files_that_import_the_module():
-    files = [*REPO.glob("*.py"), *(path for package in PACKAGES for path in (REPO / package).rglob("*.py"))]
+    files = [*MODULES.values(), *(REPO / "scripts").glob("*.py")]
     importing = {path.relative_to(REPO).as_posix() for path in files if "import utility.openmp_wait" in path.read_text()}
     assert importing == set(COMMANDS)
 

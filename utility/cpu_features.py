@@ -60,7 +60,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def onednn_isa_setting() -> tuple[str, str] | None:
+def onednn_isa_limit() -> tuple[str, str] | None:
     """The instruction-set limit the user set for oneDNN: (variable, value upper-cased), or None."""
     for name in ONEDNN_ISA_LIMITS:
         if os.environ.get(name):
@@ -68,15 +68,15 @@ def onednn_isa_setting() -> tuple[str, str] | None:
     return None
 
 
-def onednn_isa_limit() -> str | None:
-    """The value of that limit (None: none set)."""
-    setting = onednn_isa_setting()
-    return setting[1] if setting else None
+def onednn_bf16_barred() -> str | None:
+    """``VARIABLE=VALUE`` when that limit keeps oneDNN below its bf16 instructions, else None."""
+    limit = onednn_isa_limit()
+    return f"{limit[0]}={limit[1]}" if limit and limit[1] in ONEDNN_ISAS_WITHOUT_BF16 else None
 
 
 def native_bf16() -> bool:
     """True when this CPU computes bfloat16 natively and oneDNN is there, allowed, to use it."""
-    if not torch.backends.mkldnn.is_available() or onednn_isa_limit() in ONEDNN_ISAS_WITHOUT_BF16:
+    if not torch.backends.mkldnn.is_available() or onednn_bf16_barred():
         return False
     return bool(cpu_flags() & NATIVE_BF16_FEATURES)
 
@@ -96,7 +96,7 @@ def cpu_report() -> dict[str, object]:
         "cpu": cpu_model(),
         "features": [name for name in REPORTED_FEATURES if name in flags],
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "onednn_isa_limit": onednn_isa_limit(),
+        "onednn_isa_limit": (onednn_isa_limit() or (None, None))[1],
         "native_bf16": native_bf16(),
     }
 
@@ -132,8 +132,8 @@ def cpu_bf16_choice(setting: str, name: str = "runner.cpu_bf16") -> tuple[bool, 
     check_choice(name, setting, CPU_BF16_CHOICES)
     native = native_bf16()
     features = ", ".join(sorted(cpu_flags() & NATIVE_BF16_FEATURES)) or "no AVX512-BF16, AMX or BF16"
-    if onednn_isa_limit() in ONEDNN_ISAS_WITHOUT_BF16:
-        features += " but {}={}".format(*onednn_isa_setting())
+    if barred := onednn_bf16_barred():
+        features += f" but {barred}"
     if setting == "off":
         return False, f"{name}=off: float32"
     if setting == "on" and not native:
