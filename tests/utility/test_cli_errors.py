@@ -20,24 +20,25 @@ from upstream import Upstream, save_upstream
 
 AUDIO = str(next((REPO / "data" / "demo" / "dev-clean").rglob("*.flac")))
 TASK = ["-u", "fbank", "-d", "speaker_frame"]
+PRETRAIN = ["-u", "aalbert_3L", "-p", "OUT"]
 
 # (command, arguments, text the error line must hold); OUT is the experiment folder, TMP the test's folder.
 MISTAKES = [
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps=many"],
+        [*PRETRAIN, "-o", "runner.total_steps=many"],
         "runner.total_steps must be int, got 'many'",
     ),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_stepz=5"], "no key 'total_stepz'"),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/missing.yaml"], "config file not found"),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--stop-at-step", "0"], "--stop-at-step must be a step >= 1"),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--seed", "-1"], "runner.seed (--seed) must be >= 0"),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "optimizer.lr=0"], "optimizer.lr must be > 0"),
+    (run_pretrain.main, [*PRETRAIN, "-o", "runner.total_stepz=5"], "no key 'total_stepz'"),
+    (run_pretrain.main, [*PRETRAIN, "-c", "TMP/missing.yaml"], "config file not found"),
+    (run_pretrain.main, [*PRETRAIN, "--stop-at-step", "0"], "--stop-at-step must be a step >= 1"),
+    (run_pretrain.main, [*PRETRAIN, "--seed", "-1"], "runner.seed (--seed) must be >= 0"),
+    (run_pretrain.main, [*PRETRAIN, "-o", "optimizer.lr=0"], "optimizer.lr must be > 0"),
     (run_pretrain.main, ["-u", "mockingjay_9L", "-p", "OUT"], "unknown upstream 'mockingjay_9L'"),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--stop-at-step", "two"], "invalid int value: 'two'"),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--bogus"], "unrecognized arguments: --bogus"),
+    (run_pretrain.main, [*PRETRAIN, "--stop-at-step", "two"], "invalid int value: 'two'"),
+    (run_pretrain.main, [*PRETRAIN, "--bogus"], "unrecognized arguments: --bogus"),
     (run_pretrain.main, ["-e", "TMP/nowhere"], "no such checkpoint file or experiment folder"),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "corpus.root=TMP/nowhere"], "corpus root not found"),
+    (run_pretrain.main, [*PRETRAIN, "-o", "corpus.root=TMP/nowhere"], "corpus root not found"),
     (run_downstream.main, [*TASK, "-p", "OUT", "-o", "runner.total_stepz=3"], "no key 'total_stepz'"),
     (run_downstream.main, [*TASK, "-p", "OUT", "-o", "optimizer.lr=0"], "optimizer.lr and upstream_lr must be > 0"),
     (run_downstream.main, [*TASK, "-p", "OUT", "-o", "runner.batch_size=two"], "runner.batch_size must be int"),
@@ -53,45 +54,45 @@ MISTAKES = [
     # Non-finite and out-of-range numbers, named by key, before anything is written (issue 19, cases 8 and 17).
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.gradient_clipping=nan"],
+        [*PRETRAIN, "-o", "runner.gradient_clipping=nan"],
         "runner.gradient_clipping must be a finite number, got nan",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "optimizer.lr=.inf"],
+        [*PRETRAIN, "-o", "optimizer.lr=.inf"],
         "optimizer.lr must be a finite number, got inf",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "optimizer.lr=nan"],
+        [*PRETRAIN, "-o", "optimizer.lr=nan"],
         "optimizer.lr must be a finite number, got nan",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "optimizer.betas=[0.9, .nan]"],
+        [*PRETRAIN, "-o", "optimizer.betas=[0.9, .nan]"],
         "optimizer.betas must be a finite number, got nan",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.max_minutes=nan"],
+        [*PRETRAIN, "-o", "runner.max_minutes=nan"],
         "runner.max_minutes must be a finite number, got nan",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.max_minutes=.inf"],
+        [*PRETRAIN, "-o", "runner.max_minutes=.inf"],
         "runner.max_minutes must be a finite number, got inf",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "corpus.dev_utterances=-5"],
+        [*PRETRAIN, "-o", "corpus.dev_utterances=-5"],
         "corpus.dev_utterances must be >= 0",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "data.max_seconds=nan"],
+        [*PRETRAIN, "-o", "data.max_seconds=nan"],
         "data.max_seconds must be a finite number, got nan",
     ),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "-o", "model.frontend.hop_ms=-10"], "frontend.hop_ms must be > 0"),
+    (run_pretrain.main, [*PRETRAIN, "-o", "model.frontend.hop_ms=-10"], "frontend.hop_ms must be > 0"),
     (
         run_downstream.main,
         [*TASK, "-p", "OUT", "-o", "runner.gradient_clipping=nan"],
@@ -107,12 +108,12 @@ MISTAKES = [
     # Duplicated keys and unreadable YAML: one line naming the key or problem, the file and the line (cases 6 and 20).
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/twice.yaml"],
+        [*PRETRAIN, "-c", "TMP/twice.yaml"],
         "TMP/twice.yaml line 3, column 1: not valid YAML: key 'runner' given twice (first on line 1)",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/key_twice.yaml"],
+        [*PRETRAIN, "-c", "TMP/key_twice.yaml"],
         "TMP/key_twice.yaml line 3, column 3: not valid YAML: key 'total_steps' given twice (first on line 2)",
     ),
     (
@@ -122,23 +123,23 @@ MISTAKES = [
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/tab.yaml"],
+        [*PRETRAIN, "-c", "TMP/tab.yaml"],
         "TMP/tab.yaml line 2, column 1: not valid YAML: found character '\\t'",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-c", "TMP/object.yaml"],
+        [*PRETRAIN, "-c", "TMP/object.yaml"],
         "TMP/object.yaml line 2, column 16: not valid YAML: could not determine a constructor for the tag "
         "'tag:yaml.org,2002:python/object:os.getcwd'",
     ),
     (
         run_pretrain.main,
-        ["-u", "aalbert_3L", "-p", "OUT", "-o", "runner.total_steps={a: 1, a: 2}"],
+        [*PRETRAIN, "-o", "runner.total_steps={a: 1, a: 2}"],
         "override 'runner.total_steps={a: 1, a: 2}' line 1, column 8: not valid YAML: key 'a' given twice",
     ),
     # Not an abbreviation of --tasks-dir: every option is written out.
     (run_downstream.main, ["-u", "fbank", "--task", "phone_linear", "-p", "OUT"], "unrecognized arguments: --task"),
-    (run_pretrain.main, ["-u", "aalbert_3L", "-p", "OUT", "--stop", "3"], "unrecognized arguments: --stop"),
+    (run_pretrain.main, [*PRETRAIN, "--stop", "3"], "unrecognized arguments: --stop"),
     (hub._main, ["from_checkpoint", AUDIO], "from_checkpoint builds what a checkpoint describes: give it with -k CKPT"),
     (hub._main, ["aalbert_4L", AUDIO], "unknown upstream 'aalbert_4L'"),
     (hub._main, ["fbank", "TMP/missing.flac"], "audio file not found"),
