@@ -34,6 +34,27 @@ def process_settings_restored():
     process_defaults._process_threads = opted_in
 
 
+# float32's machine epsilon (2**-23): the spacing of float32 numbers just above 1.
+FLOAT32_EPS = torch.finfo(torch.float32).eps
+
+
+def cross_cpu_tolerance(reference: torch.Tensor, terms: int) -> float:
+    """Absolute tolerance for float32 values compared with a reference computed on another CPU.
+
+    MKL, oneDNN and ATen pick their kernels by instruction set (AVX2, AVX-512, AMX), and each
+    blocks and orders its sums differently, so one float32 computation rounds differently from
+    one CPU to another (measured: 2.5e-5 on hidden states of scale 3.3 between an Intel Xeon with
+    MKL's AVX-512 paths and the AMD EPYC that wrote the reference). Whatever the order, a float32
+    sum of ``terms`` products lies within (terms - 1) * eps * sum|products| of the exact value
+    (the bound for recursive summation), so two orders differ by at most twice that. The values'
+    largest magnitude stands in for the sum of magnitudes (every compared quantity here comes out
+    of a normalisation that keeps it at that scale); ``terms`` is the longest reduction on the way
+    to the values. A wrong or missing weight moves the values by a sizeable fraction of their scale,
+    orders of magnitude above this (the tests that use it check that too).
+    """
+    return 2 * terms * FLOAT32_EPS * float(reference.abs().max())
+
+
 def tiny_config(family: str = "aalbert", num_layers: int = 2, **encoder_fields) -> UpstreamConfig:
     """The papers' front end with a 32-wide, 2-layer encoder: real code paths, test speed."""
     fields = dict(
