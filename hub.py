@@ -72,6 +72,17 @@ def mel(ckpt: Optional[str] = None, **options: Any) -> Upstream:
     return build_upstream("mel", ckpt, **options)
 
 
+def mel_raw(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """80 log-mel + delta without CMVN (keeps the spectral mean that pooled probes need); 1 hidden state."""
+    return build_upstream("mel_raw", ckpt, **options)
+
+
+def model_input(ckpt: Optional[str] = None, **options: Any) -> Upstream:
+    """A Transformer checkpoint's own input: its front end's features stacked R frames to its frame
+    rate, no encoder (without ckpt, the presets': 480 dims per 30 ms); 1 hidden state."""
+    return build_upstream("model_input", ckpt, **options)
+
+
 def wav2vec2_base(ckpt: Optional[str] = None, **options: Any) -> TorchaudioUpstream:
     """wav2vec 2.0 Base from torchaudio (WAV2VEC2_BASE, LibriSpeech 960 h; 12 layers, 768 hidden,
     20 ms frames); 13 hidden states."""
@@ -104,6 +115,8 @@ ENTRIES = (
     "mockingjay_12L",
     "fbank",
     "mel",
+    "mel_raw",
+    "model_input",
     "wav2vec2_base",
     "hubert_base",
     "wavlm_base_plus",

@@ -138,12 +138,21 @@ class UpstreamConfig:
     """Everything needed to rebuild an upstream from a checkpoint.
 
     ``family`` is ``mockingjay`` or ``aalbert`` for Transformer upstreams and ``baseline`` for
-    plain features (then ``encoder`` is None).
+    plain features (then ``encoder`` is None). ``stack`` (baselines only) puts that many
+    consecutive 10 ms frames side by side in one output frame: a Transformer's own input at its
+    frame rate, without the encoder (a Transformer stacks by ``encoder.downsample_rate``).
     """
 
     family: str
     frontend: FrontendConfig
     encoder: Optional[EncoderConfig] = None
+    stack: int = 1
+
+    def __post_init__(self) -> None:
+        if self.stack < 1:
+            raise ValueError(f"stack must be >= 1, got {self.stack}")
+        if self.stack != 1 and self.encoder is not None:
+            raise ValueError("stack is for plain-feature baselines; a Transformer stacks by encoder.downsample_rate")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -157,4 +166,5 @@ class UpstreamConfig:
             family=str(data["family"]),
             frontend=dataclass_from_dict(FrontendConfig, data["frontend"], f"{source}.frontend"),
             encoder=None if encoder is None else dataclass_from_dict(EncoderConfig, encoder, f"{source}.encoder"),
+            stack=int(data.get("stack", 1)),  # configs stored before baselines could stack have none
         )

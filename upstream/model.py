@@ -9,7 +9,7 @@ from torch import nn
 
 from .audio import check_waveforms
 from .config import UpstreamConfig
-from .encoder import TransformerEncoder
+from .encoder import TransformerEncoder, stack_frames
 from .frontend import FeatureExtractor
 from .inputs import Waveforms, waveform_list
 
@@ -65,8 +65,8 @@ class Upstream(nn.Module):
 
     @property
     def frames_per_step(self) -> int:
-        """Raw 10 ms frames per output frame (the encoder's R; 1 for baselines)."""
-        return self.config.encoder.downsample_rate if self.encoder is not None else 1
+        """Raw 10 ms frames per output frame (the encoder's R; a baseline's ``stack``)."""
+        return self.config.encoder.downsample_rate if self.encoder is not None else self.config.stack
 
     @property
     def downsample_rate(self) -> int:
@@ -76,7 +76,9 @@ class Upstream(nn.Module):
     @property
     def hidden_size(self) -> int:
         """Width of every hidden state."""
-        return self.config.encoder.hidden_size if self.encoder is not None else self.config.frontend.feature_dim
+        if self.encoder is not None:
+            return self.config.encoder.hidden_size
+        return self.config.frontend.feature_dim * self.config.stack
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
@@ -116,7 +118,8 @@ class Upstream(nn.Module):
         check_waveforms(wavs, self.min_samples)
         features = self.frontend(wavs)
         if self.encoder is None:
-            states, lengths = [features.inputs], features.lengths
+            stacked, lengths = stack_frames(features.inputs, features.lengths, self.config.stack)
+            states = [stacked]
         else:
             dtype = self.encoder.input_projection.weight.dtype
             states, lengths = self.encoder(features.inputs.to(dtype), features.lengths)

@@ -4,6 +4,8 @@ torchaudio's wav2vec 2.0 / HuBERT / WavLM Base models for comparison."""
 from __future__ import annotations
 
 from .config import EncoderConfig, FrontendConfig, UpstreamConfig
+from .files import read_upstream_checkpoint
+from .model import Upstream
 from .registry import UpstreamEntry, register
 from .torchaudio_ssl import TORCHAUDIO_MODELS, build_torchaudio_upstream
 
@@ -51,8 +53,33 @@ def fbank_preset() -> UpstreamConfig:
 
 
 def mel_preset() -> UpstreamConfig:
-    """Exactly the Transformer models' input: 80 log-mel + delta, per-utterance CMVN."""
+    """Exactly the Transformer models' input: 80 log-mel + delta, per-utterance CMVN.
+
+    Per-utterance CMVN makes every utterance's mean frame zero, so a probe that pools over
+    time (speaker_utterance) sees nothing: use mel_raw there."""
     return UpstreamConfig(family="baseline", frontend=FrontendConfig(**PAPER_FRONTEND))
+
+
+def mel_raw_preset() -> UpstreamConfig:
+    """80 log-mel + delta without CMVN: what per-utterance normalisation removes (the spectral
+    mean, the strongest speaker cue of a pooled probe) is kept."""
+    return UpstreamConfig(family="baseline", frontend=FrontendConfig(**{**PAPER_FRONTEND, "cmvn": False}))
+
+
+def model_input_config(config: UpstreamConfig) -> UpstreamConfig:
+    """A Transformer configuration -> its own input as a baseline: the same front end, R frames
+    stacked side by side (one output frame per stacked step, as the encoder sees them), no encoder."""
+    if config.encoder is None:
+        return config
+    return UpstreamConfig(family="baseline", frontend=config.frontend, stack=config.encoder.downsample_rate)
+
+
+def build_model_input(ckpt=None, pretrained=None, precision="float32", max_frames=None, refresh=False) -> Upstream:
+    """The ``model_input`` entry: the input of the Transformer in ``ckpt`` (without: of the presets)."""
+    if pretrained is not None and pretrained is not False:
+        raise ValueError("model_input takes ckpt=PATH (the Transformer whose input it gives), not pretrained")
+    config = read_upstream_checkpoint(ckpt)[0] if ckpt is not None else transformer_preset("aalbert", 3)
+    return Upstream(model_input_config(config))
 
 
 _DESCRIPTIONS = {
@@ -72,6 +99,19 @@ for _family, _description in _DESCRIPTIONS.items():
         )
 register(UpstreamEntry(name="fbank", family="baseline", preset=fbank_preset, description=fbank_preset.__doc__))
 register(UpstreamEntry(name="mel", family="baseline", preset=mel_preset, description=mel_preset.__doc__))
+register(UpstreamEntry(name="mel_raw", family="baseline", preset=mel_raw_preset, description=mel_raw_preset.__doc__))
+register(
+    UpstreamEntry(
+        name="model_input",
+        family="baseline",
+        preset=lambda: model_input_config(transformer_preset("aalbert", 3)),
+        description=(
+            "A Transformer checkpoint's own input (ckpt=PATH): its front end's features, R frames stacked "
+            "to its frame rate, no encoder; without ckpt, the presets' (160 dims x 3 = 480)."
+        ),
+        builder=build_model_input,
+    )
+)
 for _model in TORCHAUDIO_MODELS.values():
     register(
         UpstreamEntry(

@@ -234,3 +234,12 @@ def test_feature_standardizer_handles_a_one_utterance_batch():
     single = standardizer(batch[:1])  # training mode, one item: the running statistics
     standardizer.eval()
     assert torch.equal(single, standardizer(batch[:1]))
+
+
+def test_a_pooled_probe_on_per_utterance_normalised_features_stops_with_the_reason(tmp_path):
+    # mel's per-utterance CMVN makes every utterance's mean frame zero: nothing to tell apart.
+    with pytest.raises(ValueError, match="mean-pooled features are the same.*per-utterance CMVN.*'mel_raw'"):
+        train("speaker_utterance", tmp_path / "mel", upstream=["-u", "mel"])
+    # The same features without CMVN pool to different vectors and train.
+    results = train("speaker_utterance", tmp_path / "mel_raw", upstream=["-u", "mel_raw"])
+    assert results["steps"] == 4
