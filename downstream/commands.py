@@ -7,14 +7,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from utility.atomic_write import write_text_atomic
 from utility.cli import check_output_is_not_an_input
 from utility.process_group import init_distributed
 
 from . import experiment
 from .inference import format_predictions, load_probe, predict_files
 from .probe_checkpoint import RunSpec, read_located_checkpoint
+from .runner import RESULTS
 from .upstream_file import check_upstream_file
 
 DEFAULT_ROOT = Path("result") / "downstream"
@@ -94,6 +96,7 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
     path, checkpoint = read_located_checkpoint(args.past_exp, prefer_best=True)
     upstream_file = check_upstream_file(checkpoint, path, args.allow_upstream_change)
     check_output_is_not_an_input(args.output, [*args.inputs, path, checkpoint["run"]["upstream_ckpt"]], "--output")
+    _check_output_is_not_the_runs(args.output, path.parent)
     spec, model = load_probe(checkpoint, init_distributed(args.device).device, args.tasks_dir)
     usable, predictions, problems = predict_files(model, args.inputs)
     notes = []
@@ -103,7 +106,7 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
         )
     text = format_predictions(model, spec, usable, predictions, notes)
     if args.output:
-        Path(args.output).write_text(text)
+        write_text_atomic(args.output, text)
     else:
         sys.stdout.write(text)
     if problems:
@@ -113,6 +116,21 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
             f"(predictions for the other {len(usable)} are {where})"
         )
     return predictions
+
+
+def _check_output_is_not_the_runs(output: Optional[str], expdir: Path) -> None:
+    """Refuse an inference ``--output`` that is a file of the probe's experiment folder (its
+    results, checkpoints, settings, logs) or a name the run writes there: predictions would
+    replace what the run owns."""
+    if output is None:
+        return
+    target, folder = Path(output).resolve(), expdir.resolve()
+    owned_name = target.parent == folder and (target.name in (RESULTS, experiment.EVALUATION) or target.suffix == ".ckpt")
+    if target.is_relative_to(folder) and (target.exists() or owned_name):
+        raise ValueError(
+            f"--output {output} is a file of the experiment folder {expdir}, which the run owns; "
+            "writing predictions there would replace it: give a path outside that folder"
+        )
 
 
 MODES = {"train": train, "evaluate": evaluate, "inference": inference}

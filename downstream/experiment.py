@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from upstream import Upstream, get_entry
-from utility.checkpoint_keeper import experiment_of
+from utility.checkpoint_keeper import check_resumes_the_newest, experiment_of
 from utility.config import apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
@@ -125,6 +125,7 @@ def resume(
         with _owned(experiment_of(path), context):
             source, checkpoint = read_located_checkpoint(path, prefer_best=False, skip_damaged=skip_damaged,
                                                          set_aside=context.is_main)
+            check_resumes_the_newest(path, int(checkpoint["step"]))
             upstream_file = check_upstream_file(checkpoint, source, allow_upstream_change)
             spec = stored_spec(checkpoint, overrides, tasks_dir, source)
             # Settings that fix the data, its split or the seed cannot change mid-run, however given.

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from utility.config import apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
-from utility.checkpoint_keeper import CheckpointKeeper, experiment_of
+from utility.checkpoint_keeper import CheckpointKeeper, check_resumes_the_newest, experiment_of
 from utility.process_group import cleanup_distributed, init_distributed
 
 from .settings import RENAMED, RESUME_FIXED, PretrainSettings, load_settings, stored_settings
@@ -66,6 +66,7 @@ def pretrain(
             folder = experiment_of(resume)
             lock = ExperimentLock(folder).acquire() if context.is_main else None
             path, checkpoint = read_resume_checkpoint(resume, skip_damaged, set_aside=context.is_main)
+            check_resumes_the_newest(resume, int(checkpoint[SECTION]["step"]))
             settings = _resumed_settings(upstream, name, experiment, config_file, overrides, seed, path, checkpoint)
             state = checkpoint[SECTION]
             if state["step"] >= settings.runner.total_steps:
@@ -83,8 +84,7 @@ def pretrain(
             overrides = [*overrides, *([f"runner.seed={seed}"] if seed is not None else [])]
             settings = load_settings(upstream, config_file, overrides)
             lock = ExperimentLock(folder).acquire() if context.is_main else None
-            if CheckpointKeeper(folder).latest() is not None:
-                raise ValueError(f"{folder} already holds checkpoints; resume with -e {folder}, or pick another -n/-p")
+            _refuse_a_used_folder(folder)
             checkpoint = None
         # The trainer indexes the corpus first: a missing corpus or unusable audio stops the run
         # before it writes anything.
@@ -119,6 +119,19 @@ def pretrain(
         if lock is not None:
             lock.release()
         cleanup_distributed(context)
+
+
+def _refuse_a_used_folder(folder: Path) -> None:
+    """A new run never writes over an earlier run's checkpoints: step checkpoints are resumed,
+    a lone ``best.ckpt`` (the step checkpoints deleted to save disk) cannot be, nor replaced."""
+    keeper = CheckpointKeeper(folder)
+    if keeper.latest() is not None:
+        raise ValueError(f"{folder} already holds checkpoints; resume with -e {folder}, or pick another -n/-p")
+    if keeper.best_path.exists():
+        raise ValueError(
+            f"{folder} holds {keeper.best_path.name} of an earlier run (without its states-*.ckpt it cannot be resumed, "
+            "and a new run would overwrite it): pick another -n/-p, or move that folder away to start over in it"
+        )
 
 
 def _resumed_settings(

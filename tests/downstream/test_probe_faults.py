@@ -261,3 +261,26 @@ def test_inference_refuses_file_names_that_would_break_its_lines(tmp_path):
         assert f"{str(path)!r}: its name holds a newline or tab" in str(error.value)
     lines = out.read_text().splitlines()
     assert [line.split("\t")[0] for line in lines if not line.startswith("#")] == [str(DEMO_FILES[0]), str(DEMO_FILES[1])]
+
+
+def folder_bytes(folder) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_resuming_an_older_probe_checkpoint_names_the_newer_ones_and_writes_nothing(tmp_path):
+    probe(tmp_path / "exp", "-o", "runner.save_step=2", "runner.max_keep=2")
+    before = folder_bytes(tmp_path / "exp")
+    assert {"states-00000002.ckpt", "states-00000004.ckpt", "results.json"} <= set(before)
+    with pytest.raises(ValueError, match=r"continues from step 2, but .* holds newer checkpoints \(states-00000004.ckpt\)"):
+        run_downstream.main(["-e", str(tmp_path / "exp" / "states-00000002.ckpt"), "-o", "runner.total_steps=6"])
+    assert folder_bytes(tmp_path / "exp") == before
+
+
+@pytest.mark.parametrize("name", ["results.json", "states-00000004.ckpt", "evaluation.json", "states-00000009.ckpt"])
+def test_inference_refuses_to_write_over_a_file_the_run_owns(tmp_path, name):
+    probe(tmp_path / "exp")
+    before = folder_bytes(tmp_path / "exp")
+    output = tmp_path / "exp" / name
+    with pytest.raises(ValueError, match=rf"--output {re.escape(str(output))} is a file of the experiment folder"):
+        run_downstream.main(["-m", "inference", "-e", str(tmp_path / "exp"), "-i", str(DEMO_FILES[0]), "--output", str(output)])
+    assert folder_bytes(tmp_path / "exp") == before

@@ -148,3 +148,37 @@ def test_resume_refuses_a_changed_seed_mask_or_split_however_given(one_step_run,
     with pytest.raises(ValueError, match=rf"cannot resume .*states-00000001.ckpt with other settings for {re.escape(key)}"):
         run_pretrain.main(["-e", str(one_step_run), "-o", "runner.total_steps=2", *change])
     assert sorted(p.name for p in one_step_run.iterdir()) == before  # refused before anything was written
+
+
+def folder_bytes(folder) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_a_new_run_refuses_a_folder_holding_only_best_ckpt(tmp_path):
+    folder = tmp_path / "run"
+    settings = overrides("corpus.dev_subsets=[]", "runner.total_steps=1")
+    run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *settings])
+    for path in folder.glob("states-*.ckpt"):  # deleted to save disk
+        path.unlink()
+    best = (folder / "best.ckpt").read_bytes()
+    with pytest.raises(ValueError, match=rf"{re.escape(str(folder))} holds best.ckpt of an earlier run.*pick another -n/-p"):
+        run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *overrides("corpus.dev_subsets=[]", "runner.total_steps=2")])
+    assert (folder / "best.ckpt").read_bytes() == best
+
+
+def test_resuming_an_older_checkpoint_names_the_newer_ones_and_writes_nothing(tmp_path):
+    folder = tmp_path / "run"
+    settings = overrides("corpus.dev_subsets=[]", "runner.total_steps=3", "runner.save_step=1", "runner.max_keep=3")
+    run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *settings])
+    before = folder_bytes(folder)
+    with pytest.raises(
+        ValueError, match=r"continues from step 1, but .* holds newer checkpoints \(states-00000002.ckpt, states-00000003.ckpt\)"
+    ):
+        run_pretrain.main(["-e", str(folder / "states-00000001.ckpt")])
+    assert folder_bytes(folder) == before
+    branch = tmp_path / "branch"  # the fix the message offers: continue a copy elsewhere
+    branch.mkdir()
+    (branch / "states-00000001.ckpt").write_bytes(before["states-00000001.ckpt"])
+    outcome = run_pretrain.main(["-e", str(branch / "states-00000001.ckpt")])
+    assert outcome.finished and outcome.step == 3
+    assert same_training_state(read_checkpoint_file(branch / "states-00000003.ckpt"), read_checkpoint_file(folder / "states-00000003.ckpt"))
