@@ -22,7 +22,7 @@ from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from upstream import Upstream, get_entry
 from utility.checkpoint_keeper import check_resumes_the_newest, experiment_of
-from utility.config import apply_overrides, check_resume_unchanged
+from utility.config import RESTORED_FROM_CHECKPOINT, apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
 from utility.process_group import DistributedContext, cleanup_distributed, init_distributed
@@ -30,7 +30,7 @@ from utility.process_group import DistributedContext, cleanup_distributed, init_
 from .discovery import TASKS_DIR, load_task
 from .probe_checkpoint import RunSpec, read_located_checkpoint
 from .runner import RESULTS, Runner, write_json
-from .settings import RENAMED, RESUME_FIXED, complete_task_config, load_task_config, runner_sections
+from .settings import RENAMED, RESUME_FIXED, RESUME_RESTORED, complete_task_config, load_task_config, runner_sections
 from .upstream_file import RECORD_KEY, check_upstream_file
 
 EVALUATION = "evaluation.json"
@@ -129,7 +129,9 @@ def resume(
             upstream_file = check_upstream_file(checkpoint, source, allow_upstream_change)
             spec = stored_spec(checkpoint, overrides, tasks_dir, source)
             # Settings that fix the data, its split or the seed cannot change mid-run, however given.
-            check_resume_unchanged(stored_spec(checkpoint, (), tasks_dir, source).config, spec.config, RESUME_FIXED, str(source))
+            stored = stored_spec(checkpoint, (), tasks_dir, source).config
+            check_resume_unchanged(stored, spec.config, RESUME_FIXED, str(source))
+            check_resume_unchanged(stored, spec.config, RESUME_RESTORED, str(source), RESTORED_FROM_CHECKPOINT)
             if check is not None:
                 check(spec, source)
             runner = Runner(spec, context, source.parent, tasks_dir, upstream=upstream)

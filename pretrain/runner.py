@@ -9,13 +9,13 @@ from typing import Optional, Sequence
 import yaml
 from tqdm import tqdm
 
-from utility.config import apply_overrides, check_resume_unchanged
+from utility.config import RESTORED_FROM_CHECKPOINT, apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
 from utility.checkpoint_keeper import CheckpointKeeper, check_resumes_the_newest, experiment_of
 from utility.process_group import cleanup_distributed, init_distributed
 
-from .settings import RENAMED, RESUME_FIXED, PretrainSettings, load_settings, stored_settings
+from .settings import RENAMED, RESUME_FIXED, RESUME_RESTORED, PretrainSettings, load_settings, stored_settings
 from .state import SECTION, read_resume_checkpoint
 from .trainer import PretrainOutcome, Pretrainer
 
@@ -162,6 +162,7 @@ def _resumed_settings(
     current = stored_settings(stored, str(path)).to_dict()
     resumed = PretrainSettings.from_dict(apply_overrides(current, overrides, RENAMED), source=str(path))
     check_resume_unchanged(current, resumed.to_dict(), RESUME_FIXED, str(path))
+    check_resume_unchanged(current, resumed.to_dict(), RESUME_RESTORED, str(path), RESTORED_FROM_CHECKPOINT)
     return resumed
 
 

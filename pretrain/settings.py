@@ -38,6 +38,9 @@ RENAMED = {
 # Settings a resumed run cannot change (``-o`` or ``--seed``): they fix the corpus split, the
 # held-out set's crops and masks that pick best.ckpt, and every random draw of the exact resume.
 RESUME_FIXED = ("runner.seed", "corpus", "masking", "data.max_seconds")
+# Settings a resumed run restores from its checkpoint (AdamW's learning rate, betas, eps and
+# weight decay, the schedule's position), so a changed value would be stored without effect: refused.
+RESUME_RESTORED = ("optimizer",)
 
 
 @dataclass

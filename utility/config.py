@@ -158,11 +158,21 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resume_unchanged(stored: dict[str, Any], resumed: dict[str, Any], fixed: Iterable[str], source: str) -> None:
+FIXED_BY_DATA = "these keys fix the data, masks and random draws"
+RESTORED_FROM_CHECKPOINT = (
+    "the optimizer and its schedule are restored from the checkpoint as they were, so a new value would "
+    "be stored but have no effect"
+)
+
+
+def check_resume_unchanged(
+    stored: dict[str, Any], resumed: dict[str, Any], fixed: Iterable[str], source: str, reason: str = FIXED_BY_DATA
+) -> None:
     """Refuse to resume with a setting under one of the dotted prefixes ``fixed`` changed,
     however it was changed (``-o``, an option): the run would go on from a state it did not
     reach with these settings (other held-out masks, another data split), which an exact
-    resume cannot do. ``stored``/``resumed`` are the nested settings before and after."""
+    resume cannot do, or the setting is restored from the checkpoint (``reason`` says which).
+    ``stored``/``resumed`` are the nested settings before and after."""
     before, after = flatten(stored), flatten(resumed)
     prefixes = tuple(fixed)
     changed = [
@@ -173,6 +183,6 @@ def check_resume_unchanged(stored: dict[str, Any], resumed: dict[str, Any], fixe
     if changed:
         raise ValueError(
             f"cannot resume {source} with other settings for {'; '.join(changed)}: the run was trained with the "
-            f"first value (these keys fix the data, masks and random draws: {', '.join(prefixes)}); drop the change, "
+            f"first value ({reason}: {', '.join(prefixes)}); drop the change, "
             "or start a new run with it"
         )

@@ -165,6 +165,8 @@ def test_resume_refuses_a_changed_seed_split_or_batch_plan(tmp_path):
         ("runner.train_proportion=0.5", "runner.train_proportion: 1.0 -> 0.5"),
         ("runner.batch_size=2", "runner.batch_size: 3 -> 2"),
         ("data.test_fraction=0.2", "data.test_fraction: 0.1 -> 0.2"),
+        ("optimizer.lr=0.5", "optimizer.lr: 0.001 -> 0.5"),  # restored from the checkpoint: it would do nothing
+        ("optimizer.schedule=linear", "optimizer.schedule: 'constant' -> 'linear'"),
     ):
         with pytest.raises(ValueError, match=rf"cannot resume .*with other settings for {re.escape(key)}"):
             run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6", change])

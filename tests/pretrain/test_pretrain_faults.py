@@ -141,6 +141,9 @@ def one_step_run(tmp_path_factory):
         (["-o", "corpus.dev_utterances=2"], "corpus.dev_utterances: 4 -> 2"),
         (["-o", "corpus.dev_subsets=[]"], "corpus.dev_subsets: ['dev-clean'] -> []"),
         (["-o", "data.max_seconds=5"], "data.max_seconds: 15.0 -> 5.0"),
+        # restored from the checkpoint, so the new value would be stored but do nothing
+        (["-o", "optimizer.lr=0.1"], "optimizer.lr: 5e-05 -> 0.1"),
+        (["-o", "optimizer.weight_decay=0"], "optimizer.weight_decay: 0.01 -> 0"),
     ],
 )
 def test_resume_refuses_a_changed_seed_mask_or_split_however_given(one_step_run, change, key):
