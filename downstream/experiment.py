@@ -22,7 +22,7 @@ from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from upstream import Upstream, get_entry
 from utility.checkpoint_keeper import check_resumes_the_newest, experiment_of
-from utility.config import RESTORED_FROM_CHECKPOINT, apply_overrides, check_resume_unchanged
+from utility.config import RESTORED_FROM_CHECKPOINT, absolute_paths, apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
 from utility.process_group import DistributedContext, cleanup_distributed, init_distributed
@@ -30,7 +30,7 @@ from utility.process_group import DistributedContext, cleanup_distributed, init_
 from .discovery import TASKS_DIR, load_task
 from .probe_checkpoint import RunSpec, read_located_checkpoint
 from .runner import RESULTS, Runner, write_json
-from .settings import RENAMED, RESUME_FIXED, RESUME_RESTORED, complete_task_config, load_task_config, runner_sections
+from .settings import PATH_SETTINGS, RENAMED, RESUME_FIXED, RESUME_RESTORED, complete_task_config, load_task_config, runner_sections
 from .upstream_file import RECORD_KEY, check_upstream_file
 
 EVALUATION = "evaluation.json"
@@ -56,7 +56,7 @@ def new_spec(
         get_entry(upstream)  # an unknown name raises here, listing the available ones
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
-    config = load_task_config(load_task(task, tasks_dir), config_file, list(overrides))
+    config = absolute_paths(load_task_config(load_task(task, tasks_dir), config_file, list(overrides)), PATH_SETTINGS, "settings")
     runner_sections(config)
     return RunSpec(task, upstream, upstream_ckpt, layer, fine_tune, seed, config)
 
@@ -66,7 +66,7 @@ def stored_spec(checkpoint: dict[str, Any], overrides: Sequence[str], tasks_dir:
     ``overrides`` applied."""
     spec = RunSpec.from_dict(checkpoint["run"])
     config = complete_task_config(load_task(spec.task, tasks_dir), spec.config, str(source))
-    spec.config = apply_overrides(config, list(overrides), RENAMED)
+    spec.config = absolute_paths(apply_overrides(config, list(overrides), RENAMED), PATH_SETTINGS, str(source), stored=True)
     runner_sections(spec.config)
     return spec
 

@@ -9,13 +9,13 @@ from typing import Optional, Sequence
 import yaml
 from tqdm import tqdm
 
-from utility.config import RESTORED_FROM_CHECKPOINT, apply_overrides, check_resume_unchanged
+from utility.config import RESTORED_FROM_CHECKPOINT, absolute_paths, apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
 from utility.checkpoint_keeper import CheckpointKeeper, check_resumes_the_newest, experiment_of
 from utility.process_group import cleanup_distributed, init_distributed
 
-from .settings import RENAMED, RESUME_FIXED, RESUME_RESTORED, PretrainSettings, load_settings, stored_settings
+from .settings import PATH_SETTINGS, RENAMED, RESUME_FIXED, RESUME_RESTORED, PretrainSettings, load_settings, stored_settings
 from .state import SECTION, read_resume_checkpoint
 from .trainer import PretrainOutcome, Pretrainer
 
@@ -159,8 +159,10 @@ def _resumed_settings(
     if model_overrides:
         raise ValueError(f"cannot change the model of a run being resumed ({model_overrides}); start a new run")
     overrides = [*overrides, *([f"runner.seed={seed}"] if seed is not None else [])]
-    current = stored_settings(stored, str(path)).to_dict()
-    resumed = PretrainSettings.from_dict(apply_overrides(current, overrides, RENAMED), source=str(path))
+    current = absolute_paths(stored_settings(stored, str(path)).to_dict(), PATH_SETTINGS, str(path), stored=True)
+    resumed = PretrainSettings.from_dict(
+        absolute_paths(apply_overrides(current, overrides, RENAMED), PATH_SETTINGS, "-o"), source=str(path)
+    )
     check_resume_unchanged(current, resumed.to_dict(), RESUME_FIXED, str(path))
     check_resume_unchanged(current, resumed.to_dict(), RESUME_RESTORED, str(path), RESTORED_FROM_CHECKPOINT)
     return resumed

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -186,3 +187,30 @@ def check_resume_unchanged(
             f"first value ({reason}: {', '.join(prefixes)}); drop the change, "
             "or start a new run with it"
         )
+
+
+def absolute_paths(config: dict[str, Any], keys: Iterable[str], source: str, stored: bool = False) -> dict[str, Any]:
+    """A copy of nested ``config`` with each relative path under the dotted ``keys`` made
+    absolute against the current folder: a run stores where its data is, not where it was
+    started from, so ``-e`` from another folder reads the same corpus.
+
+    ``stored``: ``config`` comes from an existing run (older runs stored relative paths as
+    written); such a path is resolved the same way, and refused, naming it, when nothing exists
+    there (the command was run from another folder than the run's)."""
+    config = copy.deepcopy(config)
+    for dotted in keys:
+        *parents, leaf = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(leaf) if isinstance(node, dict) else None
+        if not isinstance(value, str) or not value or os.path.isabs(os.path.expanduser(value)):
+            continue
+        absolute = os.path.abspath(os.path.expanduser(value))
+        if stored and not os.path.exists(absolute):
+            raise FileNotFoundError(
+                f"{source}: the relative path {dotted}={value!r} points to {absolute}, which does not exist: run the "
+                "command from the folder the run was started in, or give an absolute path"
+            )
+        node[leaf] = absolute
+    return config

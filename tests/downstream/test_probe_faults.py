@@ -286,3 +286,17 @@ def test_inference_refuses_to_write_over_a_file_the_run_owns(tmp_path, name):
     with pytest.raises(ValueError, match=rf"--output {re.escape(str(output))} is a file of the experiment folder"):
         run_downstream.main(["-m", "inference", "-e", str(tmp_path / "exp"), "-i", str(DEMO_FILES[0]), "--output", str(output)])
     assert folder_bytes(tmp_path / "exp") == before
+
+
+def test_a_relative_data_root_is_stored_absolute_and_read_the_same_from_another_folder(tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    three = {"1000", "1001", "1002"}
+    corpus = corpus_of_speakers(work, keep=three.__contains__)
+    monkeypatch.chdir(work)
+    trained = probe(tmp_path / "exp", f"data.root={corpus.name}")
+    assert read_probe_checkpoint(tmp_path / "exp" / "best.ckpt")["run"]["config"]["data"]["root"] == str(corpus)
+    monkeypatch.chdir(elsewhere)  # no corpus0/ here: the probe is scored on its own data
+    scores = run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp"), "-t", "test"])
+    assert scores["test"] == pytest.approx(trained["test"])

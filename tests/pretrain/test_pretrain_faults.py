@@ -15,8 +15,8 @@ import torch
 import run_pretrain
 import utility.atomic_write
 from conftest import REPO, overrides
-from faults import assert_one_line_error, interrupt_training, mount_tiny_disk, overwrite_tensor_bytes, run_command
-from utility.checkpoint_file import read_checkpoint_file
+from faults import assert_one_line_error, copy_corpus, interrupt_training, mount_tiny_disk, overwrite_tensor_bytes, run_command
+from utility.checkpoint_file import read_checkpoint_file, save_atomic
 
 ENCODER = ("upstream", "state_dict", "input_projection.weight")
 
@@ -185,3 +185,29 @@ def test_resuming_an_older_checkpoint_names_the_newer_ones_and_writes_nothing(tm
     outcome = run_pretrain.main(["-e", str(branch / "states-00000001.ckpt")])
     assert outcome.finished and outcome.step == 3
     assert same_training_state(read_checkpoint_file(branch / "states-00000003.ckpt"), read_checkpoint_file(folder / "states-00000003.ckpt"))
+
+
+def test_a_relative_corpus_root_is_stored_absolute_and_read_the_same_from_another_folder(tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    copy_corpus(work, count=12)
+    elsewhere.mkdir()
+    settings = overrides("corpus.dev_subsets=[]", "corpus.root=corpus", "runner.total_steps=1")
+    monkeypatch.chdir(work)
+    run_pretrain.main(["-u", "aalbert_3L", "-p", str(tmp_path / "run"), *settings])
+    stored = read_checkpoint_file(tmp_path / "run" / "states-00000001.ckpt")
+    assert stored["pretraining"]["settings"]["corpus"]["root"] == str(work / "corpus")
+    monkeypatch.chdir(elsewhere)  # no corpus/ here: the run still reads its own
+    assert run_pretrain.main(["-e", str(tmp_path / "run"), "-o", "runner.total_steps=2"]).step == 2
+
+    # A run stored before roots were made absolute: resolved from the current folder, and
+    # refused, naming the path, where nothing is there.
+    old = tmp_path / "old"
+    old.mkdir()
+    stored["pretraining"]["settings"]["corpus"]["root"] = "corpus"
+    save_atomic(stored, old / "states-00000001.ckpt")
+    with pytest.raises(FileNotFoundError, match=rf"corpus.root='corpus' points to {re.escape(str(elsewhere / 'corpus'))}, which"):
+        run_pretrain.main(["-e", str(old), "-o", "runner.total_steps=2"])
+    assert not (old / "states-00000002.ckpt").exists()
+    monkeypatch.chdir(work)
+    assert run_pretrain.main(["-e", str(old), "-o", "runner.total_steps=2"]).step == 2
+    assert read_checkpoint_file(old / "states-00000002.ckpt")["pretraining"]["settings"]["corpus"]["root"] == str(work / "corpus")
