@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import run_downstream
+from downstream import experiment
 from conftest import REPO, tiny_config
 from downstream.probe_checkpoint import read_probe_checkpoint
 from faults import copy_corpus, interrupt_training, non_finite_wav, run_command, write_wav
@@ -300,3 +301,41 @@ def test_a_relative_data_root_is_stored_absolute_and_read_the_same_from_another_
     monkeypatch.chdir(elsewhere)  # no corpus0/ here: the probe is scored on its own data
     scores = run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp"), "-t", "test"])
     assert scores["test"] == pytest.approx(trained["test"])
+
+
+def test_evaluate_refuses_run_options_follows_a_moved_upstream_and_keeps_earlier_splits(tmp_path):
+    upstream = tmp_path / "upstream.ckpt"
+    torch.manual_seed(0)
+    save_upstream(Upstream(tiny_config(num_layers=3)), upstream, "aalbert_3L")
+    probe(tmp_path / "exp", upstream=("-k", str(upstream)))
+    exp = str(tmp_path / "exp")
+    for given in (["-d", "phone_linear"], ["-u", "fbank"], ["--seed", "3"]):
+        with pytest.raises(ValueError, match=rf"-m evaluate scores a probe with its own saved settings; {given[0]} cannot"):
+            run_downstream.main(["-m", "evaluate", "-e", exp, *given])
+    with pytest.raises(ValueError, match=r"-m inference applies a probe with its saved settings; -o nonsense would not"):
+        run_downstream.main(["-m", "inference", "-e", exp, "-i", str(DEMO_FILES[0]), "-o", "nonsense"])
+    moved = upstream.rename(tmp_path / "moved.ckpt")
+    dev = run_downstream.main(["-m", "evaluate", "-e", exp, "-k", str(moved), "-t", "dev"])
+    test = run_downstream.main(["-m", "evaluate", "-e", exp, "-k", str(moved), "-t", "test"])
+    evaluation = json.loads((tmp_path / "exp" / "evaluation.json").read_text())
+    assert evaluation["dev"] == dev["dev"] and evaluation["test"] == test["test"]  # -t test kept dev
+    assert evaluation["upstream_file"]["path"] == str(moved) and "root" in evaluation["data"]
+    torch.manual_seed(1)  # another file at the new place: refused as a changed upstream
+    save_upstream(Upstream(tiny_config(num_layers=3)), moved, "aalbert_3L")
+    with pytest.raises(ValueError, match=rf"upstream checkpoint {moved} has changed since probe"):
+        run_downstream.main(["-m", "evaluate", "-e", exp, "-k", str(moved)])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: experiment.new_spec("speaker_utterance", "fbank", seed="3"), r"new_spec: seed='3' must be int"),
+        (lambda: experiment.new_spec("speaker_utterance", "fbank", fine_tune="no"), r"fine_tune='no' must be bool"),
+        (lambda: experiment.new_spec("speaker_utterance", "fbank", overrides="k=v"), r"overrides='k=v' must be a list"),
+        (lambda: experiment.evaluate("nowhere", splits="test"), r"evaluate: splits='test' must be a list of strings"),
+        (lambda: experiment.evaluate("nowhere", splits=["tset"]), r"each of splits must be one of"),
+    ],
+)
+def test_the_python_api_refuses_arguments_of_the_wrong_type(call, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        call()
