@@ -61,6 +61,8 @@ def parse_yaml(text: str, source: str) -> Any:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file holding a mapping (an empty file is an empty mapping)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config file {path} is a folder; give the YAML file inside it (-c FOLDER/config.yaml)")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     data = parse_yaml(path.read_text(), str(path))

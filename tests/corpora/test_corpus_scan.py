@@ -46,7 +46,8 @@ def test_an_utterance_stored_as_flac_and_wav_is_indexed_once_as_flac_with_a_warn
     for flac in flacs[:2]:
         samples, rate = soundfile.read(flac)
         soundfile.write(flac.with_suffix(".wav"), samples, rate)
-    with pytest.warns(UserWarning, match=rf"2 utterance\(s\) stored in two formats: indexing .flac before .wav, leaving out .*{flacs[0].stem}.wav"):
+    expected = rf"2 utterance\(s\) stored in two formats: indexing .flac before .wav, leaving out .*{flacs[0].stem}.wav"
+    with pytest.warns(UserWarning, match=expected):
         utterances = find_utterances(corpus, ["train-clean-100"], progress=False)
     ids = [u.utt_id for u in utterances]
     assert len(ids) == len(set(ids)) == len(flacs)

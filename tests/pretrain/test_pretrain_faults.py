@@ -184,7 +184,8 @@ def test_resuming_an_older_checkpoint_names_the_newer_ones_and_writes_nothing(tm
     (branch / "states-00000001.ckpt").write_bytes(before["states-00000001.ckpt"])
     outcome = run_pretrain.main(["-e", str(branch / "states-00000001.ckpt")])
     assert outcome.finished and outcome.step == 3
-    assert same_training_state(read_checkpoint_file(branch / "states-00000003.ckpt"), read_checkpoint_file(folder / "states-00000003.ckpt"))
+    branched, original = (read_checkpoint_file(f / "states-00000003.ckpt") for f in (branch, folder))
+    assert same_training_state(branched, original)
 
 
 def test_a_relative_corpus_root_is_stored_absolute_and_read_the_same_from_another_folder(tmp_path, monkeypatch):
