@@ -52,7 +52,7 @@ import soundfile
 
 from utility.cli import ArgumentParser, check_output_is_not_an_input, run_cli
 
-from .index import AUDIO_SUFFIXES
+from .index import files_under
 from .label_frames import LABEL_HOP, TOLERANCE, resampled_length
 from .phone_splits import read_phone_names
 
@@ -310,7 +310,7 @@ def audio_lengths(folder: Path) -> dict[str, int]:
     if not folder.is_dir():
         raise FileNotFoundError(f"audio folder not found: {folder} (--audio)")
     lengths = {}
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+    for path in files_under(folder):
         info = soundfile.info(str(path))
         lengths[path.stem] = resampled_length(info.frames, info.samplerate)
     return lengths

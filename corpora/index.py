@@ -1,5 +1,9 @@
 """LibriSpeech-layout corpora: ``ROOT/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.{flac,wav}``.
 
+Speaker and chapter folders may be symbolic links (followed, loops walked once). An utterance
+stored both as ``.flac`` and ``.wav`` is indexed once, as ``.flac``, with a warning naming the
+``.wav`` left out.
+
 Every file is read once and what was found (length, sample rate, channels, and any problem
 that makes it unusable, see ``corpora.audio_check``) is cached in ``ROOT/.length_index.json``
 (or, when the root is read-only, under ``~/.cache``), so a 100k-utterance corpus is not
@@ -49,6 +53,41 @@ def _write_cache(path: Path, entries: dict) -> None:
         pass  # a cache that cannot be written only costs time at the next start
 
 
+def files_under(folder: Path, endings: Sequence[str] = AUDIO_SUFFIXES) -> list[Path]:
+    """The files under ``folder`` whose name ends with one of ``endings`` (any case), sorted.
+    Folders that are symbolic links (a speaker or chapter kept on another disk) are followed,
+    as ``Path.rglob`` does not; a link back to a folder already walked (a loop) is not."""
+    walked: set[str] = set()
+    found = []
+    for current, subfolders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in walked:
+            subfolders.clear()
+            continue
+        walked.add(real)
+        found.extend(Path(current) / name for name in names if name.lower().endswith(tuple(endings)))
+    return sorted(found)
+
+
+def _one_file_per_utterance(files: list[Path]) -> list[Path]:
+    """One file per utterance: where the same utterance is stored in several formats
+    (``X.flac`` and ``X.wav`` in one folder), the first of ``AUDIO_SUFFIXES`` (.flac,
+    LibriSpeech's own) is indexed, with a warning naming the others; indexing both would count
+    the utterance twice and put its copies on both sides of a speaker split."""
+    kept: dict[Path, Path] = {}
+    for path in sorted(files, key=lambda p: AUDIO_SUFFIXES.index(p.suffix.lower())):
+        kept.setdefault(path.with_suffix(""), path)
+    left_out = sorted(set(files) - set(kept.values()))
+    if left_out:
+        examples = ", ".join(f"{path} (beside {kept[path.with_suffix('')].name})" for path in left_out[:3])
+        warnings.warn(
+            f"{len(left_out)} utterance(s) stored in two formats: indexing {AUDIO_SUFFIXES[0]} before "
+            f"{AUDIO_SUFFIXES[1]}, leaving out {examples}{' ...' if len(left_out) > 3 else ''}",
+            stacklevel=3,
+        )
+    return sorted(kept.values())
+
+
 def find_utterances(
     root: str | Path,
     subsets: Sequence[str],
@@ -78,7 +117,7 @@ def find_utterances(
         if not folder.is_dir():
             available = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
             raise FileNotFoundError(f"subset {subset!r} not found under {root}; available: {available}")
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        found = _one_file_per_utterance(files_under(folder))
         if not found:
             raise ValueError(f"subset {folder} has no .flac or .wav files")
         files.extend((subset, path) for path in found)

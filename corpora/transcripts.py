@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .index import files_under
+
 
 @dataclass(frozen=True)
 class Transcript:
@@ -17,7 +19,7 @@ class Transcript:
 def read_transcripts(folder: Path) -> dict[str, Transcript]:
     """utt_id -> transcript, from every ``*.trans.txt`` under ``folder``."""
     transcripts: dict[str, Transcript] = {}
-    files = sorted(folder.rglob("*.trans.txt"))
+    files = files_under(folder, [".trans.txt"])
     if not files:
         raise FileNotFoundError(f"no *.trans.txt transcripts under {folder}")
     for path in files:

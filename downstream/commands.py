@@ -7,15 +7,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from utility.atomic_write import write_text_atomic
 from utility.cli import check_output_is_not_an_input
 from utility.process_group import init_distributed
 
 from . import experiment
 from .inference import format_predictions, load_probe, predict_files
 from .probe_checkpoint import RunSpec, read_located_checkpoint
-from .upstream_file import check_upstream_file
+from .runner import RESULTS
+from .upstream_file import check_upstream_file, moved_upstream
 
 DEFAULT_ROOT = Path("result") / "downstream"
 DEFAULT_SEED = 1337  # --seed: weights, batches and the train_proportion draw
@@ -27,26 +29,29 @@ def experiment_dir(args: argparse.Namespace, spec: RunSpec) -> Path:
     return DEFAULT_ROOT / (args.expname or f"{spec.task}_{spec.upstream_label}")
 
 
+def _refuse_run_options(args: argparse.Namespace, what: str, allowed: str, k_moves_upstream: bool = False) -> None:
+    """``-e`` uses the probe's saved settings: refuse the options that define a new run instead
+    of ignoring them (``k_moves_upstream``: ``-k`` names where the upstream file is now)."""
+    given = [
+        flag
+        for flag, value in (
+            ("-u", args.upstream),
+            ("-k", None if k_moves_upstream else args.upstream_ckpt),
+            ("-d", args.downstream),
+            ("-c", args.config),
+            ("-l", args.layer),
+            ("-f", args.finetune or None),
+            ("--seed", args.seed),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ValueError(f"{what} with its own saved settings; {', '.join(given)} cannot change them ({allowed})")
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.past_exp is not None:
-        fixed = [
-            flag
-            for flag, value in (
-                ("-u", args.upstream),
-                ("-k", args.upstream_ckpt),
-                ("-d", args.downstream),
-                ("-c", args.config),
-                ("-l", args.layer),
-                ("-f", args.finetune or None),
-                ("--seed", args.seed),
-            )
-            if value is not None
-        ]
-        if fixed:
-            raise ValueError(
-                f"-e resumes a run with its own saved settings; {', '.join(fixed)} cannot change them "
-                "(config values can: -o key=value)"
-            )
+        _refuse_run_options(args, "-e resumes a run", "config values can: -o key=value")
         return experiment.resume(
             args.past_exp,
             overrides=args.override,
@@ -74,10 +79,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def evaluate(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     if args.past_exp is None:
         raise ValueError("evaluate needs the experiment to evaluate: -e EXPDIR (its best.ckpt) or -e FILE.ckpt")
+    _refuse_run_options(
+        args, "-m evaluate scores a probe", "config values can: -o key=value; -k FILE: where the upstream file is now", True
+    )
     metrics = experiment.evaluate(
         args.past_exp,
         splits=args.split or ["dev", "test"],
         overrides=args.override,
+        upstream_ckpt=args.upstream_ckpt,
         allow_upstream_change=args.allow_upstream_change,
         tasks_dir=args.tasks_dir,
         device=args.device,
@@ -91,9 +100,16 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
     """Predictions for every usable input file; the unusable ones are named in one error at the end."""
     if args.past_exp is None or not args.inputs:
         raise ValueError("inference needs a trained probe and audio files: -e EXPDIR -i FILE [FILE ...]")
+    _refuse_run_options(args, "-m inference applies a probe", "-k FILE: where the upstream file is now", True)
+    if args.override:
+        raise ValueError(
+            f"-m inference applies a probe with its saved settings; -o {' '.join(args.override)} would not be used: drop it"
+        )
     path, checkpoint = read_located_checkpoint(args.past_exp, prefer_best=True)
+    moved_upstream(checkpoint, args.upstream_ckpt)
     upstream_file = check_upstream_file(checkpoint, path, args.allow_upstream_change)
     check_output_is_not_an_input(args.output, [*args.inputs, path, checkpoint["run"]["upstream_ckpt"]], "--output")
+    _check_output_is_not_the_runs(args.output, path.parent)
     spec, model = load_probe(checkpoint, init_distributed(args.device).device, args.tasks_dir)
     usable, predictions, problems = predict_files(model, args.inputs)
     notes = []
@@ -103,7 +119,7 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
         )
     text = format_predictions(model, spec, usable, predictions, notes)
     if args.output:
-        Path(args.output).write_text(text)
+        write_text_atomic(args.output, text)
     else:
         sys.stdout.write(text)
     if problems:
@@ -113,6 +129,21 @@ def inference(args: argparse.Namespace) -> list[list[str]]:
             f"(predictions for the other {len(usable)} are {where})"
         )
     return predictions
+
+
+def _check_output_is_not_the_runs(output: Optional[str], expdir: Path) -> None:
+    """Refuse an inference ``--output`` that is a file of the probe's experiment folder (its
+    results, checkpoints, settings, logs) or a name the run writes there: predictions would
+    replace what the run owns."""
+    if output is None:
+        return
+    target, folder = Path(output).resolve(), expdir.resolve()
+    owned_name = target.parent == folder and (target.name in (RESULTS, experiment.EVALUATION) or target.suffix == ".ckpt")
+    if target.is_relative_to(folder) and (target.exists() or owned_name):
+        raise ValueError(
+            f"--output {output} is a file of the experiment folder {expdir}, which the run owns; "
+            "writing predictions there would replace it: give a path outside that folder"
+        )
 
 
 MODES = {"train": train, "evaluate": evaluate, "inference": inference}

@@ -17,21 +17,32 @@ uses that one), and turns Ctrl-C into a checkpoint at the next step boundary
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from upstream import Upstream, get_entry
-from utility.checkpoint_keeper import experiment_of
-from utility.config import apply_overrides, check_resume_unchanged
+from utility.checkpoint_keeper import check_resumes_the_newest, experiment_of
+from utility.config import RESTORED_FROM_CHECKPOINT, absolute_paths, apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
+from utility.typed_config import check_argument, check_choice, check_text_list
 from utility.process_group import DistributedContext, cleanup_distributed, init_distributed
 
+from .base import SPLITS
 from .discovery import TASKS_DIR, load_task
 from .probe_checkpoint import RunSpec, read_located_checkpoint
 from .runner import RESULTS, Runner, write_json
-from .settings import RENAMED, RESUME_FIXED, complete_task_config, load_task_config, runner_sections
-from .upstream_file import RECORD_KEY, check_upstream_file
+from .settings import (
+    PATH_SETTINGS,
+    RENAMED,
+    RESUME_FIXED,
+    RESUME_RESTORED,
+    complete_task_config,
+    load_task_config,
+    runner_sections,
+)
+from .upstream_file import RECORD_KEY, check_upstream_file, moved_upstream
 
 EVALUATION = "evaluation.json"
 
@@ -50,13 +61,18 @@ def new_spec(
 ) -> RunSpec:
     """A new run's spec: the task's config.yaml (or ``config_file``) with ``overrides``
     (``KEY=VALUE``). Values the runner cannot use are refused here, before any file is written."""
+    check_argument("new_spec", "fine_tune", fine_tune, bool, "True")
+    check_argument("new_spec", "seed", seed, int, "1337")
+    if layer is not None:
+        check_argument("new_spec", "layer", layer, int, "-1")
+    check_text_list("new_spec", "overrides", overrides, '["runner.total_steps=200"]')
     if upstream is None and upstream_ckpt is None:
         raise ValueError("give an upstream name with -u (see -h for the list) or an upstream checkpoint with -k")
     if upstream is not None:
         get_entry(upstream)  # an unknown name raises here, listing the available ones
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
-    config = load_task_config(load_task(task, tasks_dir), config_file, list(overrides))
+    config = absolute_paths(load_task_config(load_task(task, tasks_dir), config_file, list(overrides)), PATH_SETTINGS, "settings")
     runner_sections(config)
     return RunSpec(task, upstream, upstream_ckpt, layer, fine_tune, seed, config)
 
@@ -66,7 +82,7 @@ def stored_spec(checkpoint: dict[str, Any], overrides: Sequence[str], tasks_dir:
     ``overrides`` applied."""
     spec = RunSpec.from_dict(checkpoint["run"])
     config = complete_task_config(load_task(spec.task, tasks_dir), spec.config, str(source))
-    spec.config = apply_overrides(config, list(overrides), RENAMED)
+    spec.config = absolute_paths(apply_overrides(config, list(overrides), RENAMED), PATH_SETTINGS, str(source), stored=True)
     runner_sections(spec.config)
     return spec
 
@@ -97,8 +113,7 @@ def train(
         with _owned(expdir, context):
             if holds_run(expdir):
                 raise ValueError(
-                    f"{expdir} already holds a run; resume it with -e {expdir}, pick another name with -n, "
-                    "or delete the folder"
+                    f"{expdir} already holds a run; resume it with -e {expdir}, pick another name with -n, or delete the folder"
                 )
             return _train(Runner(spec, context, expdir, tasks_dir, upstream=upstream), None)
     finally:
@@ -120,15 +135,20 @@ def resume(
     given checkpoint file, with its saved settings plus ``overrides``; a finished run returns
     its results. ``check(spec, checkpoint_path)`` may refuse the stored run before anything is
     written (the analysis commands compare it with the cell they expect)."""
+    check_text_list("resume", "overrides", overrides, '["runner.total_steps=2000"]')
     context = init_distributed(device)
     try:
         with _owned(experiment_of(path), context):
-            source, checkpoint = read_located_checkpoint(path, prefer_best=False, skip_damaged=skip_damaged,
-                                                         set_aside=context.is_main)
+            source, checkpoint = read_located_checkpoint(
+                path, prefer_best=False, skip_damaged=skip_damaged, set_aside=context.is_main
+            )
+            check_resumes_the_newest(path, int(checkpoint["step"]))
             upstream_file = check_upstream_file(checkpoint, source, allow_upstream_change)
             spec = stored_spec(checkpoint, overrides, tasks_dir, source)
             # Settings that fix the data, its split or the seed cannot change mid-run, however given.
-            check_resume_unchanged(stored_spec(checkpoint, (), tasks_dir, source).config, spec.config, RESUME_FIXED, str(source))
+            stored = stored_spec(checkpoint, (), tasks_dir, source).config
+            check_resume_unchanged(stored, spec.config, RESUME_FIXED, str(source))
+            check_resume_unchanged(stored, spec.config, RESUME_RESTORED, str(source), RESTORED_FROM_CHECKPOINT)
             if check is not None:
                 check(spec, source)
             runner = Runner(spec, context, source.parent, tasks_dir, upstream=upstream)
@@ -143,13 +163,20 @@ def evaluate(
     *,
     splits: Sequence[str] = ("dev", "test"),
     overrides: Sequence[str] = (),
+    upstream_ckpt: Optional[str] = None,
     allow_upstream_change: bool = False,
     tasks_dir: Path = TASKS_DIR,
     device: str = "auto",
 ) -> dict[str, dict[str, float]]:
     """Score a trained probe (a folder's best.ckpt, or a given checkpoint file) on ``splits``;
-    the scores are also written to the folder's evaluation.json."""
+    the scores are also written to the folder's evaluation.json. ``upstream_ckpt``: where the
+    upstream file the probe was trained on is now (moved or copied; its content is checked)."""
+    check_text_list("evaluate", "splits", splits, '["test"]')
+    for split in splits:
+        check_choice("evaluate: each of splits", split, SPLITS)
+    check_text_list("evaluate", "overrides", overrides, '["data.root=/data/LibriSpeech"]')
     source, checkpoint = read_located_checkpoint(path, prefer_best=True)
+    moved_upstream(checkpoint, upstream_ckpt)
     upstream_file = check_upstream_file(checkpoint, source, allow_upstream_change)
     spec = stored_spec(checkpoint, overrides, tasks_dir, source)
     context = init_distributed(device)
@@ -158,11 +185,28 @@ def evaluate(
         runner.load_weights(checkpoint)
         metrics = {split: runner.evaluate(split) for split in splits}
         if context.is_main:
-            summary = {"checkpoint": str(source), "step": checkpoint["step"], **metrics, RECORD_KEY: upstream_file}
-            write_json(summary, source.parent / EVALUATION)
+            scored = {"checkpoint": str(source), "step": checkpoint["step"], "data": spec.config["data"]}
+            target = source.parent / EVALUATION
+            write_json(_with_earlier_splits(scored, metrics, upstream_file, target), target)
     finally:
         cleanup_distributed(context)
     return metrics
+
+
+def _with_earlier_splits(
+    scored: dict[str, Any], metrics: dict[str, dict[str, float]], upstream_file: Optional[dict[str, Any]], path: Path
+) -> dict[str, Any]:
+    """evaluation.json's content: what was scored (checkpoint, step, data), the scores of this
+    evaluation, and those of splits scored earlier of the same checkpoint on the same data and
+    upstream file (``-t test`` after ``-t dev`` keeps dev); earlier scores of anything else are dropped."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = {}  # none yet, or unreadable: replaced
+    same = isinstance(earlier, dict) and all(earlier.get(key) == value for key, value in scored.items())
+    same = same and earlier.get(RECORD_KEY) == upstream_file
+    kept = {split: earlier[split] for split in SPLITS if same and split in earlier and split not in metrics}
+    return {**scored, **kept, **metrics, RECORD_KEY: upstream_file}
 
 
 def _train(runner: Runner, checkpoint: Optional[dict[str, Any]]) -> dict[str, Any]:

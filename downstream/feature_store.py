@@ -19,6 +19,7 @@ files left by a process that died are removed then too: a live writer holds a lo
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -106,8 +107,12 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
             os.fsync(stream.fileno())
         os.replace(temp, path)  # still locked: a sweeper never sees it unlocked under this name
         _fsync_folder(path.parent)
-    except BaseException:
+    except BaseException as error:
         temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is None and " requested and " in str(error):
+            # numpy's tofile (np.save to a file) reports a short write as "N requested and M
+            # written", without an errno: on a local file that is a full disk (or quota).
+            raise OSError(errno.ENOSPC, f"No space left on device ({error})", str(path)) from error
         raise
     finally:
         os.close(handle)

@@ -32,6 +32,12 @@ RENAMED = {"runner.keep_last": "runner.max_keep"}
 # Settings a resumed run cannot change: they fix the data split, the training share and the
 # batch plan that an exact resume continues (``utility.config.check_resume_unchanged``).
 RESUME_FIXED = ("data", "runner.train_proportion", "runner.batch_size")
+# Paths stored absolute (``utility.config.absolute_paths``): -e from another folder reads the same
+# data. Keys a task's data section lacks are skipped.
+PATH_SETTINGS = ("data.root", "data.test_root", "data.split_dir", "data.label_dir", "runner.feature_cache_dir")
+# Settings a resumed run restores from its checkpoint (the optimizer's rates and state, the
+# schedule's position), so a changed value would be stored without effect: refused.
+RESUME_RESTORED = ("optimizer",)
 # Keys added since runs were first stored, whose behaviour before differs from today's default:
 # a stored run keeps the behaviour it was trained with.
 BEFORE_ADDED = {"runner": {"feature_cache": "off", "feature_cache_dtype": "float32"}}

@@ -39,6 +39,20 @@ def _changes(recorded: dict[str, Any], current: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def moved_upstream(checkpoint: dict[str, Any], path: Optional[str]) -> None:
+    """``-k PATH`` with ``-e``: the upstream file of the probe is now at ``path`` (moved or
+    copied). The checkpoint is changed in memory only; :func:`check_upstream_file` then checks
+    that ``path`` holds the recorded file."""
+    if path is None:
+        return
+    if checkpoint["run"]["upstream_ckpt"] is None:
+        raise ValueError(
+            f"-k {path}: this probe was trained on upstream {checkpoint['run']['upstream']!r} without a checkpoint "
+            "file, so there is no file to point to; drop -k"
+        )
+    checkpoint["run"]["upstream_ckpt"] = str(path)
+
+
 def check_upstream_file(checkpoint: dict[str, Any], source: str | Path, allow_change: bool) -> Optional[dict[str, Any]]:
     """The record of the upstream file a probe checkpoint will now run on.
 
@@ -51,7 +65,7 @@ def check_upstream_file(checkpoint: dict[str, Any], source: str | Path, allow_ch
     if not Path(upstream_ckpt).is_file():
         raise FileNotFoundError(
             f"the upstream checkpoint {upstream_ckpt} that probe {source} was trained on is missing; "
-            "restore it (or run from the folder the probe was trained in, for a relative path)"
+            "restore it, give its new place with -k FILE (or run from the folder the probe was trained in, for a relative path)"
         )
     current = fingerprint(upstream_ckpt)
     recorded = checkpoint.get(RECORD_KEY)

@@ -9,13 +9,13 @@ from typing import Optional, Sequence
 import yaml
 from tqdm import tqdm
 
-from utility.config import apply_overrides, check_resume_unchanged
+from utility.config import RESTORED_FROM_CHECKPOINT, absolute_paths, apply_overrides, check_resume_unchanged
 from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
-from utility.checkpoint_keeper import CheckpointKeeper, experiment_of
+from utility.checkpoint_keeper import CheckpointKeeper, check_resumes_the_newest, experiment_of
 from utility.process_group import cleanup_distributed, init_distributed
 
-from .settings import RENAMED, RESUME_FIXED, PretrainSettings, load_settings, stored_settings
+from .settings import PATH_SETTINGS, RENAMED, RESUME_FIXED, RESUME_RESTORED, PretrainSettings, load_settings, stored_settings
 from .state import SECTION, read_resume_checkpoint
 from .trainer import PretrainOutcome, Pretrainer
 
@@ -66,6 +66,7 @@ def pretrain(
             folder = experiment_of(resume)
             lock = ExperimentLock(folder).acquire() if context.is_main else None
             path, checkpoint = read_resume_checkpoint(resume, skip_damaged, set_aside=context.is_main)
+            check_resumes_the_newest(resume, int(checkpoint[SECTION]["step"]))
             settings = _resumed_settings(upstream, name, experiment, config_file, overrides, seed, path, checkpoint)
             state = checkpoint[SECTION]
             if state["step"] >= settings.runner.total_steps:
@@ -83,8 +84,7 @@ def pretrain(
             overrides = [*overrides, *([f"runner.seed={seed}"] if seed is not None else [])]
             settings = load_settings(upstream, config_file, overrides)
             lock = ExperimentLock(folder).acquire() if context.is_main else None
-            if CheckpointKeeper(folder).latest() is not None:
-                raise ValueError(f"{folder} already holds checkpoints; resume with -e {folder}, or pick another -n/-p")
+            _refuse_a_used_folder(folder)
             checkpoint = None
         # The trainer indexes the corpus first: a missing corpus or unusable audio stops the run
         # before it writes anything.
@@ -121,6 +121,19 @@ def pretrain(
         cleanup_distributed(context)
 
 
+def _refuse_a_used_folder(folder: Path) -> None:
+    """A new run never writes over an earlier run's checkpoints: step checkpoints are resumed,
+    a lone ``best.ckpt`` (the step checkpoints deleted to save disk) cannot be, nor replaced."""
+    keeper = CheckpointKeeper(folder)
+    if keeper.latest() is not None:
+        raise ValueError(f"{folder} already holds checkpoints; resume with -e {folder}, or pick another -n/-p")
+    if keeper.best_path.exists():
+        raise ValueError(
+            f"{folder} holds {keeper.best_path.name} of an earlier run (without its states-*.ckpt it cannot be resumed, "
+            "and a new run would overwrite it): pick another -n/-p, or move that folder away to start over in it"
+        )
+
+
 def _resumed_settings(
     upstream: Optional[str],
     name: Optional[str],
@@ -146,9 +159,12 @@ def _resumed_settings(
     if model_overrides:
         raise ValueError(f"cannot change the model of a run being resumed ({model_overrides}); start a new run")
     overrides = [*overrides, *([f"runner.seed={seed}"] if seed is not None else [])]
-    current = stored_settings(stored, str(path)).to_dict()
-    resumed = PretrainSettings.from_dict(apply_overrides(current, overrides, RENAMED), source=str(path))
+    current = absolute_paths(stored_settings(stored, str(path)).to_dict(), PATH_SETTINGS, str(path), stored=True)
+    resumed = PretrainSettings.from_dict(
+        absolute_paths(apply_overrides(current, overrides, RENAMED), PATH_SETTINGS, "-o"), source=str(path)
+    )
     check_resume_unchanged(current, resumed.to_dict(), RESUME_FIXED, str(path))
+    check_resume_unchanged(current, resumed.to_dict(), RESUME_RESTORED, str(path), RESTORED_FROM_CHECKPOINT)
     return resumed
 
 

@@ -20,7 +20,7 @@ from upstream import UpstreamConfig, get_entry
 from utility.typed_config import check_choice, dataclass_from_dict
 from corpora.audio_check import ACTIONS as UNREADABLE_ACTIONS
 from utility.cpu_features import CPU_BF16_CHOICES
-from utility.config import apply_overrides, load_yaml, merge_strict, rename_keys
+from utility.config import absolute_paths, apply_overrides, load_yaml, merge_strict, rename_keys
 from utility.update_step import LoopConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -38,6 +38,11 @@ RENAMED = {
 # Settings a resumed run cannot change (``-o`` or ``--seed``): they fix the corpus split, the
 # held-out set's crops and masks that pick best.ckpt, and every random draw of the exact resume.
 RESUME_FIXED = ("runner.seed", "corpus", "masking", "data.max_seconds")
+# Paths stored absolute (``utility.config.absolute_paths``): -e from another folder reads the same data.
+PATH_SETTINGS = ("corpus.root",)
+# Settings a resumed run restores from its checkpoint (AdamW's learning rate, betas, eps and
+# weight decay, the schedule's position), so a changed value would be stored without effect: refused.
+RESUME_RESTORED = ("optimizer",)
 
 
 @dataclass
@@ -234,5 +239,5 @@ def load_settings(upstream: str, config_file: Optional[str | Path] = None, overr
         if "upstream" in user and user["upstream"] != upstream:
             raise ValueError(f"{config_file} is for upstream {user['upstream']!r}, but -u is {upstream!r}")
         data = merge_strict(data, user, str(config_file))
-    data = apply_overrides(data, overrides, RENAMED)
+    data = absolute_paths(apply_overrides(data, overrides, RENAMED), PATH_SETTINGS, "settings")
     return PretrainSettings.from_dict(data)

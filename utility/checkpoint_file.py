@@ -1,4 +1,5 @@
-"""Checkpoint files: ``torch.save`` written atomically with a checksum of its tensors, read with
+"""Checkpoint files: ``torch.save`` written atomically with a checksum of its tensors and a
+digest of every byte (the seal, ``utility.integrity``), read with
 ``torch.load(weights_only=True)`` (no code in a file is ever executed) and verified
 (``utility.integrity``). What a checkpoint holds is for its format to say (ours:
 ``upstream.checkpoint``, probes: ``downstream.probe_checkpoint``, s3prl's: ``upstream.s3prl``).
@@ -14,14 +15,14 @@ from typing import Any
 import torch
 
 from .atomic_write import atomic_write
-from .integrity import DamagedCheckpoint, verify_integrity, with_checksum
+from .integrity import DamagedCheckpoint, SealingWriter, verify_integrity, verify_seal, with_checksum
 
 # torch.save writes zip archives; files from before torch 1.6 start with this pickled magic number.
 _LEGACY_TORCH_PREFIX = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
-    """torch.save (with the checksum of its tensors) through :func:`atomic_write`: a crash
+    """torch.save (with the checksum of its tensors, sealed with the digest of its bytes) through :func:`atomic_write`: a crash
     mid-write leaves the previous file intact. A full disk raises ``OSError(ENOSPC)`` naming ``path``."""
     if Path(path).is_dir():
         raise IsADirectoryError(
@@ -29,7 +30,9 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
         )
     payload = with_checksum(payload)
     with atomic_write(path) as stream:
-        torch.save(payload, stream)
+        writer = SealingWriter(stream)
+        torch.save(payload, writer)
+        writer.seal()
     return Path(path)
 
 
@@ -62,6 +65,8 @@ def read_checkpoint_file(path: str | Path, **load_options: Any) -> dict[str, Any
     ``load_options`` are passed to ``torch.load`` (``map_location`` defaults to CPU).
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size:
+        verify_seal(path)  # first: a changed byte is named as such, whatever else it breaks
     torch_save_format(path)  # clear errors for missing, empty, truncated and foreign files
     load_options.setdefault("map_location", "cpu")
     try:

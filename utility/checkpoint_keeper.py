@@ -134,6 +134,22 @@ def experiment_of(path: str | Path) -> Path:
     raise FileNotFoundError(f"-e {path}: no such checkpoint file or experiment folder")
 
 
+def check_resumes_the_newest(given: str | Path, step: int) -> None:
+    """Refuse ``-e FILE`` when FILE's folder holds step checkpoints newer than FILE (``step``):
+    the continued run would write over them, over ``best.ckpt`` and over the run's results.
+    (``-e FOLDER`` always continues from the newest.)"""
+    given = Path(given)
+    if not given.is_file():
+        return
+    newer = [path.name for saved, path in CheckpointKeeper(given.parent).step_checkpoints() if saved > step]
+    if newer:
+        raise ValueError(
+            f"-e {given} continues from step {step}, but {given.parent} holds newer checkpoints ({', '.join(newer)}) "
+            "that the continued run would overwrite, with its best.ckpt and results: continue from the newest with "
+            f"-e {given.parent}, or copy {given.name} into a new folder and continue there (-e NEWDIR/{given.name})"
+        )
+
+
 SKIP_DAMAGED_FLAG = "--skip-damaged"
 Checkpoint = TypeVar("Checkpoint")
 

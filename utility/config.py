@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -60,6 +61,8 @@ def parse_yaml(text: str, source: str) -> Any:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file holding a mapping (an empty file is an empty mapping)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config file {path} is a folder; give the YAML file inside it (-c FOLDER/config.yaml)")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     data = parse_yaml(path.read_text(), str(path))
@@ -158,11 +161,21 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resume_unchanged(stored: dict[str, Any], resumed: dict[str, Any], fixed: Iterable[str], source: str) -> None:
+FIXED_BY_DATA = "these keys fix the data, masks and random draws"
+RESTORED_FROM_CHECKPOINT = (
+    "the optimizer and its schedule are restored from the checkpoint as they were, so a new value would "
+    "be stored but have no effect"
+)
+
+
+def check_resume_unchanged(
+    stored: dict[str, Any], resumed: dict[str, Any], fixed: Iterable[str], source: str, reason: str = FIXED_BY_DATA
+) -> None:
     """Refuse to resume with a setting under one of the dotted prefixes ``fixed`` changed,
     however it was changed (``-o``, an option): the run would go on from a state it did not
     reach with these settings (other held-out masks, another data split), which an exact
-    resume cannot do. ``stored``/``resumed`` are the nested settings before and after."""
+    resume cannot do, or the setting is restored from the checkpoint (``reason`` says which).
+    ``stored``/``resumed`` are the nested settings before and after."""
     before, after = flatten(stored), flatten(resumed)
     prefixes = tuple(fixed)
     changed = [
@@ -173,6 +186,33 @@ def check_resume_unchanged(stored: dict[str, Any], resumed: dict[str, Any], fixe
     if changed:
         raise ValueError(
             f"cannot resume {source} with other settings for {'; '.join(changed)}: the run was trained with the "
-            f"first value (these keys fix the data, masks and random draws: {', '.join(prefixes)}); drop the change, "
+            f"first value ({reason}: {', '.join(prefixes)}); drop the change, "
             "or start a new run with it"
         )
+
+
+def absolute_paths(config: dict[str, Any], keys: Iterable[str], source: str, stored: bool = False) -> dict[str, Any]:
+    """A copy of nested ``config`` with each relative path under the dotted ``keys`` made
+    absolute against the current folder: a run stores where its data is, not where it was
+    started from, so ``-e`` from another folder reads the same corpus.
+
+    ``stored``: ``config`` comes from an existing run (older runs stored relative paths as
+    written); such a path is resolved the same way, and refused, naming it, when nothing exists
+    there (the command was run from another folder than the run's)."""
+    config = copy.deepcopy(config)
+    for dotted in keys:
+        *parents, leaf = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(leaf) if isinstance(node, dict) else None
+        if not isinstance(value, str) or not value or os.path.isabs(os.path.expanduser(value)):
+            continue
+        absolute = os.path.abspath(os.path.expanduser(value))
+        if stored and not os.path.exists(absolute):
+            raise FileNotFoundError(
+                f"{source}: the relative path {dotted}={value!r} points to {absolute}, which does not exist: run the "
+                "command from the folder the run was started in, or give an absolute path"
+            )
+        node[leaf] = absolute
+    return config

@@ -1,5 +1,11 @@
-"""Checkpoints that prove their integrity: a checksum of every tensor, written with the file and
-verified when it is read, and a refusal of non-finite values.
+"""Checkpoints that prove their integrity: a digest of every byte of the file and a checksum of
+every tensor, written with the file and verified when it is read, and a refusal of non-finite values.
+
+The file digest (the seal) is a SHA-256 of the whole ``torch.save`` archive, stored as the zip
+archive's comment, the last bytes of the file, where zip readers (torch.load included) expect
+and skip it: a flipped bit anywhere (a tensor, a number or string of the payload such as
+``checkpoint_keeper.best_metric``, the zip structure, the seal itself) is refused. Files
+written before the seal existed end with an empty comment and are checked as before.
 
 torch.load does not notice bytes changed inside a tensor (a flipped bit on disk, a bad copy):
 the file loads and the model silently computes NaN or nonsense. So every checkpoint we write
@@ -17,7 +23,7 @@ import functools
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 import torch
@@ -86,6 +92,69 @@ def file_sha256(path: str | Path) -> str:
     :func:`file_version`) in a process: many probes of one checkpoint hash it once."""
     resolved = Path(path).resolve()
     return _file_sha256(str(resolved), file_version(resolved))
+
+
+_END_OF_ZIP = b"PK\x05\x06"  # the end-of-central-directory record: 22 bytes, then the comment
+_END_RECORD_SIZE = 22
+SEAL_PREFIX = b"mam-file-sha256:"
+SEAL_SIZE = len(SEAL_PREFIX) + 64
+
+
+class SealingWriter:
+    """A binary stream that passes ``torch.save``'s writes on to ``stream`` and hashes them;
+    :meth:`seal` then stores the digest as the archive's comment."""
+
+    def __init__(self, stream: IO[bytes]):
+        self.stream = stream
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.stream.write(data)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def seal(self) -> None:
+        """Replace the empty comment (its 2-byte length, the last bytes torch.save wrote) by the
+        digest of everything written, as the zip comment."""
+        comment = SEAL_PREFIX + self.digest.hexdigest().encode()
+        self.stream.seek(-2, os.SEEK_END)
+        self.stream.write(len(comment).to_bytes(2, "little") + comment)
+
+
+def verify_seal(path: str | Path) -> None:
+    """Raise :class:`DamagedCheckpoint` naming ``path`` when its bytes no longer match the seal
+    written with it. Files without a seal (an empty zip comment) pass: they were written
+    before it existed, or by another program."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as stream:
+        stream.seek(max(0, size - _END_RECORD_SIZE - SEAL_SIZE))
+        tail = stream.read()
+    end = tail.rfind(_END_OF_ZIP)
+    if end < 0:
+        return  # not a zip archive: the format check names it
+    declared = int.from_bytes(tail[end + 20 : end + 22], "little")
+    comment = tail[end + _END_RECORD_SIZE :]
+    if declared == 0 and not comment:
+        return  # unsealed
+    if declared == len(comment) != SEAL_SIZE:
+        return  # another program's zip comment
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        remaining = size - len(comment) - 2
+        while remaining > 0:
+            block = stream.read(min(remaining, 1 << 22))
+            if not block:
+                break
+            digest.update(block)
+            remaining -= len(block)
+    digest.update(b"\x00\x00")  # the empty comment's length, as torch.save wrote it before sealing
+    if declared != len(comment) or comment != SEAL_PREFIX + digest.hexdigest().encode():
+        raise DamagedCheckpoint(
+            f"checkpoint {path} is damaged: its bytes no longer match the digest written with them "
+            "(changed on disk or in a copy); use an intact copy or an earlier checkpoint"
+        )
 
 
 def _non_finite(tensor: torch.Tensor) -> int:

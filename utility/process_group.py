@@ -63,6 +63,11 @@ def init_distributed(device_arg: Optional[str] = None) -> DistributedContext:
     device = resolve_device(device_arg)
     if world_size == 1:
         return DistributedContext(device=device)
+    if "RANK" not in os.environ:
+        raise ValueError(
+            f"WORLD_SIZE={world_size} is set but RANK is not: start the processes with torchrun (it sets both), "
+            "or unset WORLD_SIZE for one process"
+        )
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":

@@ -21,6 +21,20 @@ def check_choice(name: str, value: Any, choices: Collection[Any]) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
+def check_argument(call: str, name: str, value: Any, expected: type, example: str) -> None:
+    """Refuse a Python API argument of the wrong type (``seed="3"``, ``fine_tune="no"``, which
+    Python would take as True) with a TypeError naming the call, the argument and a right form."""
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise TypeError(f"{call}: {name}={value!r} must be {expected.__name__}, e.g. {name}={example}")
+
+
+def check_text_list(call: str, name: str, value: Any, example: str) -> None:
+    """Refuse a Python API argument that should be a list of strings but is one string (which
+    Python would iterate letter by letter) or holds something else."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{call}: {name}={value!r} must be a list of strings, e.g. {name}={example}")
+
+
 def dataclass_from_dict(cls: type[T], data: dict[str, Any], source: str) -> T:
     """Build a config dataclass from a dict: unknown keys and values of the wrong type raise,
     naming the key. Missing keys take the dataclass defaults.

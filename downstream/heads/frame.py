@@ -16,7 +16,7 @@ from torch import nn
 from upstream.frontend import frame_mask
 
 from ..base import Batch, Expert, StepOutput, UpstreamInfo
-from .layers import build_mlp
+from .layers import build_mlp, check_hidden_sizes
 
 IGNORE = -100  # target value of padded frames (cross_entropy's ignore_index)
 
@@ -27,6 +27,9 @@ class FrameClassifierConfig:
 
     hidden_sizes: list[int] = field(default_factory=list)
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_hidden_sizes(self.hidden_sizes, self.dropout)
 
 
 def pad_frame_targets(batch: Batch, lengths: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,16 @@ from torch import nn
 from upstream.frontend import frame_mask
 
 
+def check_hidden_sizes(hidden_sizes: Sequence[int], dropout: float) -> None:
+    """Refuse a layer width below 1 (``[0]`` would leave a bias-only probe, ``[-5]`` fail
+    inside torch) and a dropout outside [0, 1)."""
+    bad = [size for size in hidden_sizes if isinstance(size, bool) or not isinstance(size, int) or size < 1]
+    if bad:
+        raise ValueError(f"expert.hidden_sizes must be layer widths >= 1 ([]: a linear probe), got {list(hidden_sizes)}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"expert.dropout must be in [0, 1), got {dropout}")
+
+
 def build_mlp(input_size: int, hidden_sizes: Sequence[int], output_size: int, dropout: float = 0.0) -> nn.Sequential:
     """Linear (-> ReLU -> Dropout -> Linear) ...: ``hidden_sizes=[]`` is one linear layer,
     ``[768, 768]`` the papers' Linear-ReLU-Linear-ReLU-Linear classifier."""

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import Batch, Expert, StepOutput, UpstreamInfo
-from .layers import FeatureStandardizer, build_mlp, mean_pool
+from .layers import FeatureStandardizer, build_mlp, check_hidden_sizes, mean_pool
 
 
 @dataclass
@@ -21,6 +21,9 @@ class UtteranceClassifierConfig:
     hidden_sizes: list[int] = field(default_factory=list)  # []: one linear layer (the protocol)
     dropout: float = 0.0
     standardize: bool = False  # standardise pooled features first (no learned parameters; see speaker_utterance/README.md)
+
+    def __post_init__(self) -> None:
+        check_hidden_sizes(self.hidden_sizes, self.dropout)
 
 
 class UtteranceClassificationExpert(Expert):

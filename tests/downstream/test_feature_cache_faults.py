@@ -170,6 +170,25 @@ def test_a_full_disk_names_the_folder_and_the_space_and_leaves_no_temporary_file
     assert list(folder.iterdir()) == []
 
 
+def test_a_short_write_of_numpy_on_a_full_disk_gives_the_space_message(model, tmp_path, monkeypatch):
+    def full_disk(stream, array):
+        stream.write(b"\0" * 1000)
+        raise OSError(f"{array.nbytes} requested and 1000 written")  # numpy's tofile on a full disk: no errno
+
+    monkeypatch.setattr(feature_store.np, "save", full_disk)
+    folder = tmp_path / "cache" / "x-all"
+    with pytest.raises(ValueError, match=rf"^no space left on the device for the feature cache in {folder}: it needs about "):
+        fill_cache(
+            CountingUpstream(model),
+            [dataset_of(noise_corpus(tmp_path / "audio"))],
+            DiskStore(folder, torch.float16),
+            None,
+            torch.float16,
+            0,
+        )
+    assert list(folder.iterdir()) == []
+
+
 def test_temporary_files_of_dead_writers_are_swept_and_a_live_writers_kept(tmp_path):
     folder = tmp_path / "x-all"
     folder.mkdir()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import run_downstream
+from downstream import experiment
 from conftest import REPO, tiny_config
 from downstream.probe_checkpoint import read_probe_checkpoint
 from faults import copy_corpus, interrupt_training, non_finite_wav, run_command, write_wav
@@ -165,6 +166,8 @@ def test_resume_refuses_a_changed_seed_split_or_batch_plan(tmp_path):
         ("runner.train_proportion=0.5", "runner.train_proportion: 1.0 -> 0.5"),
         ("runner.batch_size=2", "runner.batch_size: 3 -> 2"),
         ("data.test_fraction=0.2", "data.test_fraction: 0.1 -> 0.2"),
+        ("optimizer.lr=0.5", "optimizer.lr: 0.001 -> 0.5"),  # restored from the checkpoint: it would do nothing
+        ("optimizer.schedule=linear", "optimizer.schedule: 'constant' -> 'linear'"),
     ):
         with pytest.raises(ValueError, match=rf"cannot resume .*with other settings for {re.escape(key)}"):
             run_downstream.main(["-e", str(tmp_path / "exp"), "-o", "runner.total_steps=6", change])
@@ -261,3 +264,78 @@ def test_inference_refuses_file_names_that_would_break_its_lines(tmp_path):
         assert f"{str(path)!r}: its name holds a newline or tab" in str(error.value)
     lines = out.read_text().splitlines()
     assert [line.split("\t")[0] for line in lines if not line.startswith("#")] == [str(DEMO_FILES[0]), str(DEMO_FILES[1])]
+
+
+def folder_bytes(folder) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_resuming_an_older_probe_checkpoint_names_the_newer_ones_and_writes_nothing(tmp_path):
+    probe(tmp_path / "exp", "-o", "runner.save_step=2", "runner.max_keep=2")
+    before = folder_bytes(tmp_path / "exp")
+    assert {"states-00000002.ckpt", "states-00000004.ckpt", "results.json"} <= set(before)
+    with pytest.raises(ValueError, match=r"continues from step 2, but .* holds newer checkpoints \(states-00000004.ckpt\)"):
+        run_downstream.main(["-e", str(tmp_path / "exp" / "states-00000002.ckpt"), "-o", "runner.total_steps=6"])
+    assert folder_bytes(tmp_path / "exp") == before
+
+
+@pytest.mark.parametrize("name", ["results.json", "states-00000004.ckpt", "evaluation.json", "states-00000009.ckpt"])
+def test_inference_refuses_to_write_over_a_file_the_run_owns(tmp_path, name):
+    probe(tmp_path / "exp")
+    before = folder_bytes(tmp_path / "exp")
+    output = tmp_path / "exp" / name
+    with pytest.raises(ValueError, match=rf"--output {re.escape(str(output))} is a file of the experiment folder"):
+        run_downstream.main(["-m", "inference", "-e", str(tmp_path / "exp"), "-i", str(DEMO_FILES[0]), "--output", str(output)])
+    assert folder_bytes(tmp_path / "exp") == before
+
+
+def test_a_relative_data_root_is_stored_absolute_and_read_the_same_from_another_folder(tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    three = {"1000", "1001", "1002"}
+    corpus = corpus_of_speakers(work, keep=three.__contains__)
+    monkeypatch.chdir(work)
+    trained = probe(tmp_path / "exp", f"data.root={corpus.name}")
+    assert read_probe_checkpoint(tmp_path / "exp" / "best.ckpt")["run"]["config"]["data"]["root"] == str(corpus)
+    monkeypatch.chdir(elsewhere)  # no corpus0/ here: the probe is scored on its own data
+    scores = run_downstream.main(["-m", "evaluate", "-e", str(tmp_path / "exp"), "-t", "test"])
+    assert scores["test"] == pytest.approx(trained["test"])
+
+
+def test_evaluate_refuses_run_options_follows_a_moved_upstream_and_keeps_earlier_splits(tmp_path):
+    upstream = tmp_path / "upstream.ckpt"
+    torch.manual_seed(0)
+    save_upstream(Upstream(tiny_config(num_layers=3)), upstream, "aalbert_3L")
+    probe(tmp_path / "exp", upstream=("-k", str(upstream)))
+    exp = str(tmp_path / "exp")
+    for given in (["-d", "phone_linear"], ["-u", "fbank"], ["--seed", "3"]):
+        with pytest.raises(ValueError, match=rf"-m evaluate scores a probe with its own saved settings; {given[0]} cannot"):
+            run_downstream.main(["-m", "evaluate", "-e", exp, *given])
+    with pytest.raises(ValueError, match=r"-m inference applies a probe with its saved settings; -o nonsense would not"):
+        run_downstream.main(["-m", "inference", "-e", exp, "-i", str(DEMO_FILES[0]), "-o", "nonsense"])
+    moved = upstream.rename(tmp_path / "moved.ckpt")
+    dev = run_downstream.main(["-m", "evaluate", "-e", exp, "-k", str(moved), "-t", "dev"])
+    test = run_downstream.main(["-m", "evaluate", "-e", exp, "-k", str(moved), "-t", "test"])
+    evaluation = json.loads((tmp_path / "exp" / "evaluation.json").read_text())
+    assert evaluation["dev"] == dev["dev"] and evaluation["test"] == test["test"]  # -t test kept dev
+    assert evaluation["upstream_file"]["path"] == str(moved) and "root" in evaluation["data"]
+    torch.manual_seed(1)  # another file at the new place: refused as a changed upstream
+    save_upstream(Upstream(tiny_config(num_layers=3)), moved, "aalbert_3L")
+    with pytest.raises(ValueError, match=rf"upstream checkpoint {moved} has changed since probe"):
+        run_downstream.main(["-m", "evaluate", "-e", exp, "-k", str(moved)])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: experiment.new_spec("speaker_utterance", "fbank", seed="3"), r"new_spec: seed='3' must be int"),
+        (lambda: experiment.new_spec("speaker_utterance", "fbank", fine_tune="no"), r"fine_tune='no' must be bool"),
+        (lambda: experiment.new_spec("speaker_utterance", "fbank", overrides="k=v"), r"overrides='k=v' must be a list"),
+        (lambda: experiment.evaluate("nowhere", splits="test"), r"evaluate: splits='test' must be a list of strings"),
+        (lambda: experiment.evaluate("nowhere", splits=["tset"]), r"each of splits must be one of"),
+    ],
+)
+def test_the_python_api_refuses_arguments_of_the_wrong_type(call, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        call()

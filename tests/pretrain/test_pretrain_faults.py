@@ -15,8 +15,8 @@ import torch
 import run_pretrain
 import utility.atomic_write
 from conftest import REPO, overrides
-from faults import assert_one_line_error, interrupt_training, mount_tiny_disk, overwrite_tensor_bytes, run_command
-from utility.checkpoint_file import read_checkpoint_file
+from faults import assert_one_line_error, copy_corpus, interrupt_training, mount_tiny_disk, overwrite_tensor_bytes, run_command
+from utility.checkpoint_file import read_checkpoint_file, save_atomic
 
 ENCODER = ("upstream", "state_dict", "input_projection.weight")
 
@@ -141,6 +141,9 @@ def one_step_run(tmp_path_factory):
         (["-o", "corpus.dev_utterances=2"], "corpus.dev_utterances: 4 -> 2"),
         (["-o", "corpus.dev_subsets=[]"], "corpus.dev_subsets: ['dev-clean'] -> []"),
         (["-o", "data.max_seconds=5"], "data.max_seconds: 15.0 -> 5.0"),
+        # restored from the checkpoint, so the new value would be stored but do nothing
+        (["-o", "optimizer.lr=0.1"], "optimizer.lr: 5e-05 -> 0.1"),
+        (["-o", "optimizer.weight_decay=0"], "optimizer.weight_decay: 0.01 -> 0"),
     ],
 )
 def test_resume_refuses_a_changed_seed_mask_or_split_however_given(one_step_run, change, key):
@@ -148,3 +151,64 @@ def test_resume_refuses_a_changed_seed_mask_or_split_however_given(one_step_run,
     with pytest.raises(ValueError, match=rf"cannot resume .*states-00000001.ckpt with other settings for {re.escape(key)}"):
         run_pretrain.main(["-e", str(one_step_run), "-o", "runner.total_steps=2", *change])
     assert sorted(p.name for p in one_step_run.iterdir()) == before  # refused before anything was written
+
+
+def folder_bytes(folder) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_a_new_run_refuses_a_folder_holding_only_best_ckpt(tmp_path):
+    folder = tmp_path / "run"
+    settings = overrides("corpus.dev_subsets=[]", "runner.total_steps=1")
+    run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *settings])
+    for path in folder.glob("states-*.ckpt"):  # deleted to save disk
+        path.unlink()
+    best = (folder / "best.ckpt").read_bytes()
+    with pytest.raises(ValueError, match=rf"{re.escape(str(folder))} holds best.ckpt of an earlier run.*pick another -n/-p"):
+        run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *overrides("corpus.dev_subsets=[]", "runner.total_steps=2")])
+    assert (folder / "best.ckpt").read_bytes() == best
+
+
+def test_resuming_an_older_checkpoint_names_the_newer_ones_and_writes_nothing(tmp_path):
+    folder = tmp_path / "run"
+    settings = overrides("corpus.dev_subsets=[]", "runner.total_steps=3", "runner.save_step=1", "runner.max_keep=3")
+    run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), *settings])
+    before = folder_bytes(folder)
+    with pytest.raises(
+        ValueError, match=r"continues from step 1, but .* holds newer checkpoints \(states-00000002.ckpt, states-00000003.ckpt\)"
+    ):
+        run_pretrain.main(["-e", str(folder / "states-00000001.ckpt")])
+    assert folder_bytes(folder) == before
+    branch = tmp_path / "branch"  # the fix the message offers: continue a copy elsewhere
+    branch.mkdir()
+    (branch / "states-00000001.ckpt").write_bytes(before["states-00000001.ckpt"])
+    outcome = run_pretrain.main(["-e", str(branch / "states-00000001.ckpt")])
+    assert outcome.finished and outcome.step == 3
+    branched, original = (read_checkpoint_file(f / "states-00000003.ckpt") for f in (branch, folder))
+    assert same_training_state(branched, original)
+
+
+def test_a_relative_corpus_root_is_stored_absolute_and_read_the_same_from_another_folder(tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    copy_corpus(work, count=12)
+    elsewhere.mkdir()
+    settings = overrides("corpus.dev_subsets=[]", "corpus.root=corpus", "runner.total_steps=1")
+    monkeypatch.chdir(work)
+    run_pretrain.main(["-u", "aalbert_3L", "-p", str(tmp_path / "run"), *settings])
+    stored = read_checkpoint_file(tmp_path / "run" / "states-00000001.ckpt")
+    assert stored["pretraining"]["settings"]["corpus"]["root"] == str(work / "corpus")
+    monkeypatch.chdir(elsewhere)  # no corpus/ here: the run still reads its own
+    assert run_pretrain.main(["-e", str(tmp_path / "run"), "-o", "runner.total_steps=2"]).step == 2
+
+    # A run stored before roots were made absolute: resolved from the current folder, and
+    # refused, naming the path, where nothing is there.
+    old = tmp_path / "old"
+    old.mkdir()
+    stored["pretraining"]["settings"]["corpus"]["root"] = "corpus"
+    save_atomic(stored, old / "states-00000001.ckpt")
+    with pytest.raises(FileNotFoundError, match=rf"corpus.root='corpus' points to {re.escape(str(elsewhere / 'corpus'))}, which"):
+        run_pretrain.main(["-e", str(old), "-o", "runner.total_steps=2"])
+    assert not (old / "states-00000002.ckpt").exists()
+    monkeypatch.chdir(work)
+    assert run_pretrain.main(["-e", str(old), "-o", "runner.total_steps=2"]).step == 2
+    assert read_checkpoint_file(old / "states-00000002.ckpt")["pretraining"]["settings"]["corpus"]["root"] == str(work / "corpus")

@@ -51,6 +51,10 @@ MISTAKES = [
     (run_downstream.main, ["-m", "evaluate", "-e", "TMP/nowhere"], "no such checkpoint file or experiment folder"),
     (run_downstream.main, ["-m", "inference", "-e", "TMP"], "inference needs a trained probe and audio files"),
     (run_downstream.main, [*TASK, "-m", "tune"], "argument -m/--mode: invalid choice: 'tune'"),
+    (run_pretrain.main, [*PRETRAIN, "-c", "TMP"], "is a folder; give the YAML file inside it"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-c", "TMP"], "is a folder; give the YAML file inside it"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-o", "expert.hidden_sizes=[-5]"], "hidden_sizes must be layer widths >= 1"),
+    (run_downstream.main, [*TASK, "-p", "OUT", "-o", "expert.hidden_sizes=[0]"], "expert.hidden_sizes must be layer widths >= 1"),
     # Non-finite and out-of-range numbers, named by key, before anything is written (issue 19, cases 8 and 17).
     (
         run_pretrain.main,
@@ -199,6 +203,17 @@ def test_the_commands_themselves_print_one_line(args, expected, tmp_path):
     done = run_command(_fill(args, tmp_path), cwd=REPO)
     assert done.returncode == 2, done.stderr
     assert_one_line_error(done.stderr, expected)
+
+
+def test_world_size_without_rank_names_both_variables(tmp_path, monkeypatch, capsys):
+    from utility.cli import run_cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(run_downstream.main, [*TASK, "-p", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "WORLD_SIZE=2 is set but RANK is not", "torchrun")
 
 
 def test_debug_shows_the_traceback_and_a_bug_keeps_it(tmp_path, monkeypatch):
