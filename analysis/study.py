@@ -491,6 +491,11 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1 or args.minutes is not None and not 0 < args.minutes < math.inf:
         parser.error("--steps must be >= 1 and --minutes a positive number")
+    for option in ("--probe-seeds", "--random-seeds", "--pretrain-seeds", "--upstreams", "--tasks"):
+        values = getattr(args, option[2:].replace("-", "_"))
+        repeated = sorted({str(value) for value in values if values.count(value) > 1})
+        if repeated:  # a repeated seed is the same run again: it would fake a spread and an interval
+            parser.error(f"{option} {' '.join(map(str, values))}: {', '.join(repeated)} given twice; list each once")
     for name in ("pretrain_corpus", "eval_corpus"):
         if not getattr(args, name).is_dir():
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such folder")

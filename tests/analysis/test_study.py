@@ -111,3 +111,18 @@ def test_more_pretraining_seeds_join_a_finished_study_and_networks_become_the_un
     (out / "pretrain" / "aalbert_3L_seed6" / "states-00000004.ckpt").unlink()
     text = study.main(argv + ["--pretrain-seeds", "1337", "6", "--report-only"]).read_text()
     assert "`pretrain/aalbert_3L_seed6` (pretraining: update 2 of 4)" in text and "(n=1 probes)" in text
+
+
+STUDY_ARGS = ["-p", "unused", "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT), "--steps", "4"]
+
+
+@pytest.mark.parametrize(
+    "repeated", [["--probe-seeds", "1", "1"], ["--pretrain-seeds", "5", "5"], ["--random-seeds", "11", "12", "11"]]
+)
+def test_a_repeated_seed_is_refused_in_one_line(repeated, capsys):
+    with pytest.raises(SystemExit) as stop:
+        study.parse_plan(STUDY_ARGS + repeated)
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and f"{repeated[0]} {' '.join(repeated[1:])}: {repeated[1]} given twice" in message
+
