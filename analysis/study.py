@@ -307,13 +307,15 @@ def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) 
             return [statistics.mean(values) for values in groups.values()]
         return [value for values in groups.values() for value in values]
 
-    def spread(values: Sequence[float]) -> float:
-        return statistics.stdev(values) if len(values) > 1 else float("nan")
+    def summary(values: Sequence[float]) -> str:
+        # One value has no spread: no "+- nan".
+        spread = f" +- {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):.4f}{spread} (n={len(values)} {unit})"
 
     a, b = units(pretrained), units(random)
     row = {
-        "pretrained": f"{statistics.mean(a):.4f} +- {spread(a):.4f} (n={len(a)} {unit})",
-        "random": f"{statistics.mean(b):.4f} +- {spread(b):.4f} (n={len(b)} {unit})",
+        "pretrained": summary(a),
+        "random": summary(b),
         "difference": statistics.mean(a) - statistics.mean(b),
         "welch_95ci": "n/a",
     }

@@ -126,3 +126,8 @@ def test_a_repeated_seed_is_refused_in_one_line(repeated, capsys):
     message = capsys.readouterr().err
     assert message.count("\n") == 1 and f"{repeated[0]} {' '.join(repeated[1:])}: {repeated[1]} given twice" in message
 
+
+def test_one_value_has_no_spread():
+    row = study.compare({1337: [0.5]}, {11: [0.25], 12: [0.5]})
+    assert row["pretrained"] == "0.5000 (n=1 probes)" and "nan" not in row["pretrained"]
+    assert row["random"].startswith("0.3750 +- 0.1768 (n=2 probes)")
