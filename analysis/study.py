@@ -6,7 +6,9 @@ random weights of the same architecture lack?
         --upstreams aalbert_3L mockingjay_3L --steps 6000
 
 Stages, each resumable (rerun the same command after a stop: finished parts are read back,
-a stopped pretraining run or probe continues from its newest checkpoint):
+a stopped pretraining run or probe continues from its newest checkpoint). A part made with other
+settings than the command's (recipe, overrides, corpus, seed, updates) is refused before anything
+is trained, naming the setting: give another ``-p`` for other settings.
 
 1. pretraining: each upstream with the recipe on the pretraining corpus, for the same number of
    updates (``--steps``; or ``--minutes`` lays the first upstream's schedule over a wall-clock
@@ -51,7 +53,7 @@ from scipy import stats
 from pretrain.baselines import PREDICTORS, trivial_losses
 from pretrain.data import BatchMaker, dev_batches, select_utterances
 from pretrain.runner import pretrain
-from pretrain.settings import stored_settings
+from pretrain.settings import load_settings, stored_settings
 from pretrain.state import SECTION
 from upstream import Upstream, build_upstream
 from upstream.checkpoint import save_upstream
@@ -61,6 +63,7 @@ from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, add_override_option, run_cli
 
 from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, result_row, run_cell
+from .keys import corpus_identity, differences
 from .layerwise import plot_layerwise
 from .plotting import plt, save_figure
 from .tables import markdown_table, report_header, write_table
@@ -139,10 +142,53 @@ class PretrainedRun:
         return self.folder.name
 
 
+def pretraining_overrides(plan: StudyPlan, seed: Optional[int], steps: Optional[int]) -> list[str]:
+    """What the study sets on top of ``--recipe`` for one run (``steps`` None: the ``--minutes`` budget)."""
+    budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
+    chosen = [] if seed is None else [f"runner.seed={seed}"]
+    # The corpus as an absolute path: the run's settings name it wherever the study is run from.
+    return [f"corpus.root={corpus_identity(plan.pretrain_corpus)}", *budget, *plan.pretrain_overrides, *chosen]
+
+
+def pretraining_key(settings: dict[str, Any], calibrated: bool) -> dict[str, Any]:
+    """A run's resolved settings as two commands must agree on: the corpus by identity, and
+    without ``runner.total_steps`` when a ``--minutes`` budget set it (``calibrated``)."""
+    runner = {k: v for k, v in settings["runner"].items() if not (calibrated and k == "total_steps")}
+    return {**settings, "corpus": {**settings["corpus"], "root": corpus_identity(settings["corpus"]["root"])}, "runner": runner}
+
+
+def check_pretraining(plan: StudyPlan) -> None:
+    """Refuse, before anything is trained or written, a pretraining folder whose run was made
+    with other settings than this command resolves (recipe content, overrides, corpus, seed,
+    updates): reusing it would report settings it was not trained with, and continuing it would
+    train to its own ``runner.total_steps``."""
+    steps = plan.steps
+    for upstream in plan.upstreams:
+        for seed, folder in plan.pretrain_runs(upstream):
+            if not CheckpointKeeper(folder).step_checkpoints():
+                continue
+            stored = settings_of(folder)
+            if seed is not None and stored.runner.seed != seed:
+                raise ValueError(
+                    f"{folder} holds a pretraining run with runner.seed={stored.runner.seed}, not {seed}: "
+                    "list that seed first in --pretrain-seeds (the first run keeps this folder), or use another -p"
+                )
+            planned = load_settings(upstream, plan.recipe, pretraining_overrides(plan, seed, steps))
+            calibrated = steps is None  # the first run of a --minutes study: its budget set total_steps
+            changed = differences(pretraining_key(stored.to_dict(), calibrated), pretraining_key(planned.to_dict(), calibrated))
+            if changed:
+                raise ValueError(
+                    f"{folder} holds a pretraining run made with other settings than this command's "
+                    f"({'; '.join(changed)}): rerun with the settings it was made with, give another -p, "
+                    f"or delete {folder} to pretrain it again"
+                )
+            steps = steps or int(stored.runner.total_steps)  # the others get the same updates
+
+
 def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[PretrainedRun]]:
-    """Pretrain (or finish pretraining) every run; returns each upstream's finished runs. With
-    ``plan.report_only`` an unfinished run other than an upstream's first is listed in
-    ``missing`` and left out."""
+    """Pretrain (or finish pretraining) every run (``check_pretraining`` first); returns each
+    upstream's finished runs. With ``plan.report_only`` an unfinished run other than an
+    upstream's first is listed in ``missing`` and left out."""
     steps = plan.steps
     runs: dict[str, list[PretrainedRun]] = {}
     for upstream in plan.upstreams:
@@ -150,11 +196,6 @@ def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[Pretrain
         for index, (seed, folder) in enumerate(plan.pretrain_runs(upstream)):
             kept = CheckpointKeeper(folder).step_checkpoints()
             stored = settings_of(folder) if kept else None
-            if stored is not None and seed is not None and stored.runner.seed != seed:
-                raise ValueError(
-                    f"{folder} holds a pretraining run with runner.seed={stored.runner.seed}, not {seed}: "
-                    "list that seed first in --pretrain-seeds (the first run keeps this folder), or use another -p"
-                )
             if plan.report_only:
                 done, total = (kept[-1][0], stored.runner.total_steps) if stored is not None else (0, 0)
                 if not done or done < total:
@@ -165,14 +206,12 @@ def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[Pretrain
             elif stored is not None:
                 pretrain(resume=folder, device=plan.device)
             else:
-                budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
-                chosen = [] if seed is None else [f"runner.seed={seed}"]
                 pretrain(
                     upstream=upstream,
                     experiment=folder,
                     config_file=plan.recipe,
                     device=plan.device,
-                    overrides=[f"corpus.root={plan.pretrain_corpus}", *budget, *plan.pretrain_overrides, *chosen],
+                    overrides=pretraining_overrides(plan, seed, steps),
                 )
             settings = stored if plan.report_only else settings_of(folder)  # after this command's updates
             steps = steps or int(settings.runner.total_steps)  # the others get the same updates
@@ -453,6 +492,7 @@ def write_report(
 def run_study(plan: StudyPlan, command: str) -> Path:
     with own_outdir(plan.outdir):
         missing: list[str] = []
+        check_pretraining(plan)
         pretrained = pretrain_all(plan, missing)
         curves = {run.label: learning_curve(run.folder) for runs in pretrained.values() for run in runs}
         random = random_networks(plan, pretrained)

@@ -5,6 +5,7 @@ probes over seeds, the report; and a rerun that reads everything back."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -131,3 +132,49 @@ def test_one_value_has_no_spread():
     row = study.compare({1337: [0.5]}, {11: [0.25], 12: [0.5]})
     assert row["pretrained"] == "0.5000 (n=1 probes)" and "nan" not in row["pretrained"]
     assert row["random"].startswith("0.3750 +- 0.1768 (n=2 probes)")
+
+
+def with_option(argv: list[str], option: str, *values: str) -> list[str]:
+    """``argv`` with ``option``'s values replaced (or the option added)."""
+    if option not in argv:
+        return [*argv, option, *values]
+    start = argv.index(option) + 1
+    end = next((i for i in range(start, len(argv)) if argv[i].startswith("-") and not argv[i][1:].isdigit()), len(argv))
+    return [*argv[:start], *values, *argv[end:]]
+
+
+def files_of(folder):
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_a_rerun_with_other_pretraining_settings_is_refused_naming_the_setting(study_run, tmp_path):
+    argv, path = study_run
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("optimizer:\n  lr: 0.0001\n")
+    corpus = tmp_path / "corpus"  # another corpus folder (same audio: only the identity differs)
+    corpus.mkdir()
+    for subset in DEMO_ROOT.iterdir():
+        (corpus / subset.name).symlink_to(subset)
+    pretrain_overrides = argv[argv.index("--pretrain-override") + 1 : argv.index("-o")]
+    before = files_of(path.parent)
+    for changed, named in [
+        (with_option(argv, "--steps", "20"), "runner.total_steps: 4 -> 20"),  # also an unfinished run
+        (with_option(argv, "--recipe", str(recipe)), "optimizer.lr: "),
+        (with_option(argv, "--pretrain-corpus", str(corpus)), f"corpus.root: '{DEMO_ROOT}' -> '{corpus}'"),
+        (
+            with_option(argv, "--pretrain-override", *pretrain_overrides, "model.encoder.hidden_size=48"),
+            "model.encoder.hidden_size: 32 -> 48",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=r"holds a pretraining run made with other settings") as refusal:
+            study.main(changed)
+        assert named in str(refusal.value) and "give another -p" in str(refusal.value)
+    assert files_of(path.parent) == before, "nothing trained or written"
+
+
+def test_the_same_pretraining_corpus_spelled_relatively_reads_back(study_run):
+    argv, path = study_run
+    relative = os.path.relpath(DEMO_ROOT)
+    before = files_of(path.parent / "pretrain")
+    study.main(with_option(argv, "--pretrain-corpus", relative))
+    assert files_of(path.parent / "pretrain") == before
