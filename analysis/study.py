@@ -166,6 +166,14 @@ def check_pretraining(plan: StudyPlan) -> None:
     for upstream in plan.upstreams:
         for seed, folder in plan.pretrain_runs(upstream):
             if not CheckpointKeeper(folder).step_checkpoints():
+                # This run starts anew: probes of an earlier network of that name cannot be its probes.
+                earlier = [f for f in plan.outdir.glob(f"probes/*/*/{folder.name}_pretrained") if f.is_dir()]
+                if earlier:
+                    raise ValueError(
+                        f"{earlier[0]} holds probes of an earlier pretraining run in {folder}, which holds none now: "
+                        f"delete {plan.outdir / 'probes' / '*' / '*' / earlier[0].name} to probe the new run, "
+                        "or give another -p"
+                    )
                 continue
             stored = settings_of(folder)
             if seed is not None and stored.runner.seed != seed:
@@ -276,7 +284,8 @@ def random_networks(plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]])
         made[upstream] = []
         for seed in plan.random_seeds:
             path = plan.random_ckpt(upstream, seed)
-            if not path.is_file():
+            # Built again when the recipe changed the architecture (its probes then no longer match it).
+            if not path.is_file() or read_upstream_checkpoint(path)[0].to_dict() != config.to_dict():
                 torch.manual_seed(seed)
                 save_upstream(Upstream(config), path, upstream, metadata={"random_weights_seed": seed})
             made[upstream].append(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -178,3 +179,74 @@ def test_the_same_pretraining_corpus_spelled_relatively_reads_back(study_run):
     before = files_of(path.parent / "pretrain")
     study.main(with_option(argv, "--pretrain-corpus", relative))
     assert files_of(path.parent / "pretrain") == before
+
+
+@pytest.fixture
+def moved_study(study_run, tmp_path):
+    """A copy of the finished study in another folder, and its command line."""
+    argv, path = study_run
+    moved = tmp_path / "moved"
+    shutil.copytree(path.parent, moved, ignore=shutil.ignore_patterns(".lock"))
+    return with_option(argv, "-p", str(moved)), moved
+
+
+def test_a_moved_study_folder_reads_its_cells_back(moved_study):
+    argv, moved = moved_study
+    results = files_of(moved / "probes")
+    study.main(argv)
+    assert {p: t for p, t in files_of(moved / "probes").items() if p in results} == results, "nothing retrained"
+
+
+def test_a_cell_without_best_ckpt_is_checked_against_the_corpus(moved_study, tmp_path):
+    argv, moved = moved_study
+    for best in moved.glob("probes/**/best.ckpt"):
+        best.unlink()  # deleted to save disk: the cell's own record still says what made it
+    corpus = tmp_path / "eval"
+    corpus.mkdir()
+    for subset in DEMO_ROOT.iterdir():
+        (corpus / subset.name).symlink_to(subset)
+    with pytest.raises(ValueError, match=rf"made with other settings .*config.data.root: '{DEMO_ROOT}' -> '{corpus}'"):
+        study.main(with_option(argv, "--eval-corpus", str(corpus)))
+
+
+def test_a_cell_of_another_network_at_the_same_path_is_refused(moved_study):
+    argv, moved = moved_study
+    shutil.copyfile(moved / "random" / "aalbert_3L_seed11.ckpt", moved / "pretrain" / "aalbert_3L" / "best.ckpt")
+    with pytest.raises(ValueError, match=r"made with other settings .*upstream_sha256: "):
+        study.main(argv)
+
+
+def test_probes_of_a_deleted_pretraining_run_are_refused_before_it_trains_again(moved_study):
+    argv, moved = moved_study
+    shutil.rmtree(moved / "pretrain")
+    with pytest.raises(ValueError, match=r"aalbert_3L_pretrained holds probes of an earlier pretraining run"):
+        study.main(argv)
+    assert not (moved / "pretrain").exists(), "nothing trained"
+
+
+def test_random_networks_are_rebuilt_for_a_new_architecture(moved_study):
+    argv, moved = moved_study
+    shutil.rmtree(moved / "pretrain")
+    shutil.rmtree(moved / "probes")
+    pretrain_overrides = argv[argv.index("--pretrain-override") + 1 : argv.index("-o")]
+    wider = with_option(argv, "--pretrain-override", *pretrain_overrides, "model.encoder.hidden_size=48")
+    wider = with_option(wider, "--probe-seeds", "1")
+    study.main(wider)
+    for seed in (11, 12):
+        config, _, _ = read_upstream_checkpoint(moved / "random" / f"aalbert_3L_seed{seed}.ckpt")
+        assert config.encoder.hidden_size == 48
+
+
+def test_cells_finished_before_they_recorded_their_key_are_checked_from_best_ckpt(moved_study):
+    argv, moved = moved_study
+    keys = sorted(moved.glob("probes/**/cell.json"))
+    assert keys, "every cell records what made it"
+    recorded = {key: json.loads(key.read_text()) for key in keys}
+    for key in keys:
+        key.unlink()  # as an older study left them
+    study.main(argv)
+    assert {key: json.loads(key.read_text()) for key in keys} == recorded, "recorded again from best.ckpt"
+    keys[0].unlink()
+    (keys[0].parent / "best.ckpt").unlink()
+    with pytest.raises(ValueError, match=r"holds results but neither cell.json .* nor best.ckpt: .*delete"):
+        study.main(argv)
