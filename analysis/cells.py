@@ -218,7 +218,9 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
         check(key, folder)  # records the key before the cell trains
         return experiment.train(spec, folder, **common)
     # Where features are kept is this command's choice, not the stored run's.
-    storage = [f"runner.{name}={json.dumps(spec.config['runner'][name])}" for name in STORAGE_KEYS if name in spec.config["runner"]]
+    storage = [
+        f"runner.{name}={json.dumps(spec.config['runner'][name])}" for name in STORAGE_KEYS if name in spec.config["runner"]
+    ]
 
     def check_resumed(stored: RunSpec, source: Path) -> None:
         # resume() has checked that the stored upstream file is the one the probe was trained on.

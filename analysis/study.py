@@ -5,10 +5,12 @@ random weights of the same architecture lack?
         --eval-corpus EVAL_ROOT --recipe pretrain/recipes/cpu_small.yaml \\
         --upstreams aalbert_3L mockingjay_3L --steps 6000
 
-Stages, each resumable (rerun the same command after a stop: finished parts are read back,
-a stopped pretraining run or probe continues from its newest checkpoint). A part made with other
-settings than the command's (recipe, overrides, corpus, seed, updates) is refused before anything
-is trained, naming the setting: give another ``-p`` for other settings.
+Every input (recipe and overrides, the corpora's subsets and labels, task names, probe
+settings) is checked before anything is written or trained. Stages, each resumable (rerun the
+same command after a stop: finished parts are read back, a stopped pretraining run or probe
+continues from its newest checkpoint). A part made with other settings than the command's
+(recipe, overrides, corpus, seed, updates) is refused before anything is trained, naming the
+setting: give another ``-p`` for other settings.
 
 1. pretraining: each upstream with the recipe on the pretraining corpus, for the same number of
    updates (``--steps``; or ``--minutes`` lays the first upstream's schedule over a wall-clock
@@ -36,6 +38,7 @@ The pretraining and evaluation corpora should share no speaker and no sentence (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shlex
@@ -43,13 +46,17 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
 
 import torch
 from scipy import stats
 
+from corpora.index import find_utterances
+from downstream.discovery import load_task
+from downstream.experiment import new_spec
+from downstream.frames import FrameGrid
 from pretrain.baselines import PREDICTORS, trivial_losses
 from pretrain.data import BatchMaker, dev_batches, select_utterances
 from pretrain.runner import pretrain
@@ -118,6 +125,43 @@ class StudyPlan:
     def probe_root(self, probe_seed: int) -> Path:
         # One feature cache (OUT/probes/feature_cache) serves every probe seed.
         return self.outdir / "probes" / f"seed{probe_seed}"
+
+
+# ---- 0. inputs -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def blaming(option: str) -> Iterator[None]:
+    """A refusal of an input, prefixed with the option that gave it."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        raise type(error)(f"{option}: {message}") from None
+
+
+def check_inputs(plan: StudyPlan) -> None:
+    """Everything the study will need, checked before anything is written or trained (a typo
+    must not cost the hours of pretraining before it): every upstream's pretraining settings
+    (recipe, overrides), the pretraining corpus's subsets, and for every task its name, the
+    probe settings (``-o``) and its splits and labels on the evaluation corpus."""
+    first = plan.pretrain_seeds[0] if plan.pretrain_seeds else None
+    models = []
+    for upstream in plan.upstreams:
+        with blaming(f"pretraining {upstream} (--recipe, --pretrain-override)"):
+            settings = load_settings(upstream, plan.recipe, pretraining_overrides(plan, first, plan.steps))
+        models.append(settings.model)
+    subsets = [*settings.corpus.subsets, *settings.corpus.dev_subsets]
+    with blaming(f"--pretrain-corpus (corpus.subsets and corpus.dev_subsets: {subsets})"):
+        find_utterances(plan.pretrain_corpus, subsets, progress=False)
+    # The label grid of the first architecture (the families of one study share a front end).
+    grid = FrameGrid(Upstream(models[0]))
+    for task_name in plan.tasks:
+        with blaming(f"probe settings of task {task_name} (-d, -o)"):
+            spec = new_spec(task_name, plan.upstreams[0], seed=plan.probe_seeds[0], overrides=probe_overrides(plan))
+        task = load_task(task_name)
+        with blaming(f"--eval-corpus {plan.eval_corpus}, task {task_name}"):
+            task.build_datasets(task.data_section(spec.config["data"]), grid)
 
 
 # ---- 1. pretraining ------------------------------------------------------------------------
@@ -295,6 +339,11 @@ def random_networks(plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]])
 # ---- 4. probes -----------------------------------------------------------------------------
 
 
+def probe_overrides(plan: StudyPlan) -> list[str]:
+    """Every probe's task config overrides: the evaluation corpus, then the study's settings."""
+    return [f"data.root={plan.eval_corpus}", *plan.probe_overrides]
+
+
 def probe_all(
     plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]], random: dict[str, list[Path]], missing: list[str]
 ) -> list[dict[str, Any]]:
@@ -317,9 +366,7 @@ def probe_all(
             if layer_wise:
                 layers += list(range(model.num_hidden_states))
             for probe_seed in plan.probe_seeds:
-                settings = ProbeSettings(
-                    overrides=[f"data.root={plan.eval_corpus}", *plan.probe_overrides], seed=probe_seed, device=plan.device
-                )
+                settings = ProbeSettings(overrides=probe_overrides(plan), seed=probe_seed, device=plan.device)
                 for task in plan.tasks:
                     for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
                         cell = Cell(task, choice, layer)
@@ -499,6 +546,7 @@ def write_report(
 
 
 def run_study(plan: StudyPlan, command: str) -> Path:
+    check_inputs(plan)
     with own_outdir(plan.outdir):
         missing: list[str] = []
         check_pretraining(plan)

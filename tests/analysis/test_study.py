@@ -20,11 +20,33 @@ from corpora.root import DEMO_ROOT
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    argv = ["-p", str(out / "run"), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
-            "--upstreams", "aalbert_3L", "--steps", "4", "-d", "speaker_utterance",
-            "--probe-seeds", "1", "2", "--random-seeds", "11", "12",
-            "--pretrain-override", *TINY, "runner.save_step=2",
-            "-o", "runner.total_steps=2", "runner.eval_step=2", "runner.log_step=1"]
+    argv = [
+        "-p",
+        str(out / "run"),
+        "--pretrain-corpus",
+        str(DEMO_ROOT),
+        "--eval-corpus",
+        str(DEMO_ROOT),
+        "--upstreams",
+        "aalbert_3L",
+        "--steps",
+        "4",
+        "-d",
+        "speaker_utterance",
+        "--probe-seeds",
+        "1",
+        "2",
+        "--random-seeds",
+        "11",
+        "12",
+        "--pretrain-override",
+        *TINY,
+        "runner.save_step=2",
+        "-o",
+        "runner.total_steps=2",
+        "runner.eval_step=2",
+        "runner.log_step=1",
+    ]
     return argv, study.main(argv)
 
 
@@ -250,3 +272,27 @@ def test_cells_finished_before_they_recorded_their_key_are_checked_from_best_ckp
     (keys[0].parent / "best.ckpt").unlink()
     with pytest.raises(ValueError, match=r"holds results but neither cell.json .* nor best.ckpt: .*delete"):
         study.main(argv)
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (["-d", "phone_linaer"], "unknown task 'phone_linaer'"),
+        (["-o", "runner.total_stepz=3"], "probe settings of task speaker_utterance (-d, -o): override 'runner.total_stepz=3'"),
+        (["-d", "phone_linear", "--eval-corpus", "NO_ALIGNMENTS"], "--eval-corpus"),
+        (["--pretrain-override", "model.encoder.hidden=3"], "pretraining aalbert_3L (--recipe, --pretrain-override)"),
+    ],
+)
+def test_bad_inputs_are_refused_before_anything_is_written(change, named, tmp_path):
+    corpus = tmp_path / "corpus"  # audio without alignments
+    corpus.mkdir()
+    for subset in DEMO_ROOT.iterdir():
+        if subset.name != "alignments":
+            (corpus / subset.name).symlink_to(subset)
+    out = tmp_path / "out"
+    argv = [*STUDY_ARGS[:1], str(out), *STUDY_ARGS[2:], "--upstreams", "aalbert_3L", "-d", "speaker_utterance"]
+    argv += [value.replace("NO_ALIGNMENTS", str(corpus)) for value in change]
+    with pytest.raises((ValueError, KeyError, FileNotFoundError)) as refusal:
+        study.main(argv)
+    assert named in str(refusal.value)
+    assert not out.exists(), "nothing written, nothing trained"
