@@ -577,7 +577,11 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         default=[],
         help="one pretraining run per seed (runner.seed; default: one run with the recipe's seed)",
     )
-    add_override_option(parser, help=f"probe config overrides (default: {' '.join(DEFAULT_PROBE_OVERRIDES)})")
+    add_override_option(
+        parser,
+        help=f"probe config overrides, added to the study's own ({' '.join(DEFAULT_PROBE_OVERRIDES)}): "
+        "a key given here replaces its value there, the others stay (the report lists them all)",
+    )
     add_override_option(
         parser, "--pretrain-override", help="pretraining setting overrides on top of --recipe, e.g. runner.cpu_bf16=false"
     )
@@ -598,7 +602,8 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     for name in ("pretrain_corpus", "eval_corpus"):
         if not getattr(args, name).is_dir():
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such folder")
-    overrides = args.override or list(DEFAULT_PROBE_OVERRIDES)
+    # The study's probe settings, each key once at the value that applies (the user's win).
+    overrides = {item.partition("=")[0]: item for item in [*DEFAULT_PROBE_OVERRIDES, *args.override]}.values()
     return StudyPlan(
         outdir=args.outdir,
         pretrain_corpus=args.pretrain_corpus,

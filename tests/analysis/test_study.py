@@ -296,3 +296,14 @@ def test_bad_inputs_are_refused_before_anything_is_written(change, named, tmp_pa
         study.main(argv)
     assert named in str(refusal.value)
     assert not out.exists(), "nothing written, nothing trained"
+
+
+def test_probe_settings_add_to_the_study_defaults():
+    plan = study.parse_plan(STUDY_ARGS + ["-o", "runner.total_steps=2", "expert.dropout=0.1"])
+    assert plan.probe_overrides == (
+        "runner.total_steps=2",
+        "runner.eval_step=100",
+        "runner.log_step=100",
+        "runner.early_stopping_patience=5",
+        "expert.dropout=0.1",
+    )
