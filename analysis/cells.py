@@ -21,12 +21,17 @@ from downstream import experiment
 from downstream.discovery import TASKS_DIR, load_task
 from downstream.probe_checkpoint import BEST, RunSpec, read_probe_checkpoint
 from downstream.runner import RESULTS
+from downstream.upstream_file import RECORD_KEY
 from downstream.settings import load_task_config
 from upstream import Upstream, build_upstream, get_entry
 from utility.checkpoint_keeper import SKIP_DAMAGED_FLAG, CheckpointKeeper
 from utility.cli import add_override_option
+from utility.atomic_write import write_text_atomic
 from utility.experiment_lock import ExperimentLock
+from utility.integrity import file_sha256
 from utility.interrupt import TrainingInterrupted, stop_at_step_boundary
+
+from .keys import corpus_identity, differences
 
 
 @dataclass(frozen=True)
@@ -126,37 +131,53 @@ class Cell:
 
 # Where and how features are kept, not what they are: they may differ between a cell's runs.
 STORAGE_KEYS = ("feature_cache", "feature_cache_dir", "feature_cache_memory_gb", "num_workers")
+# What determines a cell (``cell_key``), written before it trains and checked when it is read back.
+KEY_FILE = "cell.json"
 
 
-def comparable_run(run: dict[str, Any]) -> dict[str, Any]:
-    """A run's settings as two commands must agree on: without where features are kept, and
-    with the upstream checkpoint as an absolute path (``-p result/x`` and ``-p /home/me/result/x``
-    name the same file)."""
-    runner = {k: v for k, v in run["config"]["runner"].items() if k not in STORAGE_KEYS}
-    ckpt = run.get("upstream_ckpt")
-    return {
-        **run,
-        "upstream_ckpt": None if ckpt is None else str(Path(ckpt).resolve()),
-        "config": {**run["config"], "runner": runner},
-    }
+def upstream_content(ckpt: Optional[str]) -> Optional[str]:
+    """The upstream checkpoint by content: the SHA-256 of its bytes (None: no file, the weights
+    are drawn from the probe seed)."""
+    return None if ckpt is None else file_sha256(ckpt)
 
 
-def same_settings(stored: Any, current: Any, defaults: Any) -> bool:
-    """Whether a stored run's settings equal this command's. A setting missing from the stored
-    run (added to the task's config.yaml since it was trained) counts as equal when this
-    command leaves it at its default, so adding a switch does not invalidate finished cells.
+def cell_key(run: dict[str, Any], upstream_sha256: Optional[str]) -> dict[str, Any]:
+    """What determines a cell's results: its run's settings (``RunSpec.to_dict()``) without where
+    features are kept, the corpus by identity (``data/demo`` and its absolute path are one
+    corpus), and the upstream checkpoint by content, not by path: another network at the same
+    path is another cell, and a moved study folder still reads its cells back."""
+    config = {**run["config"], "runner": {k: v for k, v in run["config"]["runner"].items() if k not in STORAGE_KEYS}}
+    if "root" in config.get("data", {}):
+        config["data"] = {**config["data"], "root": corpus_identity(config["data"]["root"])}
+    settings = {k: v for k, v in run.items() if k != "upstream_ckpt"}
+    return {**settings, "config": config, "upstream_sha256": upstream_sha256}
 
-    ``defaults``: the same structure as ``current`` without any override.
-    """
-    if not (isinstance(stored, dict) and isinstance(current, dict)):
-        return stored == current
-    if not set(stored) <= set(current):
-        return False  # a setting was removed: the stored run used something this one cannot
-    defaults = defaults if isinstance(defaults, dict) else {}
-    return all(
-        same_settings(stored[key], value, defaults.get(key)) if key in stored else key in defaults and value == defaults[key]
-        for key, value in current.items()
-    )
+
+def recorded_key(folder: Path, tasks_dir: Path) -> tuple[dict[str, Any], Path]:
+    """A finished cell's key and where it was read: its ``KEY_FILE``, or for a cell finished
+    before cells recorded one, its ``best.ckpt`` (settings and the upstream file's record)."""
+    path = folder / KEY_FILE
+    if path.is_file():
+        try:
+            return json.loads(path.read_text()), path
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is damaged ({error}); delete {folder} to train the cell again") from None
+    best = folder / BEST
+    if not best.is_file():
+        raise ValueError(
+            f"{folder} holds results but neither {KEY_FILE} (what made them, recorded since) nor {BEST}: "
+            f"its corpus and settings cannot be checked; delete {folder} to train the cell again"
+        )
+    checkpoint = read_probe_checkpoint(best)
+    stored = experiment.stored_spec(checkpoint, (), tasks_dir, best)
+    record = checkpoint.get(RECORD_KEY)
+    if record is not None:
+        sha256 = record["sha256"]
+    elif stored.upstream_ckpt is not None and not Path(stored.upstream_ckpt).is_file():
+        sha256 = f"unknown: {stored.upstream_ckpt} is gone"
+    else:
+        sha256 = upstream_content(stored.upstream_ckpt)
+    return cell_key(stored.to_dict(), sha256), best
 
 
 def is_finished(cell: Cell, root: Path) -> bool:
@@ -166,32 +187,46 @@ def is_finished(cell: Cell, root: Path) -> bool:
 def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional[Upstream] = None) -> dict[str, Any]:
     """The cell's results: read when finished, otherwise trained through the experiment API
     (continuing a partial run from its newest intact checkpoint, under the folder's lock).
+    Either way the cell must have been made as this command would make it (``cell_key``): a
+    cell made otherwise is refused, naming the settings that differ.
 
     ``upstream``: a built (e.g. cached) upstream to probe; None builds the one the cell names.
     """
     folder = cell.folder(root)
     spec = cell.spec(settings, Path(root).parent / "feature_cache")
-    task_defaults = load_task_config(load_task(cell.task, settings.tasks_dir))
+    key = cell_key(spec.to_dict(), upstream_content(spec.upstream_ckpt))
+    task_defaults = {"config": load_task_config(load_task(cell.task, settings.tasks_dir))}
 
-    def check(stored: RunSpec, source: Path) -> None:
+    def check(stored: dict[str, Any], source: Path) -> None:
         # Folders are named by cell, not by every setting: a stored run must match this one.
-        if not same_settings(comparable_run(stored.to_dict()), comparable_run(spec.to_dict()), {"config": task_defaults}):
+        changed = differences(stored, key, task_defaults)
+        if changed:
             raise ValueError(
-                f"{source} holds a probe trained with other settings (corpus, overrides, seed or "
-                "checkpoint) than this command's; use another output folder, or delete that one"
+                f"{source} holds a probe made with other settings than this command's ({'; '.join(changed)}); "
+                f"use another output folder, or delete {folder} to train the cell again"
             )
+        if not (folder / KEY_FILE).is_file():  # a cell from before KEY_FILE: recorded now, checked
+            write_text_atomic(folder / KEY_FILE, json.dumps(key, indent=2) + "\n")
 
     if is_finished(cell, root):
-        best = folder / BEST
-        if best.is_file():
-            check(experiment.stored_spec(read_probe_checkpoint(best), (), settings.tasks_dir, best), best)
+        check(*recorded_key(folder, settings.tasks_dir))
         return json.loads((folder / RESULTS).read_text())
+    if (folder / KEY_FILE).is_file():
+        check(*recorded_key(folder, settings.tasks_dir))
     common = {"tasks_dir": settings.tasks_dir, "device": settings.device, "upstream": upstream}
     if CheckpointKeeper(folder).latest() is None:
+        check(key, folder)  # records the key before the cell trains
         return experiment.train(spec, folder, **common)
     # Where features are kept is this command's choice, not the stored run's.
-    storage = [f"runner.{key}={json.dumps(spec.config['runner'][key])}" for key in STORAGE_KEYS if key in spec.config["runner"]]
-    return experiment.resume(folder, overrides=storage, skip_damaged=settings.skip_damaged, check=check, **common)
+    storage = [
+        f"runner.{name}={json.dumps(spec.config['runner'][name])}" for name in STORAGE_KEYS if name in spec.config["runner"]
+    ]
+
+    def check_resumed(stored: RunSpec, source: Path) -> None:
+        # resume() has checked that the stored upstream file is the one the probe was trained on.
+        check(cell_key(stored.to_dict(), upstream_content(stored.upstream_ckpt)), source)
+
+    return experiment.resume(folder, overrides=storage, skip_damaged=settings.skip_damaged, check=check_resumed, **common)
 
 
 def learned_layer_weights(cell: Cell, root: Path) -> list[float]:

@@ -5,8 +5,12 @@ random weights of the same architecture lack?
         --eval-corpus EVAL_ROOT --recipe pretrain/recipes/cpu_small.yaml \\
         --upstreams aalbert_3L mockingjay_3L --steps 6000
 
-Stages, each resumable (rerun the same command after a stop: finished parts are read back,
-a stopped pretraining run or probe continues from its newest checkpoint):
+Every input (recipe and overrides, the corpora's subsets and labels, task names, probe
+settings) is checked before anything is written or trained. Stages, each resumable (rerun the
+same command after a stop: finished parts are read back, a stopped pretraining run or probe
+continues from its newest checkpoint). A part made with other settings than the command's
+(recipe, overrides, corpus, seed, updates) is refused before anything is trained, naming the
+setting: give another ``-p`` for other settings.
 
 1. pretraining: each upstream with the recipe on the pretraining corpus, for the same number of
    updates (``--steps``; or ``--minutes`` lays the first upstream's schedule over a wall-clock
@@ -34,6 +38,7 @@ The pretraining and evaluation corpora should share no speaker and no sentence (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shlex
@@ -41,17 +46,21 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
 
 import torch
 from scipy import stats
 
+from corpora.index import find_utterances
+from downstream.discovery import load_task
+from downstream.experiment import new_spec
+from downstream.frames import FrameGrid
 from pretrain.baselines import PREDICTORS, trivial_losses
 from pretrain.data import BatchMaker, dev_batches, select_utterances
 from pretrain.runner import pretrain
-from pretrain.settings import stored_settings
+from pretrain.settings import load_settings, stored_settings
 from pretrain.state import SECTION
 from upstream import Upstream, build_upstream
 from upstream.checkpoint import save_upstream
@@ -61,6 +70,7 @@ from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, add_override_option, run_cli
 
 from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, result_row, run_cell
+from .keys import corpus_identity, differences
 from .layerwise import plot_layerwise
 from .plotting import plt, save_figure
 from .tables import markdown_table, report_header, write_table
@@ -117,6 +127,43 @@ class StudyPlan:
         return self.outdir / "probes" / f"seed{probe_seed}"
 
 
+# ---- 0. inputs -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def blaming(option: str) -> Iterator[None]:
+    """A refusal of an input, prefixed with the option that gave it."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        raise type(error)(f"{option}: {message}") from None
+
+
+def check_inputs(plan: StudyPlan) -> None:
+    """Everything the study will need, checked before anything is written or trained (a typo
+    must not cost the hours of pretraining before it): every upstream's pretraining settings
+    (recipe, overrides), the pretraining corpus's subsets, and for every task its name, the
+    probe settings (``-o``) and its splits and labels on the evaluation corpus."""
+    first = plan.pretrain_seeds[0] if plan.pretrain_seeds else None
+    models = []
+    for upstream in plan.upstreams:
+        with blaming(f"pretraining {upstream} (--recipe, --pretrain-override)"):
+            settings = load_settings(upstream, plan.recipe, pretraining_overrides(plan, first, plan.steps))
+        models.append(settings.model)
+    subsets = [*settings.corpus.subsets, *settings.corpus.dev_subsets]
+    with blaming(f"--pretrain-corpus (corpus.subsets and corpus.dev_subsets: {subsets})"):
+        find_utterances(plan.pretrain_corpus, subsets, progress=False)
+    # The label grid of the first architecture (the families of one study share a front end).
+    grid = FrameGrid(Upstream(models[0]))
+    for task_name in plan.tasks:
+        with blaming(f"probe settings of task {task_name} (-d, -o)"):
+            spec = new_spec(task_name, plan.upstreams[0], seed=plan.probe_seeds[0], overrides=probe_overrides(plan))
+        task = load_task(task_name)
+        with blaming(f"--eval-corpus {plan.eval_corpus}, task {task_name}"):
+            task.build_datasets(task.data_section(spec.config["data"]), grid)
+
+
 # ---- 1. pretraining ------------------------------------------------------------------------
 
 
@@ -139,10 +186,61 @@ class PretrainedRun:
         return self.folder.name
 
 
+def pretraining_overrides(plan: StudyPlan, seed: Optional[int], steps: Optional[int]) -> list[str]:
+    """What the study sets on top of ``--recipe`` for one run (``steps`` None: the ``--minutes`` budget)."""
+    budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
+    chosen = [] if seed is None else [f"runner.seed={seed}"]
+    # The corpus as an absolute path: the run's settings name it wherever the study is run from.
+    return [f"corpus.root={corpus_identity(plan.pretrain_corpus)}", *budget, *plan.pretrain_overrides, *chosen]
+
+
+def pretraining_key(settings: dict[str, Any], calibrated: bool) -> dict[str, Any]:
+    """A run's resolved settings as two commands must agree on: the corpus by identity, and
+    without ``runner.total_steps`` when a ``--minutes`` budget set it (``calibrated``)."""
+    runner = {k: v for k, v in settings["runner"].items() if not (calibrated and k == "total_steps")}
+    return {**settings, "corpus": {**settings["corpus"], "root": corpus_identity(settings["corpus"]["root"])}, "runner": runner}
+
+
+def check_pretraining(plan: StudyPlan) -> None:
+    """Refuse, before anything is trained or written, a pretraining folder whose run was made
+    with other settings than this command resolves (recipe content, overrides, corpus, seed,
+    updates): reusing it would report settings it was not trained with, and continuing it would
+    train to its own ``runner.total_steps``."""
+    steps = plan.steps
+    for upstream in plan.upstreams:
+        for seed, folder in plan.pretrain_runs(upstream):
+            if not CheckpointKeeper(folder).step_checkpoints():
+                # This run starts anew: probes of an earlier network of that name cannot be its probes.
+                earlier = [f for f in plan.outdir.glob(f"probes/*/*/{folder.name}_pretrained") if f.is_dir()]
+                if earlier:
+                    raise ValueError(
+                        f"{earlier[0]} holds probes of an earlier pretraining run in {folder}, which holds none now: "
+                        f"delete {plan.outdir / 'probes' / '*' / '*' / earlier[0].name} to probe the new run, "
+                        "or give another -p"
+                    )
+                continue
+            stored = settings_of(folder)
+            if seed is not None and stored.runner.seed != seed:
+                raise ValueError(
+                    f"{folder} holds a pretraining run with runner.seed={stored.runner.seed}, not {seed}: "
+                    "list that seed first in --pretrain-seeds (the first run keeps this folder), or use another -p"
+                )
+            planned = load_settings(upstream, plan.recipe, pretraining_overrides(plan, seed, steps))
+            calibrated = steps is None  # the first run of a --minutes study: its budget set total_steps
+            changed = differences(pretraining_key(stored.to_dict(), calibrated), pretraining_key(planned.to_dict(), calibrated))
+            if changed:
+                raise ValueError(
+                    f"{folder} holds a pretraining run made with other settings than this command's "
+                    f"({'; '.join(changed)}): rerun with the settings it was made with, give another -p, "
+                    f"or delete {folder} to pretrain it again"
+                )
+            steps = steps or int(stored.runner.total_steps)  # the others get the same updates
+
+
 def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[PretrainedRun]]:
-    """Pretrain (or finish pretraining) every run; returns each upstream's finished runs. With
-    ``plan.report_only`` an unfinished run other than an upstream's first is listed in
-    ``missing`` and left out."""
+    """Pretrain (or finish pretraining) every run (``check_pretraining`` first); returns each
+    upstream's finished runs. With ``plan.report_only`` an unfinished run other than an
+    upstream's first is listed in ``missing`` and left out."""
     steps = plan.steps
     runs: dict[str, list[PretrainedRun]] = {}
     for upstream in plan.upstreams:
@@ -150,11 +248,6 @@ def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[Pretrain
         for index, (seed, folder) in enumerate(plan.pretrain_runs(upstream)):
             kept = CheckpointKeeper(folder).step_checkpoints()
             stored = settings_of(folder) if kept else None
-            if stored is not None and seed is not None and stored.runner.seed != seed:
-                raise ValueError(
-                    f"{folder} holds a pretraining run with runner.seed={stored.runner.seed}, not {seed}: "
-                    "list that seed first in --pretrain-seeds (the first run keeps this folder), or use another -p"
-                )
             if plan.report_only:
                 done, total = (kept[-1][0], stored.runner.total_steps) if stored is not None else (0, 0)
                 if not done or done < total:
@@ -165,14 +258,12 @@ def pretrain_all(plan: StudyPlan, missing: list[str]) -> dict[str, list[Pretrain
             elif stored is not None:
                 pretrain(resume=folder, device=plan.device)
             else:
-                budget = [f"runner.total_steps={steps}"] if steps else [f"runner.max_minutes={plan.minutes}"]
-                chosen = [] if seed is None else [f"runner.seed={seed}"]
                 pretrain(
                     upstream=upstream,
                     experiment=folder,
                     config_file=plan.recipe,
                     device=plan.device,
-                    overrides=[f"corpus.root={plan.pretrain_corpus}", *budget, *plan.pretrain_overrides, *chosen],
+                    overrides=pretraining_overrides(plan, seed, steps),
                 )
             settings = stored if plan.report_only else settings_of(folder)  # after this command's updates
             steps = steps or int(settings.runner.total_steps)  # the others get the same updates
@@ -237,7 +328,8 @@ def random_networks(plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]])
         made[upstream] = []
         for seed in plan.random_seeds:
             path = plan.random_ckpt(upstream, seed)
-            if not path.is_file():
+            # Built again when the recipe changed the architecture (its probes then no longer match it).
+            if not path.is_file() or read_upstream_checkpoint(path)[0].to_dict() != config.to_dict():
                 torch.manual_seed(seed)
                 save_upstream(Upstream(config), path, upstream, metadata={"random_weights_seed": seed})
             made[upstream].append(path)
@@ -245,6 +337,11 @@ def random_networks(plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]])
 
 
 # ---- 4. probes -----------------------------------------------------------------------------
+
+
+def probe_overrides(plan: StudyPlan) -> list[str]:
+    """Every probe's task config overrides: the evaluation corpus, then the study's settings."""
+    return [f"data.root={plan.eval_corpus}", *plan.probe_overrides]
 
 
 def probe_all(
@@ -269,9 +366,7 @@ def probe_all(
             if layer_wise:
                 layers += list(range(model.num_hidden_states))
             for probe_seed in plan.probe_seeds:
-                settings = ProbeSettings(
-                    overrides=[f"data.root={plan.eval_corpus}", *plan.probe_overrides], seed=probe_seed, device=plan.device
-                )
+                settings = ProbeSettings(overrides=probe_overrides(plan), seed=probe_seed, device=plan.device)
                 for task in plan.tasks:
                     for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
                         cell = Cell(task, choice, layer)
@@ -307,13 +402,15 @@ def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) 
             return [statistics.mean(values) for values in groups.values()]
         return [value for values in groups.values() for value in values]
 
-    def spread(values: Sequence[float]) -> float:
-        return statistics.stdev(values) if len(values) > 1 else float("nan")
+    def summary(values: Sequence[float]) -> str:
+        # One value has no spread: no "+- nan".
+        spread = f" +- {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):.4f}{spread} (n={len(values)} {unit})"
 
     a, b = units(pretrained), units(random)
     row = {
-        "pretrained": f"{statistics.mean(a):.4f} +- {spread(a):.4f} (n={len(a)} {unit})",
-        "random": f"{statistics.mean(b):.4f} +- {spread(b):.4f} (n={len(b)} {unit})",
+        "pretrained": summary(a),
+        "random": summary(b),
         "difference": statistics.mean(a) - statistics.mean(b),
         "welch_95ci": "n/a",
     }
@@ -449,8 +546,10 @@ def write_report(
 
 
 def run_study(plan: StudyPlan, command: str) -> Path:
+    check_inputs(plan)
     with own_outdir(plan.outdir):
         missing: list[str] = []
+        check_pretraining(plan)
         pretrained = pretrain_all(plan, missing)
         curves = {run.label: learning_curve(run.folder) for runs in pretrained.values() for run in runs}
         random = random_networks(plan, pretrained)
@@ -478,7 +577,11 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         default=[],
         help="one pretraining run per seed (runner.seed; default: one run with the recipe's seed)",
     )
-    add_override_option(parser, help=f"probe config overrides (default: {' '.join(DEFAULT_PROBE_OVERRIDES)})")
+    add_override_option(
+        parser,
+        help=f"probe config overrides, added to the study's own ({' '.join(DEFAULT_PROBE_OVERRIDES)}): "
+        "a key given here replaces its value there, the others stay (the report lists them all)",
+    )
     add_override_option(
         parser, "--pretrain-override", help="pretraining setting overrides on top of --recipe, e.g. runner.cpu_bf16=false"
     )
@@ -491,10 +594,16 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1 or args.minutes is not None and not 0 < args.minutes < math.inf:
         parser.error("--steps must be >= 1 and --minutes a positive number")
+    for option in ("--probe-seeds", "--random-seeds", "--pretrain-seeds", "--upstreams", "--tasks"):
+        values = getattr(args, option[2:].replace("-", "_"))
+        repeated = sorted({str(value) for value in values if values.count(value) > 1})
+        if repeated:  # a repeated seed is the same run again: it would fake a spread and an interval
+            parser.error(f"{option} {' '.join(map(str, values))}: {', '.join(repeated)} given twice; list each once")
     for name in ("pretrain_corpus", "eval_corpus"):
         if not getattr(args, name).is_dir():
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such folder")
-    overrides = args.override or list(DEFAULT_PROBE_OVERRIDES)
+    # The study's probe settings, each key once at the value that applies (the user's win).
+    overrides = {item.partition("=")[0]: item for item in [*DEFAULT_PROBE_OVERRIDES, *args.override]}.values()
     return StudyPlan(
         outdir=args.outdir,
         pretrain_corpus=args.pretrain_corpus,

@@ -267,23 +267,23 @@ def test_report_refuses_cells_trained_otherwise(report_run):
 
     argv, _ = report_run
     changed = [item.replace("runner.total_steps=2", "runner.total_steps=3") for item in argv]
-    with pytest.raises(ValueError, match="trained with other settings"):
+    with pytest.raises(ValueError, match=r"made with other settings .*config.runner.total_steps: 2 -> 3"):
         report.main(changed)
 
 
 def test_a_switch_added_to_a_task_keeps_finished_cells_valid():
-    from analysis.cells import same_settings
+    from analysis.keys import differences
 
     stored = {"seed": 1, "config": {"expert": {"dropout": 0.0}, "runner": {"total_steps": 500}}}
     defaults = {"config": {"expert": {"dropout": 0.0, "standardize": False}, "runner": {"total_steps": 60}}}
     current = {"seed": 1, "config": {"expert": {"dropout": 0.0, "standardize": False}, "runner": {"total_steps": 500}}}
-    assert same_settings(stored, current, defaults)  # the new switch sits at its default
+    assert differences(stored, current, defaults) == []  # the new switch sits at its default
     switched = {**current, "config": {**current["config"], "expert": {"dropout": 0.0, "standardize": True}}}
-    assert not same_settings(stored, switched, defaults)  # the new switch is used: not that run
+    assert differences(stored, switched, defaults) == ["config.expert.standardize: (not recorded) -> True"]
     longer = {**current, "config": {**current["config"], "runner": {"total_steps": 600}}}
-    assert not same_settings(stored, longer, defaults)
-    assert not same_settings({**stored, "removed": 3}, current, defaults)
-    assert not same_settings(stored, {**current, "seed": 2}, defaults)
+    assert differences(stored, longer, defaults) == ["config.runner.total_steps: 500 -> 600"]
+    assert differences({**stored, "removed": 3}, current, defaults) == ["removed: 3 -> (not a setting any more)"]
+    assert differences(stored, {**current, "seed": 2}, defaults) == ["seed: 1 -> 2"]
 
 
 def test_report_stages_are_switched_by_name(tmp_path):
@@ -299,13 +299,21 @@ def test_report_stages_are_switched_by_name(tmp_path):
     assert [p.parent.name for p in tmp_path.glob("cells/**/results.json")] == ["weighted_sum"]
 
 
-def test_a_checkpoint_named_relative_or_absolute_is_the_same_setting(tmp_path, monkeypatch):
-    """A finished cell is read back whether the command named its upstream checkpoint with a
-    relative or an absolute path; another file is another setting."""
-    from analysis.cells import comparable_run
+def test_a_checkpoint_and_corpus_are_keyed_by_content_and_identity_not_spelling(tmp_path, monkeypatch):
+    """A finished cell is read back whether the command named its corpus with a relative or an
+    absolute path, and wherever its upstream checkpoint now lies; other bytes are another cell."""
+    from analysis.cells import cell_key, upstream_content
 
     monkeypatch.chdir(tmp_path)
-    run = {"upstream_ckpt": "model.ckpt", "config": {"runner": {"feature_cache": "auto", "max_keep": 1}}}
-    same = {**run, "upstream_ckpt": str(tmp_path / "model.ckpt"), "config": {"runner": {"max_keep": 1}}}
-    assert comparable_run(run) == comparable_run(same)
-    assert comparable_run(run) != comparable_run({**run, "upstream_ckpt": "other.ckpt"})
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "model.ckpt").write_bytes(b"weights")
+    (tmp_path / "moved.ckpt").write_bytes(b"weights")
+    (tmp_path / "other.ckpt").write_bytes(b"other weights")
+
+    def run(ckpt, root, **runner):
+        return {"upstream_ckpt": ckpt, "config": {"runner": {"max_keep": 1, **runner}, "data": {"root": root}}}
+
+    key = cell_key(run("model.ckpt", "corpus", feature_cache="auto"), upstream_content("model.ckpt"))
+    same = run(str(tmp_path / "moved.ckpt"), str(tmp_path / "corpus"))
+    assert key == cell_key(same, upstream_content(same["upstream_ckpt"]))
+    assert key != cell_key(run("model.ckpt", "corpus"), upstream_content("other.ckpt"))

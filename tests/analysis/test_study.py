@@ -5,6 +5,8 @@ probes over seeds, the report; and a rerun that reads everything back."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -18,11 +20,33 @@ from corpora.root import DEMO_ROOT
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    argv = ["-p", str(out / "run"), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
-            "--upstreams", "aalbert_3L", "--steps", "4", "-d", "speaker_utterance",
-            "--probe-seeds", "1", "2", "--random-seeds", "11", "12",
-            "--pretrain-override", *TINY, "runner.save_step=2",
-            "-o", "runner.total_steps=2", "runner.eval_step=2", "runner.log_step=1"]
+    argv = [
+        "-p",
+        str(out / "run"),
+        "--pretrain-corpus",
+        str(DEMO_ROOT),
+        "--eval-corpus",
+        str(DEMO_ROOT),
+        "--upstreams",
+        "aalbert_3L",
+        "--steps",
+        "4",
+        "-d",
+        "speaker_utterance",
+        "--probe-seeds",
+        "1",
+        "2",
+        "--random-seeds",
+        "11",
+        "12",
+        "--pretrain-override",
+        *TINY,
+        "runner.save_step=2",
+        "-o",
+        "runner.total_steps=2",
+        "runner.eval_step=2",
+        "runner.log_step=1",
+    ]
     return argv, study.main(argv)
 
 
@@ -111,3 +135,175 @@ def test_more_pretraining_seeds_join_a_finished_study_and_networks_become_the_un
     (out / "pretrain" / "aalbert_3L_seed6" / "states-00000004.ckpt").unlink()
     text = study.main(argv + ["--pretrain-seeds", "1337", "6", "--report-only"]).read_text()
     assert "`pretrain/aalbert_3L_seed6` (pretraining: update 2 of 4)" in text and "(n=1 probes)" in text
+
+
+STUDY_ARGS = ["-p", "unused", "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT), "--steps", "4"]
+
+
+@pytest.mark.parametrize(
+    "repeated", [["--probe-seeds", "1", "1"], ["--pretrain-seeds", "5", "5"], ["--random-seeds", "11", "12", "11"]]
+)
+def test_a_repeated_seed_is_refused_in_one_line(repeated, capsys):
+    with pytest.raises(SystemExit) as stop:
+        study.parse_plan(STUDY_ARGS + repeated)
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and f"{repeated[0]} {' '.join(repeated[1:])}: {repeated[1]} given twice" in message
+
+
+def test_one_value_has_no_spread():
+    row = study.compare({1337: [0.5]}, {11: [0.25], 12: [0.5]})
+    assert row["pretrained"] == "0.5000 (n=1 probes)" and "nan" not in row["pretrained"]
+    assert row["random"].startswith("0.3750 +- 0.1768 (n=2 probes)")
+
+
+def with_option(argv: list[str], option: str, *values: str) -> list[str]:
+    """``argv`` with ``option``'s values replaced (or the option added)."""
+    if option not in argv:
+        return [*argv, option, *values]
+    start = argv.index(option) + 1
+    end = next((i for i in range(start, len(argv)) if argv[i].startswith("-") and not argv[i][1:].isdigit()), len(argv))
+    return [*argv[:start], *values, *argv[end:]]
+
+
+def files_of(folder):
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_a_rerun_with_other_pretraining_settings_is_refused_naming_the_setting(study_run, tmp_path):
+    argv, path = study_run
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("optimizer:\n  lr: 0.0001\n")
+    corpus = tmp_path / "corpus"  # another corpus folder (same audio: only the identity differs)
+    corpus.mkdir()
+    for subset in DEMO_ROOT.iterdir():
+        (corpus / subset.name).symlink_to(subset)
+    pretrain_overrides = argv[argv.index("--pretrain-override") + 1 : argv.index("-o")]
+    before = files_of(path.parent)
+    for changed, named in [
+        (with_option(argv, "--steps", "20"), "runner.total_steps: 4 -> 20"),  # also an unfinished run
+        (with_option(argv, "--recipe", str(recipe)), "optimizer.lr: "),
+        (with_option(argv, "--pretrain-corpus", str(corpus)), f"corpus.root: '{DEMO_ROOT}' -> '{corpus}'"),
+        (
+            with_option(argv, "--pretrain-override", *pretrain_overrides, "model.encoder.hidden_size=48"),
+            "model.encoder.hidden_size: 32 -> 48",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=r"holds a pretraining run made with other settings") as refusal:
+            study.main(changed)
+        assert named in str(refusal.value) and "give another -p" in str(refusal.value)
+    assert files_of(path.parent) == before, "nothing trained or written"
+
+
+def test_the_same_pretraining_corpus_spelled_relatively_reads_back(study_run):
+    argv, path = study_run
+    relative = os.path.relpath(DEMO_ROOT)
+    before = files_of(path.parent / "pretrain")
+    study.main(with_option(argv, "--pretrain-corpus", relative))
+    assert files_of(path.parent / "pretrain") == before
+
+
+@pytest.fixture
+def moved_study(study_run, tmp_path):
+    """A copy of the finished study in another folder, and its command line."""
+    argv, path = study_run
+    moved = tmp_path / "moved"
+    shutil.copytree(path.parent, moved, ignore=shutil.ignore_patterns(".lock"))
+    return with_option(argv, "-p", str(moved)), moved
+
+
+def test_a_moved_study_folder_reads_its_cells_back(moved_study):
+    argv, moved = moved_study
+    results = files_of(moved / "probes")
+    study.main(argv)
+    assert {p: t for p, t in files_of(moved / "probes").items() if p in results} == results, "nothing retrained"
+
+
+def test_a_cell_without_best_ckpt_is_checked_against_the_corpus(moved_study, tmp_path):
+    argv, moved = moved_study
+    for best in moved.glob("probes/**/best.ckpt"):
+        best.unlink()  # deleted to save disk: the cell's own record still says what made it
+    corpus = tmp_path / "eval"
+    corpus.mkdir()
+    for subset in DEMO_ROOT.iterdir():
+        (corpus / subset.name).symlink_to(subset)
+    with pytest.raises(ValueError, match=rf"made with other settings .*config.data.root: '{DEMO_ROOT}' -> '{corpus}'"):
+        study.main(with_option(argv, "--eval-corpus", str(corpus)))
+
+
+def test_a_cell_of_another_network_at_the_same_path_is_refused(moved_study):
+    argv, moved = moved_study
+    shutil.copyfile(moved / "random" / "aalbert_3L_seed11.ckpt", moved / "pretrain" / "aalbert_3L" / "best.ckpt")
+    with pytest.raises(ValueError, match=r"made with other settings .*upstream_sha256: "):
+        study.main(argv)
+
+
+def test_probes_of_a_deleted_pretraining_run_are_refused_before_it_trains_again(moved_study):
+    argv, moved = moved_study
+    shutil.rmtree(moved / "pretrain")
+    with pytest.raises(ValueError, match=r"aalbert_3L_pretrained holds probes of an earlier pretraining run"):
+        study.main(argv)
+    assert not (moved / "pretrain").exists(), "nothing trained"
+
+
+def test_random_networks_are_rebuilt_for_a_new_architecture(moved_study):
+    argv, moved = moved_study
+    shutil.rmtree(moved / "pretrain")
+    shutil.rmtree(moved / "probes")
+    pretrain_overrides = argv[argv.index("--pretrain-override") + 1 : argv.index("-o")]
+    wider = with_option(argv, "--pretrain-override", *pretrain_overrides, "model.encoder.hidden_size=48")
+    wider = with_option(wider, "--probe-seeds", "1")
+    study.main(wider)
+    for seed in (11, 12):
+        config, _, _ = read_upstream_checkpoint(moved / "random" / f"aalbert_3L_seed{seed}.ckpt")
+        assert config.encoder.hidden_size == 48
+
+
+def test_cells_finished_before_they_recorded_their_key_are_checked_from_best_ckpt(moved_study):
+    argv, moved = moved_study
+    keys = sorted(moved.glob("probes/**/cell.json"))
+    assert keys, "every cell records what made it"
+    recorded = {key: json.loads(key.read_text()) for key in keys}
+    for key in keys:
+        key.unlink()  # as an older study left them
+    study.main(argv)
+    assert {key: json.loads(key.read_text()) for key in keys} == recorded, "recorded again from best.ckpt"
+    keys[0].unlink()
+    (keys[0].parent / "best.ckpt").unlink()
+    with pytest.raises(ValueError, match=r"holds results but neither cell.json .* nor best.ckpt: .*delete"):
+        study.main(argv)
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (["-d", "phone_linaer"], "unknown task 'phone_linaer'"),
+        (["-o", "runner.total_stepz=3"], "probe settings of task speaker_utterance (-d, -o): override 'runner.total_stepz=3'"),
+        (["-d", "phone_linear", "--eval-corpus", "NO_ALIGNMENTS"], "--eval-corpus"),
+        (["--pretrain-override", "model.encoder.hidden=3"], "pretraining aalbert_3L (--recipe, --pretrain-override)"),
+    ],
+)
+def test_bad_inputs_are_refused_before_anything_is_written(change, named, tmp_path):
+    corpus = tmp_path / "corpus"  # audio without alignments
+    corpus.mkdir()
+    for subset in DEMO_ROOT.iterdir():
+        if subset.name != "alignments":
+            (corpus / subset.name).symlink_to(subset)
+    out = tmp_path / "out"
+    argv = [*STUDY_ARGS[:1], str(out), *STUDY_ARGS[2:], "--upstreams", "aalbert_3L", "-d", "speaker_utterance"]
+    argv += [value.replace("NO_ALIGNMENTS", str(corpus)) for value in change]
+    with pytest.raises((ValueError, KeyError, FileNotFoundError)) as refusal:
+        study.main(argv)
+    assert named in str(refusal.value)
+    assert not out.exists(), "nothing written, nothing trained"
+
+
+def test_probe_settings_add_to_the_study_defaults():
+    plan = study.parse_plan(STUDY_ARGS + ["-o", "runner.total_steps=2", "expert.dropout=0.1"])
+    assert plan.probe_overrides == (
+        "runner.total_steps=2",
+        "runner.eval_step=100",
+        "runner.log_step=100",
+        "runner.early_stopping_patience=5",
+        "expert.dropout=0.1",
+    )
