@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -158,10 +159,7 @@ def recorded_key(folder: Path, tasks_dir: Path) -> tuple[dict[str, Any], Path]:
     before cells recorded one, its ``best.ckpt`` (settings and the upstream file's record)."""
     path = folder / KEY_FILE
     if path.is_file():
-        try:
-            return json.loads(path.read_text()), path
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is damaged ({error}); delete {folder} to train the cell again") from None
+        return read_cell_json(path), path
     best = folder / BEST
     if not best.is_file():
         raise ValueError(
@@ -178,6 +176,14 @@ def recorded_key(folder: Path, tasks_dir: Path) -> tuple[dict[str, Any], Path]:
     else:
         sha256 = upstream_content(stored.upstream_ckpt)
     return cell_key(stored.to_dict(), sha256), best
+
+
+def read_cell_json(path: Path) -> dict[str, Any]:
+    """A cell's JSON file (its key or its results); a damaged one is refused naming it."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is damaged ({error}); delete {path.parent} to train the cell again") from None
 
 
 def is_finished(cell: Cell, root: Path) -> bool:
@@ -210,7 +216,7 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
 
     if is_finished(cell, root):
         check(*recorded_key(folder, settings.tasks_dir))
-        return json.loads((folder / RESULTS).read_text())
+        return read_cell_json(folder / RESULTS)
     if (folder / KEY_FILE).is_file():
         check(*recorded_key(folder, settings.tasks_dir))
     common = {"tasks_dir": settings.tasks_dir, "device": settings.device, "upstream": upstream}
@@ -252,7 +258,23 @@ def result_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
         "learned": results.get("learned", ""),  # classification probes: false = at chance
         "dev": results["dev"][metric],
         "test": results["test"][metric],
+        "test_se": standard_error(results["test"], metric),
+        "best_step": results["best_step"],
+        "steps": results["steps"],
+        # A probe whose best dev score came at its last evaluation may still have been improving.
+        "converged": results["best_step"] < results["steps"],
     }
+
+
+def standard_error(scores: dict[str, Any], metric: str) -> Optional[float]:
+    """The binomial standard error of an accuracy over the items it was scored on (None for
+    other metrics, and for results stored before the count was). For frame accuracies it is a
+    lower bound: frames of one utterance are not independent."""
+    items = scores.get("items")
+    if metric != "accuracy" or not items:
+        return None
+    value = scores[metric]
+    return math.sqrt(value * (1 - value) / items)
 
 
 def run_cells(

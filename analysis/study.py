@@ -69,6 +69,7 @@ from utility.checkpoint_file import read_checkpoint_file
 from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, add_override_option, run_cli
 
+from .baselines import baseline_choices, probes_with
 from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, result_row, run_cell
 from .keys import corpus_identity, differences
 from .layerwise import plot_layerwise
@@ -76,16 +77,21 @@ from .plotting import plt, save_figure
 from .tables import markdown_table, report_header, write_table
 
 DEFAULT_TASKS = ("phone_linear", "speaker_utterance")
-# Probes long enough to converge on a corpus of a few hours, stopped early when dev stalls.
+# Probes trained to a dev plateau (5 evaluations, 500 updates, without gain); the report flags any
+# probe whose best dev score came at its last step.
 DEFAULT_PROBE_OVERRIDES = (
-    "runner.total_steps=3000",
+    "runner.total_steps=20000",  # a cap: probes stop on a dev plateau long before it
     "runner.eval_step=100",
     "runner.log_step=100",
     "runner.early_stopping_patience=5",
 )
 REPORT = "report.md"
+BASELINE_COLUMNS = ["task", "baseline", "test", "test SE", "dev", "best step / steps"]
 RECIPE_SEED = "the recipe's runner.seed"
-WEIGHTED_SUM_COLUMNS = ["family", "task", "metric", "pretrained", "random", "difference", "welch_95ci"]
+WEIGHTED_SUM_COLUMNS = [
+    "family", "task", "metric", "pretrained", "random", "difference", "welch_95ci",
+    "best baseline", "vs baseline", "vs baseline 95ci",
+]
 
 
 @dataclass(frozen=True)
@@ -350,40 +356,47 @@ def probe_all(
     """Every probe of the study as table rows (with ``kind``, ``upstream_seed``: the pretraining
     or random-weight seed, ``probe_seed``); with ``plan.report_only``, unfinished probes are
     listed in ``missing`` instead of trained."""
-    rows = []
+    # (family, kind, upstream seed, probed layer by layer, the model)
+    models: list[tuple[str, str, Optional[int], bool, UpstreamChoice]] = []
     for upstream, runs in pretrained.items():
-        models = [
-            ("pretrained", run.seed, run.first, UpstreamChoice(upstream, str(run.best), f"{run.label}_pretrained"))
+        models += [
+            (upstream, "pretrained", run.seed, run.first, UpstreamChoice(upstream, str(run.best), f"{run.label}_pretrained"))
             for run in runs
         ]
         models += [
-            ("random", seed, seed == plan.random_seeds[0], UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}"))
+            (upstream, "random", seed, seed == plan.random_seeds[0], UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}"))
             for seed, path in zip(plan.random_seeds, random[upstream])
         ]
-        for kind, upstream_seed, layer_wise, choice in models:
-            model = build_upstream(choice.name, choice.ckpt)
-            layers = [None]
-            if layer_wise:
-                layers += list(range(model.num_hidden_states))
-            for probe_seed in plan.probe_seeds:
-                settings = ProbeSettings(overrides=probe_overrides(plan), seed=probe_seed, device=plan.device)
-                for task in plan.tasks:
-                    for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
-                        cell = Cell(task, choice, layer)
-                        if plan.report_only and not is_finished(cell, plan.probe_root(probe_seed)):
-                            missing.append(f"`{cell.folder(plan.probe_root(probe_seed)).relative_to(plan.outdir)}`")
-                            continue
-                        results = run_cell(cell, plan.probe_root(probe_seed), settings, model)
-                        rows.append(
-                            {
-                                **result_row(cell, results),
-                                "family": upstream,
-                                "kind": kind,
-                                "upstream_seed": upstream_seed,
-                                "probe_seed": probe_seed,
-                            }
-                        )
-            del model
+    # The surface features, probed exactly like the networks (their own family in the tables).
+    first_runs = [str(runs[0].best) for runs in pretrained.values() if runs]
+    models += [(choice.label, "baseline", None, False, choice) for choice in baseline_choices(first_runs)]
+    rows = []
+    for family, kind, upstream_seed, layer_wise, choice in models:
+        model = build_upstream(choice.name, choice.ckpt)
+        layers = [None]
+        if layer_wise:
+            layers += list(range(model.num_hidden_states))
+        for probe_seed in plan.probe_seeds:
+            settings = ProbeSettings(overrides=probe_overrides(plan), seed=probe_seed, device=plan.device)
+            for task in plan.tasks:
+                if not probes_with(choice, task, settings.tasks_dir):
+                    continue
+                for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
+                    cell = Cell(task, choice, layer)
+                    if plan.report_only and not is_finished(cell, plan.probe_root(probe_seed)):
+                        missing.append(f"`{cell.folder(plan.probe_root(probe_seed)).relative_to(plan.outdir)}`")
+                        continue
+                    results = run_cell(cell, plan.probe_root(probe_seed), settings, model)
+                    rows.append(
+                        {
+                            **result_row(cell, results),
+                            "family": family,
+                            "kind": kind,
+                            "upstream_seed": upstream_seed,
+                            "probe_seed": probe_seed,
+                        }
+                    )
+        del model
     return rows
 
 
@@ -421,9 +434,32 @@ def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) 
     return row
 
 
+def baseline_values(rows: Sequence[dict[str, Any]], task: str) -> dict[str, list[float]]:
+    """Each surface baseline's test values on ``task``, one per probe seed."""
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        if row["kind"] == "baseline" and row["task"] == task:
+            values.setdefault(row["upstream"], []).append(row["test"])
+    return values
+
+
+def best_baseline(rows: Sequence[dict[str, Any]], task: str) -> Optional[tuple[str, list[float]]]:
+    """The surface baseline with the best mean test value on ``task`` (None: none probed yet)."""
+    values = baseline_values(rows, task)
+    if not values:
+        return None
+    higher = next(row["higher_is_better"] for row in rows if row["task"] == task)
+    pick = max if higher else min
+    name = pick(values, key=lambda label: statistics.mean(values[label]))
+    return name, values[name]
+
+
 def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per family and task: pretrained against random weights, and against the best surface
+    baseline of any kind (the papers' claim)."""
     table = []
-    for family in dict.fromkeys(row["family"] for row in rows):
+    families = dict.fromkeys(row["family"] for row in rows if row["kind"] != "baseline")
+    for family in families:
         for task in dict.fromkeys(row["task"] for row in rows):
             mine = [row for row in rows if row["family"] == family and row["task"] == task and row["layer"] == "weighted_sum"]
             if not mine:
@@ -434,8 +470,52 @@ def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if not groups["pretrained"] or not groups["random"]:
                 continue  # a partial report (--report-only) before both groups have a probe
             comparison = compare(groups["pretrained"], groups["random"])
-            table.append({"family": family, "task": task, "metric": mine[0]["metric"], **comparison})
+            entry = {"family": family, "task": task, "metric": mine[0]["metric"], **comparison}
+            best = best_baseline(rows, task)
+            if best is not None:
+                # The baseline has no pretraining seed: its probes are the unit.
+                against = compare(groups["pretrained"], {best[0]: best[1]})
+                entry.update(
+                    {
+                        "best baseline": f"{best[0]} {against['random']}",
+                        "vs baseline": against["difference"],
+                        "vs baseline 95ci": against["welch_95ci"],
+                    }
+                )
+            else:
+                entry.update({"best baseline": "n/a", "vs baseline": float("nan"), "vs baseline 95ci": "n/a"})
+            table.append(entry)
     return table
+
+
+def baseline_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every surface baseline on every task: test mean +- sd over probe seeds, the standard
+    error of one probe's test value from the number of test items, and the best dev step."""
+    table = []
+    for task in dict.fromkeys(row["task"] for row in rows):
+        for label, values in baseline_values(rows, task).items():
+            mine = [row for row in rows if row["kind"] == "baseline" and row["task"] == task and row["upstream"] == label]
+            errors = [row["test_se"] for row in mine if row["test_se"] is not None]
+            table.append(
+                {
+                    "task": task,
+                    "baseline": label,
+                    "test": f"{statistics.mean(values):.4f}" + (f" +- {statistics.stdev(values):.4f}" if len(values) > 1 else ""),
+                    "test SE": f"{statistics.mean(errors):.4f}" if errors else "n/a",
+                    "dev": statistics.mean(row["dev"] for row in mine),
+                    "best step / steps": ", ".join(f"{row['best_step']}/{row['steps']}" for row in mine),
+                }
+            )
+    return table
+
+
+def unconverged(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Probes whose best dev score came at their last evaluation: they may still have been improving."""
+    return [
+        f"{row['task']} / {row['upstream']} / {row['layer']} (probe seed {row['probe_seed']}): best step {row['best_step']} of {row['steps']}"
+        for row in rows
+        if not row["converged"]
+    ]
 
 
 def layer_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -516,6 +596,29 @@ def write_report(
         "runs. Mean +- sample standard deviation; difference of means with Welch's 95 % interval.",
         "",
         markdown_table(weighted_sum_table(rows), WEIGHTED_SUM_COLUMNS),
+        "",
+        "`best baseline`: the surface features (below) with the best mean test value on the task; "
+        "`vs baseline`: pretrained minus it, with Welch's 95 % interval over probes.",
+        "",
+        "## Surface baselines: the same probes on the features the networks start from",
+        "",
+        "`fbank`: Kaldi fbank + deltas, no CMVN; `mel`: the networks' input features, per-utterance "
+        "CMVN (not probed by pooled tasks: every utterance's mean is zero); `mel_raw`: the same "
+        "without CMVN; `model_input`: the pretrained network's own input, R frames stacked to its "
+        "frame rate, no encoder. `test SE`: the binomial standard error of one probe's test accuracy "
+        "from its number of test items (frames or utterances; for frames a lower bound).",
+        "",
+        markdown_table(baseline_table(rows), BASELINE_COLUMNS),
+        "",
+    ]
+    late = unconverged(rows)
+    lines += [
+        "## Convergence",
+        "",
+        f"{len(rows) - len(late)} of {len(rows)} probes stopped on a dev plateau (best dev step before their last step)."
+        + (" **Not converged** (best dev score at the last evaluation; raise `runner.total_steps`):" if late else ""),
+        "",
+        *[f"- {entry}" for entry in late],
         "",
         "## The families at equal width, depth and updates",
         "",

@@ -70,7 +70,12 @@ class FrameClassificationExpert(Expert):
         return StepOutput(loss_sum / max(frames, 1), stats)
 
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
-        return {"accuracy": stats["correct"] / stats["frames"], "loss": stats["loss_sum"] / stats["frames"]}
+        # items: how many were scored, for the accuracy's standard error.
+        return {
+            "accuracy": stats["correct"] / stats["frames"],
+            "loss": stats["loss_sum"] / stats["frames"],
+            "items": stats["frames"],
+        }
 
     def predict(self, features: torch.Tensor, lengths: torch.Tensor) -> list[list[str]]:
         best = self.classifier(features).argmax(-1)  # (B, S)

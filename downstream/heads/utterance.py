@@ -61,7 +61,12 @@ class UtteranceClassificationExpert(Expert):
         return StepOutput(loss, stats)
 
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
-        return {"accuracy": stats["correct"] / stats["utterances"], "loss": stats["loss_sum"] / stats["utterances"]}
+        # items: how many were scored, for the accuracy's standard error.
+        return {
+            "accuracy": stats["correct"] / stats["utterances"],
+            "loss": stats["loss_sum"] / stats["utterances"],
+            "items": stats["utterances"],
+        }
 
     def predict(self, features: torch.Tensor, lengths: torch.Tensor) -> list[list[str]]:
         best = self.logits(features, lengths).argmax(-1)

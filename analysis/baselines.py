@@ -1,0 +1,45 @@
+"""The surface features every comparison of learned representations includes.
+
+A pretrained model's probe scores mean something only next to what the same probe reads from
+the features the model was computed from: Kaldi fbank (no CMVN), log-mel with and without
+per-utterance CMVN, and the model's own input (its front end's features stacked to its frame
+rate, no encoder). The papers' claim is that pretraining beats these.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from downstream.discovery import load_task
+from upstream.files import read_upstream_checkpoint
+from upstream.presets import model_input_config
+
+from .cells import UpstreamChoice
+
+SURFACE = ("fbank", "mel", "mel_raw")
+# The features a pooled probe cannot use: per-utterance CMVN makes every utterance's mean zero.
+NOT_FOR_POOLED = ("mel",)
+
+
+def baseline_choices(checkpoints: Sequence[str]) -> list[UpstreamChoice]:
+    """fbank, mel and mel_raw, then ``model_input`` of each distinct front end and frame rate
+    among the Transformer ``checkpoints`` (labelled ``model_input``, or ``model_input2``, ... when
+    they differ)."""
+    inputs: dict[str, str] = {}
+    for ckpt in checkpoints:
+        config = model_input_config(read_upstream_checkpoint(ckpt)[0])
+        inputs.setdefault(json.dumps(config.to_dict(), sort_keys=True), ckpt)
+    choices = [UpstreamChoice(name) for name in SURFACE]
+    for index, ckpt in enumerate(inputs.values()):
+        label = "model_input" if index == 0 else f"model_input{index + 1}"
+        choices.append(UpstreamChoice("model_input", ckpt, label))
+    return choices
+
+
+def probes_with(choice: UpstreamChoice, task: str, tasks_dir: Path) -> bool:
+    """Whether ``task`` can read ``choice`` at all (a pooled task cannot read mel: it would stop
+    saying every utterance pools to the same vector)."""
+    pools = load_task(task, tasks_dir).expert_class.prediction_unit == "utterance"
+    return not (pools and choice.name in NOT_FOR_POOLED)
