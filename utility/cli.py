@@ -70,6 +70,28 @@ def add_override_option(parser: argparse.ArgumentParser, *flags: str, help: str)
     parser.add_argument(*(flags or ("-o", "--override")), action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=help)
 
 
+def add_moved_option(parser: argparse.ArgumentParser, flag: str, new_form: str) -> None:
+    """An option that this command no longer takes: given, it is refused naming ``new_form``
+    (command lines in users' scripts get the new spelling instead of "unrecognized arguments")."""
+
+    class Moved(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+            parser.error(f"{option_string} is now {new_form}")
+
+    parser.add_argument(flag, action=Moved, nargs="?", help=argparse.SUPPRESS)
+
+
+def refuse_output_as_override(parser: argparse.ArgumentParser, overrides: Sequence[str], output_flag: str) -> None:
+    """``-o FILE``, the old spelling of the output file in commands where ``-o`` now takes
+    ``KEY=VALUE`` overrides: refused naming ``output_flag``."""
+    for item in overrides:
+        if "=" not in item:
+            parser.error(
+                f"-o takes KEY=VALUE overrides (as in every command); {item!r} is no override: "
+                f"write the output file as {output_flag} {item}"
+            )
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
         return True

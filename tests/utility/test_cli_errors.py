@@ -151,7 +151,16 @@ MISTAKES = [
     (report.main, ["-u", "fbank", "-p", "OUT", "--speed-utterances", "0"], "--speed-utterances must be at least 1"),
     (layerwise.main, ["-u", "fbank", "-d", "speaker_frame", "-p", "OUT", "-o", "runner.total_stepz=1"], "no key 'total_stepz'"),
     (proportion.main, ["-u", "fbank", "fbank", "-p", "OUT"], "upstream label(s) ['fbank'] given twice"),
-    (tsne.main, ["-u", "fbank", "--root", "TMP/nowhere"], "corpus root not found"),
+    (tsne.main, ["-u", "fbank", "-o", "data.root=TMP/nowhere"], "corpus root not found"),
+    # -o means overrides in every command; the picture file is --output, and the old flags say so.
+    (tsne.main, ["-u", "fbank", "-o", "TMP/t.png"], "'TMP/t.png' is no override: write the output file as --output"),
+    (tsne.main, ["-u", "fbank", "--root", "TMP"], "--root is now -o data.root=DIR"),
+    (tsne.main, ["-u", "fbank", "-o", "data.rooot=TMP"], "no key 'rooot' at data"),
+    # No picture over an input: the checkpoint, the audio, the label and phone files.
+    (tsne.main, ["-u", "aalbert_3L", "-k", "TMP/tiny.ckpt", "--output", "TMP/tiny.ckpt"], "--output TMP/tiny.ckpt is one of"),
+    (tsne.main, ["-u", "fbank", "--level", "frame", "--output", str(REPO / "data/demo/phones.txt")], "one of this command's inputs"),
+    (attention_map.main, ["-u", "aalbert_3L", "--audio", "TMP/tiny.wav", "--output", "TMP/tiny.wav"], "one of"),
+    (attention_map.main, ["-u", "aalbert_3L", "-k", "TMP/tiny.ckpt", "--audio", AUDIO, "--output", "TMP/tiny.ckpt"], "one of"),
     (attention_map.main, ["-u", "aalbert_3L", "--audio", "TMP/missing.flac"], "audio file not found"),
     (attention_map.main, ["-u", "aalbert_3L", "--audio", AUDIO, "--layer", "9"], "--layer must be in [1, 3]"),
 ]
