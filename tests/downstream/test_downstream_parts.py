@@ -152,9 +152,7 @@ def test_s3prl_format_splits_train_like_s3prl(tmp_path):
     ids = sorted(labels)
     label_dir = tmp_path / "s3prl"
     label_dir.mkdir()
-    (label_dir / "converted_aligned_phones.txt").write_text(
-        "".join(f"{i} {' '.join(map(str, labels[i]))}\n" for i in ids)
-    )
+    (label_dir / "converted_aligned_phones.txt").write_text("".join(f"{i} {' '.join(map(str, labels[i]))}\n" for i in ids))
     (label_dir / "train_split.txt").write_text("\n".join(ids[:50]) + "\n")
     (label_dir / "test_split.txt").write_text("\n".join(ids[50:]) + "\n")
     splits = load_phone_splits(PhoneDataConfig(format="s3prl", label_dir=str(label_dir)))
@@ -306,3 +304,17 @@ def test_an_existing_experiment_is_not_overwritten(tmp_path):
 def test_resume_refuses_settings_it_cannot_change(tmp_path):
     with pytest.raises(ValueError, match=r"-e resumes a run with its own saved settings; -u, -l cannot change them"):
         run_downstream.main(["-e", str(tmp_path), "-u", "fbank", "-l", "0"])
+
+
+def test_a_corpus_without_audio_or_alignments_names_the_real_problem(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"subset 'train-clean-100' not found"):  # not "no phones.txt"
+        load_phone_splits(PhoneDataConfig(root=str(empty)))
+    root = copy_corpus(tmp_path)
+    shutil.rmtree(root / "alignments")
+    with pytest.raises(FileNotFoundError, match=r"no phone labels for train-clean-100: .* python -m corpora.alignments"):
+        load_phone_splits(PhoneDataConfig(root=str(root)))
+    (root / "phones.txt").unlink()
+    with pytest.raises(ValueError, match=r"no phone list .*phones.txt: .*python -m corpora.alignments"):
+        load_phone_splits(PhoneDataConfig(root=str(root)))
