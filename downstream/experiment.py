@@ -97,8 +97,8 @@ def train(
         with _owned(expdir, context):
             if holds_run(expdir):
                 raise ValueError(
-                    f"{expdir} already holds a run; resume it with -e {expdir}, pick another name with -n, "
-                    "or delete the folder"
+                    f"{expdir} already holds a run; resume it with -e {expdir} alone (it keeps its own settings), "
+                    "pick another name with -n, or delete the folder"
                 )
             return _train(Runner(spec, context, expdir, tasks_dir, upstream=upstream), None)
     finally:
@@ -123,8 +123,9 @@ def resume(
     context = init_distributed(device)
     try:
         with _owned(experiment_of(path), context):
-            source, checkpoint = read_located_checkpoint(path, prefer_best=False, skip_damaged=skip_damaged,
-                                                         set_aside=context.is_main)
+            source, checkpoint = read_located_checkpoint(
+                path, prefer_best=False, skip_damaged=skip_damaged, set_aside=context.is_main
+            )
             upstream_file = check_upstream_file(checkpoint, source, allow_upstream_change)
             spec = stored_spec(checkpoint, overrides, tasks_dir, source)
             # Settings that fix the data, its split or the seed cannot change mid-run, however given.

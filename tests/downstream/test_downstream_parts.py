@@ -318,3 +318,16 @@ def test_a_corpus_without_audio_or_alignments_names_the_real_problem(tmp_path):
     (root / "phones.txt").unlink()
     with pytest.raises(ValueError, match=r"no phone list .*phones.txt: .*python -m corpora.alignments"):
         load_phone_splits(PhoneDataConfig(root=str(root)))
+
+
+def test_the_default_experiment_name_tells_layer_fine_tune_and_seed_apart():
+    from downstream.commands import DEFAULT_SEED, default_name
+    from downstream.probe_checkpoint import RunSpec
+
+    def name(layer=None, fine_tune=False, seed=DEFAULT_SEED):
+        return default_name(RunSpec("phone_linear", "aalbert_3L", "a.ckpt", layer, fine_tune, seed, {}))
+
+    assert name() == "phone_linear_aalbert_3L"  # the quick start's folder, as before
+    names = [name(), name(layer=-1), name(layer=0), name(fine_tune=True), name(seed=2), name(layer=2, fine_tune=True)]
+    assert len(set(names)) == len(names), names
+    assert name(layer=-1, fine_tune=True, seed=7) == "phone_linear_aalbert_3L_layer-1_finetune_seed7"
