@@ -77,7 +77,9 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
         help="seeds weights, batches and the train_proportion draw (default 1337; a resumed run keeps its own)",
     )
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
-    parser.add_argument("--tasks-dir", type=Path, default=tasks_dir, help="where task folders are looked up")
+    parser.add_argument(
+        "--tasks-dir", type=Path, default=tasks_dir, help="your own task folders, searched before the built-in ones"
+    )
     return parser
 
 

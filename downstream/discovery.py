@@ -11,7 +11,10 @@ A *variant* is a folder holding only a ``config.yaml`` whose first key is ``exte
 it runs TASK's code with TASK's config, then its own on top (``phone_1hidden`` is
 ``phone_linear`` with one hidden layer).
 Task folders are imported by path, so a tasks directory anywhere works the same way
-(``expert.py`` may import from its own folder with ``from .dataset import ...``).
+(``expert.py`` may import from its own folder with ``from .dataset import ...``). A tasks
+directory of one's own (``--tasks-dir``) is searched first, the built-in tasks after: its
+tasks come beside the built-in ones (one of the same name takes its place), and its variants
+can extend either.
 """
 
 from __future__ import annotations
@@ -64,13 +67,18 @@ class Task:
 
 
 def task_folders(tasks_dir: Path = TASKS_DIR) -> dict[str, Path]:
-    """Task name -> folder, for every folder of ``tasks_dir`` holding the task files.
+    """Task name -> folder: the tasks of ``tasks_dir``, then the built-in ones it does not name.
 
     Raises ValueError naming the folder when one holds some of the files but not all.
     """
     tasks_dir = Path(tasks_dir)
     if not tasks_dir.is_dir():
         raise FileNotFoundError(f"tasks directory not found: {tasks_dir}")
+    builtin = {} if tasks_dir.resolve() == TASKS_DIR else _folders_in(TASKS_DIR)
+    return {**builtin, **_folders_in(tasks_dir)}
+
+
+def _folders_in(tasks_dir: Path) -> dict[str, Path]:
     found = {}
     for folder in sorted(p for p in tasks_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
         present = [name for name in REQUIRED_FILES if (folder / name).is_file()]
@@ -125,9 +133,19 @@ def load_task(name: str, tasks_dir: Path = TASKS_DIR) -> Task:
     if base is not None:
         if base == name or (base in folders and base_task(folders[base]) is not None):
             raise ValueError(f"{folder / 'config.yaml'}: '{EXTENDS}: {base}' must name a task with its own code")
+        if base not in folders:
+            raise ValueError(
+                f"{folder / 'config.yaml'}: '{EXTENDS}: {base}' names no task; available tasks: {', '.join(sorted(folders))}"
+            )
         task = load_task(base, tasks_dir)
-        return Task(name, folder, task.expert_class, task.build_datasets, task.data_config_class,
-                    (*task.config_files, folder / "config.yaml"))
+        return Task(
+            name,
+            folder,
+            task.expert_class,
+            task.build_datasets,
+            task.data_config_class,
+            (*task.config_files, folder / "config.yaml"),
+        )
     expert_module = _import_from_folder(folder, "expert")
     expert_class = getattr(expert_module, EXPERT_CLASS, None)
     if not (inspect.isclass(expert_class) and issubclass(expert_class, Expert)):
@@ -141,9 +159,7 @@ def load_task(name: str, tasks_dir: Path = TASKS_DIR) -> Task:
     dataset_module = _import_from_folder(folder, "dataset")
     build = getattr(dataset_module, DATASET_FUNCTION, None)
     if not callable(build):
-        raise TypeError(
-            f"task folder {folder}: dataset.py must define {DATASET_FUNCTION}(config, grid) -> TaskData"
-        )
+        raise TypeError(f"task folder {folder}: dataset.py must define {DATASET_FUNCTION}(config, grid) -> TaskData")
     data_config = getattr(dataset_module, DATA_CONFIG_CLASS, None)
     if data_config is not None and not dataclasses.is_dataclass(data_config):
         raise TypeError(f"task folder {folder}: dataset.py's {DATA_CONFIG_CLASS} must be a dataclass")

@@ -331,3 +331,23 @@ def test_the_default_experiment_name_tells_layer_fine_tune_and_seed_apart():
     names = [name(), name(layer=-1), name(layer=0), name(fine_tune=True), name(seed=2), name(layer=2, fine_tune=True)]
     assert len(set(names)) == len(names), names
     assert name(layer=-1, fine_tune=True, seed=7) == "phone_linear_aalbert_3L_layer-1_finetune_seed7"
+
+
+def test_a_tasks_dir_of_ones_own_keeps_the_built_in_tasks(tmp_path):
+    tasks = tmp_path / "mytasks"
+    write_task(tasks / "phone_wide", {"config.yaml": "extends: phone_linear\nrunner:\n  total_steps: 3\n"})
+    write_task(tasks / "phone_typo", {"config.yaml": "extends: phone_lineer\n"})
+    folders = task_folders(tasks)
+    assert folders["phone_wide"] == tasks / "phone_wide" and folders["example"] == TASKS_DIR / "example"
+    assert load_task("phone_wide", tasks).config_files == (
+        TASKS_DIR / "phone_linear" / "config.yaml",
+        tasks / "phone_wide" / "config.yaml",
+    )
+    assert load_task("example", tasks).folder == TASKS_DIR / "example"
+    with pytest.raises(
+        ValueError, match=r"phone_typo/config.yaml: 'extends: phone_lineer' names no task; available tasks: .*phone_linear"
+    ):
+        load_task("phone_typo", tasks)
+    # A task of the same name as a built-in one takes its place.
+    shutil.copytree(TASKS_DIR / "example", tasks / "speaker_frame", ignore=shutil.ignore_patterns("__pycache__"))
+    assert task_folders(tasks)["speaker_frame"] == tasks / "speaker_frame"
