@@ -31,6 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Optional
 
+from utility.cli import USER_CODE_PACKAGE_PREFIX
 from utility.config import load_yaml
 from utility.typed_config import dataclass_from_dict
 
@@ -112,7 +113,9 @@ def available_tasks(tasks_dir: Path = TASKS_DIR) -> list[str]:
 def _import_from_folder(folder: Path, module: str) -> ModuleType:
     """Import ``folder/<module>.py`` as a submodule of a package made for ``folder``."""
     digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
-    package = f"downstream_task_{folder.name}_{digest}"
+    # A folder of one's own is the user's code: its errors are shown with their place (utility.cli).
+    prefix = "downstream_task_" if folder.resolve().parent == TASKS_DIR else f"{USER_CODE_PACKAGE_PREFIX}task_"
+    package = f"{prefix}{folder.name}_{digest}"
     if package not in sys.modules:
         spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
         spec.submodule_search_locations = [str(folder)]

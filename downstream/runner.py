@@ -110,6 +110,7 @@ class Runner:
         self.train_indices = proportion_subset(self.data.train.classes, self.runner_config.train_proportion, spec.seed)
         self.model = build_probe(spec, self.task, upstream, self.data.label_names)
         check_enough_classes(self.expert, spec)
+        check_frame_targets(self.data, self.expert, spec)
         self.precision = mixed_precision(context.device)
         self.keeper = CheckpointKeeper(self.expdir, self.runner_config.max_keep, higher_is_better=self.expert.higher_is_better)
         self.step = self.epoch = self.batch_in_epoch = 0
@@ -417,6 +418,25 @@ def check_enough_classes(expert: Expert, spec: RunSpec) -> None:
             f"{spec.task}: the data ({data_description(spec)}) has {len(expert.label_names)} class(es) "
             f"{expert.label_names}; a classification task needs at least 2"
         )
+
+
+def check_frame_targets(data: TaskData, expert: Expert, spec: RunSpec) -> None:
+    """A frame-level task needs one target per upstream frame. Checked on the first utterance of
+    each split, before any extraction: a target left at 10 ms (``grid.align`` forgotten) would
+    otherwise end in a shape error inside the expert after every utterance was encoded."""
+    if expert.prediction_unit != "frames":
+        return
+    grid = expert.upstream.grid
+    for name in ("train", "dev", "test"):
+        dataset = data.split(name)
+        samples = int(dataset.load_wav(dataset.sources[0]).numel())
+        frames, labels = int(grid.num_frames([samples])[0]), int(dataset.targets[0].shape[0])
+        if labels != frames:
+            raise ValueError(
+                f"task {spec.task}: the {name} target of {dataset.utt_ids[0]} has {labels} labels, but the upstream "
+                f"gives {frames} frames for its {samples} samples; a frame-level task's build_datasets maps labels to "
+                "the upstream's frames with grid.align(labels, num_samples, utt_id) (see downstream/example/dataset.py)"
+            )
 
 
 def check_same_labels(trained: Optional[list[str]], data: list[str], spec: RunSpec) -> None:

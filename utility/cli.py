@@ -33,6 +33,10 @@ EXIT_INTERRUPTED = exit_status(signal.SIGINT)  # 130, what shells report for Ctr
 EXIT_TERMINATED = exit_status(signal.SIGTERM)  # 143
 DEBUG_FLAG = "--debug"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# Package names of code that users wrote and the commands import by path (a task folder of
+# one's own: downstream/discovery.py names them so). An error raised there is the user's to
+# fix in their file, so its one line says where.
+USER_CODE_PACKAGE_PREFIX = "user_code_"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -116,6 +120,16 @@ def user_error_message(error: BaseException, memory_hint: str) -> Optional[str]:
     return None
 
 
+def user_code_place(error: BaseException) -> Optional[str]:
+    """``FILE:LINE`` of the innermost traceback frame in users' own code, or None."""
+    place, frame = None, error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__", "").startswith(USER_CODE_PACKAGE_PREFIX):
+            place = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}"
+        frame = frame.tb_next
+    return place
+
+
 def run_cli(
     main: Callable[[list[str]], Any],
     argv: Optional[Sequence[str]] = None,
@@ -143,6 +157,9 @@ def run_cli(
         message = user_error_message(error, memory_hint)
         if message is None or DEBUG_FLAG in argv:
             raise
+        place = user_code_place(error)
+        if place is not None:
+            message = f"{message} (raised in {place}; {DEBUG_FLAG} shows the traceback)"
         _say(f"error: {message}")
         sys.exit(EXIT_USER_ERROR)
 

@@ -158,7 +158,7 @@ MISTAKES = [
     (tsne.main, ["-u", "fbank", "-o", "data.rooot=TMP"], "no key 'rooot' at data"),
     # No picture over an input: the checkpoint, the audio, the label and phone files.
     (tsne.main, ["-u", "aalbert_3L", "-k", "TMP/tiny.ckpt", "--output", "TMP/tiny.ckpt"], "--output TMP/tiny.ckpt is one of"),
-    (tsne.main, ["-u", "fbank", "--level", "frame", "--output", str(REPO / "data/demo/phones.txt")], "one of this command's inputs"),
+    (tsne.main, ["-u", "fbank", "--level", "frame", "--output", str(REPO / "data/demo/phones.txt")], "one of this command"),
     (attention_map.main, ["-u", "aalbert_3L", "--audio", "TMP/tiny.wav", "--output", "TMP/tiny.wav"], "one of"),
     (attention_map.main, ["-u", "aalbert_3L", "-k", "TMP/tiny.ckpt", "--audio", AUDIO, "--output", "TMP/tiny.ckpt"], "one of"),
     (attention_map.main, ["-u", "aalbert_3L", "--audio", "TMP/missing.flac"], "audio file not found"),
