@@ -130,7 +130,10 @@ def _attach_labels(
     result = []
     for utt in utterances:
         if utt.utt_id not in labels:
-            raise ValueError(f"utterance {utt.utt_id} ({utt.path}) has no labels in {source}; remove the audio or add its labels")
+            raise ValueError(
+                f"utterance {utt.utt_id} ({utt.path}) has no labels in {source}; "
+                "remove the audio or add its labels"
+            )
         values = torch.tensor(labels[utt.utt_id], dtype=torch.long)
         if values.numel() and (int(values.min()) < 0 or int(values.max()) >= num_classes):
             raise ValueError(

@@ -141,14 +141,8 @@ def load_task(name: str, tasks_dir: Path = TASKS_DIR) -> Task:
                 f"{folder / 'config.yaml'}: '{EXTENDS}: {base}' names no task; available tasks: {', '.join(sorted(folders))}"
             )
         task = load_task(base, tasks_dir)
-        return Task(
-            name,
-            folder,
-            task.expert_class,
-            task.build_datasets,
-            task.data_config_class,
-            (*task.config_files, folder / "config.yaml"),
-        )
+        return Task(name, folder, task.expert_class, task.build_datasets, task.data_config_class,
+                    (*task.config_files, folder / "config.yaml"))
     expert_module = _import_from_folder(folder, "expert")
     expert_class = getattr(expert_module, EXPERT_CLASS, None)
     if not (inspect.isclass(expert_class) and issubclass(expert_class, Expert)):
@@ -162,7 +156,9 @@ def load_task(name: str, tasks_dir: Path = TASKS_DIR) -> Task:
     dataset_module = _import_from_folder(folder, "dataset")
     build = getattr(dataset_module, DATASET_FUNCTION, None)
     if not callable(build):
-        raise TypeError(f"task folder {folder}: dataset.py must define {DATASET_FUNCTION}(config, grid) -> TaskData")
+        raise TypeError(
+            f"task folder {folder}: dataset.py must define {DATASET_FUNCTION}(config, grid) -> TaskData"
+        )
     data_config = getattr(dataset_module, DATA_CONFIG_CLASS, None)
     if data_config is not None and not dataclasses.is_dataclass(data_config):
         raise TypeError(f"task folder {folder}: dataset.py's {DATA_CONFIG_CLASS} must be a dataclass")

@@ -123,9 +123,8 @@ def resume(
     context = init_distributed(device)
     try:
         with _owned(experiment_of(path), context):
-            source, checkpoint = read_located_checkpoint(
-                path, prefer_best=False, skip_damaged=skip_damaged, set_aside=context.is_main
-            )
+            source, checkpoint = read_located_checkpoint(path, prefer_best=False, skip_damaged=skip_damaged,
+                                                         set_aside=context.is_main)
             upstream_file = check_upstream_file(checkpoint, source, allow_upstream_change)
             spec = stored_spec(checkpoint, overrides, tasks_dir, source)
             # Settings that fix the data, its split or the seed cannot change mid-run, however given.

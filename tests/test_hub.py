@@ -242,14 +242,8 @@ def test_only_the_commands_flush_subnormals_and_choose_threads(user_threads):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if user_threads is not None:
         env["OMP_NUM_THREADS"] = user_threads
-    done = subprocess.run(
-        [sys.executable, "-c", _FLUSH_PROBE.format(repo=str(REPO))],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = subprocess.run([sys.executable, "-c", _FLUSH_PROBE.format(repo=str(REPO))], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     value, flushed, untouched, threads, before = done.stdout.split()
     if flushed == "True":  # x86: the command's setting takes effect

@@ -152,7 +152,9 @@ def test_s3prl_format_splits_train_like_s3prl(tmp_path):
     ids = sorted(labels)
     label_dir = tmp_path / "s3prl"
     label_dir.mkdir()
-    (label_dir / "converted_aligned_phones.txt").write_text("".join(f"{i} {' '.join(map(str, labels[i]))}\n" for i in ids))
+    (label_dir / "converted_aligned_phones.txt").write_text(
+        "".join(f"{i} {' '.join(map(str, labels[i]))}\n" for i in ids)
+    )
     (label_dir / "train_split.txt").write_text("\n".join(ids[:50]) + "\n")
     (label_dir / "test_split.txt").write_text("\n".join(ids[50:]) + "\n")
     splits = load_phone_splits(PhoneDataConfig(format="s3prl", label_dir=str(label_dir)))
