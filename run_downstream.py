@@ -67,7 +67,12 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
         help="with -e: use the upstream checkpoint even if it changed since the probe was trained (the results record it)",
     )
     parser.add_argument(
-        "-t", "--split", action="append", choices=SPLITS, help="evaluate: split(s) to score (default dev and test)"
+        "-t",
+        "--split",
+        action="extend",
+        nargs="+",
+        choices=SPLITS,
+        help="evaluate: split(s) to score, e.g. -t dev test (default dev and test)",
     )
     parser.add_argument("-i", "--inputs", nargs="+", help="inference: audio files")
     parser.add_argument("--output", help="inference: write predictions here instead of printing them")

@@ -83,3 +83,11 @@ def test_ctrl_c_in_a_report_says_how_to_continue(tmp_path, monkeypatch, capsys):
     assert stop.value.code == EXIT_INTERRUPTED
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("interrupted (Ctrl-C); run the same command again to continue") and str(tmp_path / "r") in last
+
+
+def test_evaluate_takes_several_splits_after_one_t():
+    import run_downstream
+
+    parser = run_downstream.build_parser()
+    assert parser.parse_args(["-m", "evaluate", "-e", "X", "-t", "dev", "test"]).split == ["dev", "test"]
+    assert parser.parse_args(["-m", "evaluate", "-e", "X", "-t", "dev", "-t", "test"]).split == ["dev", "test"]

@@ -137,6 +137,11 @@ MISTAKES = [
         [*PRETRAIN, "-o", "runner.total_steps={a: 1, a: 2}"],
         "override 'runner.total_steps={a: 1, a: 2}' line 1, column 8: not valid YAML: key 'a' given twice",
     ),
+    (
+        run_pretrain.main,
+        [*PRETRAIN, "-o", "runner.total_steps=5 runner.log_step=2"],
+        "holds several KEY=VALUE in one word (quoted together?): give each its own word, -o runner.total_steps=5 runner.log_step=2",
+    ),
     # Not an abbreviation of --tasks-dir: every option is written out.
     (run_downstream.main, ["-u", "fbank", "--task", "phone_linear", "-p", "OUT"], "unrecognized arguments: --task"),
     (run_pretrain.main, [*PRETRAIN, "--stop", "3"], "unrecognized arguments: --stop"),
