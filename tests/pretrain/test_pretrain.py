@@ -420,4 +420,4 @@ def test_stop_at_step_says_how_to_continue_and_a_longer_schedule_is_announced(tm
     assert run_pretrain.main(["-e", str(folder)]).finished
     longer = run_pretrain.main(["-e", str(folder), "-o", "runner.total_steps=4"])
     assert longer.step == 4
-    assert "runner.total_steps changes from 2 to 4: the learning-rate schedule is laid anew over 4 updates" in capsys.readouterr().out
+    assert "runner.total_steps changes from 2 to 4: the learning-rate schedule is laid anew" in capsys.readouterr().out

@@ -140,7 +140,7 @@ MISTAKES = [
     (
         run_pretrain.main,
         [*PRETRAIN, "-o", "runner.total_steps=5 runner.log_step=2"],
-        "holds several KEY=VALUE in one word (quoted together?): give each its own word, -o runner.total_steps=5 runner.log_step=2",
+        "in one word (quoted together?): give each its own word, -o runner.total_steps=5 runner.log_step=2",
     ),
     # Not an abbreviation of --tasks-dir: every option is written out.
     (run_downstream.main, ["-u", "fbank", "--task", "phone_linear", "-p", "OUT"], "unrecognized arguments: --task"),
