@@ -1,7 +1,7 @@
 """Probe what an upstream's representations hold: train, evaluate or apply a downstream task.
 
-    python run_downstream.py -u aalbert_6L -d speaker_frame            # train on the demo data
-    python run_downstream.py -m evaluate -e result/downstream/speaker_frame_aalbert_6L
+    python run_downstream.py -u fbank -d speaker_utterance             # train on the demo data (~10 s)
+    python run_downstream.py -m evaluate -e result/downstream/speaker_utterance_fbank -t dev test
     python run_downstream.py -m inference -e result/downstream/phone_linear_fbank -i a.flac
 
 Options follow s3prl's run_downstream.py where they can; see downstream/README.md. Mistakes
@@ -35,7 +35,7 @@ def _tasks_line(tasks_dir: Path) -> str:
 
 def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        description="Train, evaluate or apply a probe on an upstream's hidden states.",
+        description=__doc__,
         epilog=f"tasks: {_tasks_line(tasks_dir)}\nupstreams: {', '.join(entry_names())}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
