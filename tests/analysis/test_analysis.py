@@ -309,3 +309,17 @@ def test_a_checkpoint_named_relative_or_absolute_is_the_same_setting(tmp_path, m
     same = {**run, "upstream_ckpt": str(tmp_path / "model.ckpt"), "config": {"runner": {"max_keep": 1}}}
     assert comparable_run(run) == comparable_run(same)
     assert comparable_run(run) != comparable_run({**run, "upstream_ckpt": "other.ckpt"})
+
+
+def test_proportions_that_train_on_the_same_utterances_are_named():
+    from analysis.proportion import same_subsets
+
+    def row(proportion, count, upstream="fbank"):
+        return {"upstream": upstream, "task": "phone_linear", "train_proportion": proportion, "train_utterances": count}
+
+    rows = [row(0.001, 9), row(0.01, 9), row(0.1, 9), row(1.0, 60), row(0.1, 6, "mel"), row(1.0, 60, "mel")]
+    lines = same_subsets(rows)
+    assert lines == [
+        "phone_linear, fbank: proportions 0.001, 0.01, 0.1 all trained on the same 9 utterances (every class keeps one "
+        "utterance at least): one point, not a trend; use a larger corpus or larger proportions"
+    ]
