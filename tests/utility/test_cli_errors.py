@@ -142,6 +142,12 @@ MISTAKES = [
         [*PRETRAIN, "-o", "runner.total_steps=5 runner.log_step=2"],
         "in one word (quoted together?): give each its own word, -o runner.total_steps=5 runner.log_step=2",
     ),
+    (run_pretrain.main, [*PRETRAIN, "-o", "corpus.subsets=train-clean-100"], "write a list in brackets, [train-clean-100]"),
+    (
+        run_downstream.main,
+        ["-u", "aalbert_3L", "-k", "no/such.ckpt", "-d", "phone_linear", "-p", "OUT"],
+        "checkpoint not found: no/such.ckpt (relative to the working directory",
+    ),
     # Not an abbreviation of --tasks-dir: every option is written out.
     (run_downstream.main, ["-u", "fbank", "--task", "phone_linear", "-p", "OUT"], "unrecognized arguments: --task"),
     (run_pretrain.main, [*PRETRAIN, "--stop", "3"], "unrecognized arguments: --stop"),
