@@ -94,3 +94,17 @@ def test_an_example_with_a_stale_option_is_caught(capsys, parse_only):
     with pytest.raises(SystemExit) as stop:
         layerwise.main(["-u", "fbank", "-o", "result/layerwise"])  # the old -h example: -p is the output folder
     assert stop.value.code == 2 and "-p/--outdir" in capsys.readouterr().err
+
+
+def test_the_readmes_first_hour_commands_parse(parse_only, capsys):
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("### First hour", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    shown = examples(block)
+    assert len(shown) == 5, shown
+    for words in shown:
+        command, args = command_and_args(words)
+        with pytest.raises(Parsed):
+            COMMANDS[command](args)
+        assert "error:" not in capsys.readouterr().err, words
