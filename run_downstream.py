@@ -1,7 +1,7 @@
 """Probe what an upstream's representations hold: train, evaluate or apply a downstream task.
 
-    python run_downstream.py -u aalbert_6L -d speaker_frame            # train on the demo data
-    python run_downstream.py -m evaluate -e result/downstream/speaker_frame_aalbert_6L
+    python run_downstream.py -u fbank -d speaker_utterance             # train on the demo data (~10 s)
+    python run_downstream.py -m evaluate -e result/downstream/speaker_utterance_fbank -t dev test
     python run_downstream.py -m inference -e result/downstream/phone_linear_fbank -i a.flac
 
 Options follow s3prl's run_downstream.py where they can; see downstream/README.md. Mistakes
@@ -35,7 +35,7 @@ def _tasks_line(tasks_dir: Path) -> str:
 
 def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        description="Train, evaluate or apply a probe on an upstream's hidden states.",
+        description=__doc__,
         epilog=f"tasks: {_tasks_line(tasks_dir)}\nupstreams: {', '.join(entry_names())}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -67,7 +67,12 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
         help="with -e: use the upstream checkpoint even if it changed since the probe was trained (the results record it)",
     )
     parser.add_argument(
-        "-t", "--split", action="append", choices=SPLITS, help="evaluate: split(s) to score (default dev and test)"
+        "-t",
+        "--split",
+        action="extend",
+        nargs="+",
+        choices=SPLITS,
+        help="evaluate: split(s) to score, e.g. -t dev test (default dev and test)",
     )
     parser.add_argument("-i", "--inputs", nargs="+", help="inference: audio files")
     parser.add_argument("--output", help="inference: write predictions here instead of printing them")
@@ -77,7 +82,9 @@ def build_parser(tasks_dir: Path = TASKS_DIR) -> argparse.ArgumentParser:
         help="seeds weights, batches and the train_proportion draw (default 1337; a resumed run keeps its own)",
     )
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
-    parser.add_argument("--tasks-dir", type=Path, default=tasks_dir, help="where task folders are looked up")
+    parser.add_argument(
+        "--tasks-dir", type=Path, default=tasks_dir, help="your own task folders, searched before the built-in ones"
+    )
     return parser
 
 

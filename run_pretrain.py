@@ -1,11 +1,14 @@
 #!/usr/bin/env python
 """Pretrain a Mockingjay / AALBERT upstream with masked acoustic modelling.
 
-    python run_pretrain.py -u aalbert_3L -n demo                       # demo corpus, paper settings
+    python run_pretrain.py -u aalbert_3L -n demo_10min -c pretrain/recipes/cpu.yaml -o runner.max_minutes=10
     python run_pretrain.py -u aalbert_6L -n ls360 -o corpus.root=/data/LibriSpeech \\
         -o "corpus.subsets=[train-clean-360]"
     python run_pretrain.py -e result/pretrain/ls360                    # continue exactly
     torchrun --nproc_per_node 4 run_pretrain.py -u mockingjay_3L -n ddp  # several processes / GPUs
+
+The first runs 10 minutes on the demo corpus with the CPU recipe; without -c or
+runner.total_steps a run takes the paper length (500,000 updates: days on a GPU).
 
 Settings: the defaults in pretrain/settings.py (every knob, documented), the family's paper
 values in pretrain/families/, then -c FILE, then -o key.sub=value; --print-config shows the

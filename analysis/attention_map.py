@@ -2,7 +2,7 @@
 above the log-mel spectrogram on the same time axis.
 
     python -m analysis.attention_map -u aalbert_3L -k model.ckpt --audio utt.flac \\
-        --layer 2 --head mean -o attention.png
+        --layer 2 --head mean --output attention.png
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from upstream import Upstream, build_upstream, read_audio
 from upstream.frontend import FeatureExtractor
 from upstream.config import FrontendConfig
-from utility.cli import ArgumentParser, run_cli
+from utility.cli import ArgumentParser, check_output_is_not_an_input, run_cli
 
 from .plotting import plt, save_figure
 
@@ -73,6 +73,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--head", default="mean", help="0-based head number, or 'mean' (default)")
     parser.add_argument("--output", default="attention.png", help="picture file (default attention.png)")
     args = parser.parse_args(argv)
+    check_output_is_not_an_input(args.output, [args.ckpt, args.audio], "--output")
     model = build_upstream(args.upstream, args.ckpt)
     head = None if args.head == "mean" else int(args.head)
     if model.encoder is not None and not 1 <= args.layer <= model.config.encoder.num_layers:

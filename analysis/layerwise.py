@@ -2,7 +2,7 @@
 weighted sum, for one or more upstreams and tasks.
 
     python -m analysis.layerwise -u fbank aalbert_3L:aalbert.ckpt \\
-        -d phone_linear speaker_utterance -o result/layerwise
+        -d phone_linear speaker_utterance -p result/layerwise
 
 Writes ``results.csv``/``results.json`` (one row per upstream, task and layer; the weighted
 sum is layer ``weighted_sum``), ``layerwise.png`` (test metric against layer, one line per

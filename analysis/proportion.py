@@ -2,7 +2,7 @@
 utterances (``runner.train_proportion``), for one or more upstreams and tasks.
 
     python -m analysis.proportion -u fbank aalbert_3L:aalbert.ckpt -d phone_linear \\
-        --proportions 0.001 0.01 0.1 1 -o result/proportion
+        --proportions 0.001 0.01 0.1 1 -p result/proportion
 
 Writes ``proportion.csv``/``proportion.json`` (one row per upstream, task and proportion,
 with the number of utterances actually used: tiny shares keep one utterance per class at
@@ -13,6 +13,7 @@ resumable and shared with the layer-wise command's weighted-sum cells at proport
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -67,8 +68,26 @@ def proportion_rows(done: Sequence[tuple[Cell, dict[str, Any]]]) -> list[dict[st
     return sorted(rows, key=lambda row: (order[row["upstream"]], row["task"], row["train_proportion"]))
 
 
+def same_subsets(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per upstream and task whose proportions trained on the same number of
+    utterances: each class keeps one utterance at least, so on a small corpus the smallest
+    shares all give the same subset (one point of the curve drawn several times)."""
+    groups: dict[tuple[str, str, int], list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["upstream"], row["task"], row["train_utterances"]), []).append(row["train_proportion"])
+    return [
+        f"{task}, {upstream}: proportions {', '.join(f'{p:g}' for p in shares)} all trained on the same {count} "
+        "utterances (every class keeps one utterance at least): one point, not a trend; use a larger corpus or "
+        "larger proportions"
+        for (upstream, task, count), shares in groups.items()
+        if len(shares) > 1
+    ]
+
+
 def write_proportions(done: Sequence[tuple[Cell, dict[str, Any]]], outdir: Path) -> dict[str, Path]:
     rows = proportion_rows(done)
+    for line in same_subsets(rows):
+        print(f"warning: {line}", file=sys.stderr)
     csv_path, json_path = write_table(rows, outdir, "proportion")
     return {"csv": csv_path, "json": json_path, "plot": plot_proportions(rows, outdir / "proportion.png")}
 

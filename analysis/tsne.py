@@ -5,13 +5,17 @@ the average of all of them), coloured by speaker. Frame level: a seeded random s
 frames, each coloured by the broad class of its phone (labels mapped to the upstream's frame
 rate by downstream's FrameGrid).
 
-    python -m analysis.tsne -u aalbert_3L -k model.ckpt --layer 2 -o tsne_speakers.png
-    python -m analysis.tsne -u aalbert_3L -k model.ckpt --level frame -o tsne_phones.png
+    python -m analysis.tsne -u aalbert_3L -k model.ckpt --layer 2 --output tsne_speakers.png
+    python -m analysis.tsne -u fbank --level frame -o data.root=data/demo --output tsne_phones.png
+
+``-o KEY=VALUE`` chooses the data, with the phone tasks' key names (``data.root``,
+``data.label_dir``, ``data.phones``) and ``data.subsets``; ``--output`` is the picture file.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,7 +31,16 @@ from tqdm import tqdm
 from downstream.frames import FrameGrid
 from corpora.phone_splits import read_phone_names
 from upstream import Upstream, build_upstream, read_audio
-from utility.cli import ArgumentParser, run_cli
+from utility.cli import (
+    ArgumentParser,
+    add_moved_option,
+    add_override_option,
+    check_output_is_not_an_input,
+    refuse_output_as_override,
+    run_cli,
+)
+from utility.config import apply_overrides, defaults
+from utility.typed_config import dataclass_from_dict
 from corpora.index import find_utterances
 from corpora.label_frames import read_frame_labels
 from corpora.root import DEMO_ROOT
@@ -37,6 +50,22 @@ from .phone_classes import broad_class_names
 from .plotting import plt, save_figure
 
 FIGURE_SIZE = (8, 7)  # inches; 100 dpi -> 800 x 700 pixels
+
+
+@dataclass
+class TsneData:
+    """What ``-o data.KEY=VALUE`` sets: the pictured utterances and, at frame level, their labels."""
+
+    root: Optional[str] = None  # LibriSpeech-layout corpus; None: the demo corpus in data/demo
+    subsets: list[str] = field(default_factory=lambda: ["train-clean-100"])
+    label_dir: Optional[str] = None  # frame level: 10 ms labels SUBSET.frames.txt; default ROOT/alignments
+    phones: Optional[str] = None  # frame level: 'name index' phone list; default ROOT/phones.txt
+
+
+def data_settings(overrides: Sequence[str]) -> TsneData:
+    """``-o`` overrides -> typed data settings (unknown keys named with the known ones)."""
+    config = apply_overrides({"data": defaults(TsneData)}, overrides)
+    return dataclass_from_dict(TsneData, config["data"], "data")
 
 
 def select_state(hidden_states: Sequence[torch.Tensor], layer: Optional[int]) -> torch.Tensor:
@@ -162,8 +191,9 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-u", "--upstream", required=True)
     parser.add_argument("-k", "--ckpt")
-    parser.add_argument("--root", default=str(DEMO_ROOT), help="LibriSpeech-layout corpus (default: demo data)")
-    parser.add_argument("--subsets", nargs="+", default=["train-clean-100"])
+    add_override_option(
+        parser, help="data settings, e.g. -o data.root=/data/LibriSpeech data.subsets=[dev-clean] (default: demo data)"
+    )
     parser.add_argument("--layer", default="average", help="hidden-state index (0 = input), or 'average'")
     parser.add_argument(
         "--level",
@@ -172,22 +202,34 @@ def main(argv: Optional[list[str]] = None) -> Path:
         help="utterance: coloured by speaker; frame: by broad phone class",
     )
     parser.add_argument("--max-frames", type=int, default=2000, help="frame level: frames drawn at random (seeded)")
-    parser.add_argument("--labels", help="frame level: 10 ms label dir (default ROOT/alignments, SUBSET.frames.txt)")
-    parser.add_argument("--phones", help="frame level: 'name index' phone list (default ROOT/phones.txt)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-o", "--output", default="tsne.png", help="picture file (default tsne.png)")
+    parser.add_argument("--output", default="tsne.png", help="picture file (default tsne.png)")
+    for flag, key in (
+        ("--root", "root=DIR"),
+        ("--subsets", "subsets=[A,B]"),
+        ("--labels", "label_dir=DIR"),
+        ("--phones", "phones=FILE"),
+    ):
+        add_moved_option(parser, flag, f"-o data.{key}")
     args = parser.parse_args(argv)
+    refuse_output_as_override(parser, args.override, "--output")
+    data = data_settings(args.override)
+    root = Path(data.root) if data.root else DEMO_ROOT
     model = build_upstream(args.upstream, args.ckpt)
     layer = None if args.layer == "average" else int(args.layer)
-    utterances = find_utterances(args.root, args.subsets)
+    utterances = find_utterances(root, data.subsets)
+    inputs = [args.ckpt, *(utt.path for utt in utterances)]
     if args.level == "utterance":
+        check_output_is_not_an_input(args.output, inputs, "--output")
         path = plot_speaker_tsne(model, utterances, layer, args.output, seed=args.seed)
     else:
-        label_dir = Path(args.labels) if args.labels else Path(args.root) / "alignments"
+        label_files = [Path(data.label_dir or root / "alignments") / f"{subset}.frames.txt" for subset in data.subsets]
+        phones_file = Path(data.phones) if data.phones else root / "phones.txt"
+        check_output_is_not_an_input(args.output, [*inputs, *label_files, phones_file], "--output")
         labels = {}
-        for subset in args.subsets:
-            labels.update(read_frame_labels(label_dir / f"{subset}.frames.txt"))
-        phones = read_phone_names(Path(args.phones) if args.phones else Path(args.root) / "phones.txt")
+        for label_file in label_files:
+            labels.update(read_frame_labels(label_file))
+        phones = read_phone_names(phones_file)
         path = plot_phone_tsne(model, utterances, labels, phones, layer, args.output, args.max_frames, args.seed)
     print(f"wrote {path}")
     return path

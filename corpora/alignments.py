@@ -372,10 +372,19 @@ def _parse_map(items: Sequence[str]) -> dict[str, str]:
     return pairs
 
 
+EXAMPLES = """\
+    python -m corpora.alignments textgrid ALIGNED_DIR -o train-clean-100.frames.txt \\
+        --phones phones.txt --audio LibriSpeech/train-clean-100
+    python -m corpora.alignments ctm phones.ctm -o dev-clean.frames.txt --phones phones.txt
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m corpora.alignments",
         description="Convert forced alignments (MFA TextGrids or CTM) to 10 ms frames.txt labels.",
+        epilog="examples:\n" + EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("format", choices=FORMATS)
     parser.add_argument("inputs", nargs="+", type=Path, help="TextGrid files or folders, or CTM files")

@@ -36,6 +36,11 @@ S3PRL_LABELS = "converted_aligned_phones.txt"
 S3PRL_SPLITS = {"train": "train_split.txt", "test": "test_split.txt"}
 S3PRL_NUM_CLASSES = 41
 FORMATS = ("frames", "s3prl")
+# Where frame labels come from: forced alignments (Montreal Forced Aligner or Kaldi) converted.
+ALIGNMENTS_HINT = (
+    "make the 10 ms labels from forced alignments with python -m corpora.alignments "
+    "(downstream/README.md, 'Phone labels from a forced aligner')"
+)
 
 
 @dataclass
@@ -105,7 +110,10 @@ def _class_names(config: PhoneDataConfig, root: Path) -> list[str]:
     if count is None:
         if names is None:
             if config.format != "s3prl":
-                raise ValueError(f"no {names_file}: set data.phones to a names file or data.num_classes")
+                raise ValueError(
+                    f"no phone list {names_file}: the phone tasks read labels from forced alignments of {root}; "
+                    f"{ALIGNMENTS_HINT} and put its --phones list there (or set data.phones, or data.num_classes)"
+                )
             count = S3PRL_NUM_CLASSES
         else:
             count = len(names)
@@ -136,15 +144,22 @@ def _attach_labels(
     return result
 
 
-def _frames_format(config: PhoneDataConfig, root: Path, num_classes: int) -> dict[str, list[LabelledUtterance]]:
+def _frames_format(config: PhoneDataConfig, root: Path) -> tuple[dict[str, list[LabelledUtterance]], list[str]]:
     label_dir = Path(config.label_dir) if config.label_dir is not None else root / "alignments"
+    subsets = {"train": config.train_subset, "dev": config.dev_subset, "test": config.test_subset}
+    # Audio first: a corpus without audio is named as such, not as a missing label file.
+    found = {split: find_utterances(root, [subset]) for split, subset in subsets.items()}
+    names = _class_names(config, root)
     splits = {}
-    for split, subset in (("train", config.train_subset), ("dev", config.dev_subset), ("test", config.test_subset)):
-        utterances = find_utterances(root, [subset])
-        label_file = label_dir / f"{subset}.frames.txt"
+    for split, utterances in found.items():
+        label_file = label_dir / f"{subsets[split]}.frames.txt"
+        if not label_file.is_file():
+            raise FileNotFoundError(
+                f"no phone labels for {subsets[split]}: {label_file} not found; {ALIGNMENTS_HINT} (or set data.label_dir)"
+            )
         labels = read_frame_labels(label_file, (u.utt_id for u in utterances))
-        splits[split] = _attach_labels(utterances, labels, label_file, num_classes)
-    return splits
+        splits[split] = _attach_labels(utterances, labels, label_file, len(names))
+    return splits, names
 
 
 def _read_id_list(path: Path) -> list[str]:
@@ -153,7 +168,9 @@ def _read_id_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def _s3prl_format(config: PhoneDataConfig, root: Path, num_classes: int) -> dict[str, list[LabelledUtterance]]:
+def _s3prl_format(config: PhoneDataConfig, root: Path) -> tuple[dict[str, list[LabelledUtterance]], list[str]]:
+    names = _class_names(config, root)
+    num_classes = len(names)
     label_dir = Path(config.label_dir)
     label_file = label_dir / S3PRL_LABELS
     train_ids = _read_id_list(label_dir / S3PRL_SPLITS["train"])
@@ -173,14 +190,13 @@ def _s3prl_format(config: PhoneDataConfig, root: Path, num_classes: int) -> dict
                 f"{root / config.train_subset} (first: {missing[0]}); check data.root and data.train_subset"
             )
         splits[split] = _attach_labels([by_id[i] for i in ids], labels, label_file, num_classes)
-    return splits
+    return splits, names
 
 
 def load_phone_splits(config: PhoneDataConfig) -> PhoneSplits:
     root = resolve_root(config.root)
-    names = _class_names(config, root)
     reader = _s3prl_format if config.format == "s3prl" else _frames_format
-    splits = reader(config, root, len(names))
+    splits, names = reader(config, root)
     for split, items in splits.items():
         if not items:
             raise ValueError(f"the {split} split of {root} is empty")

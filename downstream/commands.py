@@ -23,10 +23,24 @@ DEFAULT_ROOT = Path("result") / "downstream"
 DEFAULT_SEED = 1337  # --seed: weights, batches and the train_proportion draw
 
 
+def default_name(spec: RunSpec) -> str:
+    """TASK_UPSTREAM, plus what else tells two runs of them apart (one hidden state, a
+    fine-tuned upstream, another seed): ``-l 3`` after the weighted-sum run is a new run in a
+    folder of its own, not a collision with advice to resume a run it cannot resume."""
+    parts = [spec.task, spec.upstream_label]
+    if spec.layer is not None:
+        parts.append(f"layer{spec.layer}")
+    if spec.fine_tune:
+        parts.append("finetune")
+    if spec.seed != DEFAULT_SEED:
+        parts.append(f"seed{spec.seed}")
+    return "_".join(parts)
+
+
 def experiment_dir(args: argparse.Namespace, spec: RunSpec) -> Path:
     if args.expdir is not None:
         return Path(args.expdir)
-    return DEFAULT_ROOT / (args.expname or f"{spec.task}_{spec.upstream_label}")
+    return DEFAULT_ROOT / (args.expname or default_name(spec))
 
 
 def _refuse_run_options(args: argparse.Namespace, what: str, allowed: str, k_moves_upstream: bool = False) -> None:

@@ -11,7 +11,10 @@ A *variant* is a folder holding only a ``config.yaml`` whose first key is ``exte
 it runs TASK's code with TASK's config, then its own on top (``phone_1hidden`` is
 ``phone_linear`` with one hidden layer).
 Task folders are imported by path, so a tasks directory anywhere works the same way
-(``expert.py`` may import from its own folder with ``from .dataset import ...``).
+(``expert.py`` may import from its own folder with ``from .dataset import ...``). A tasks
+directory of one's own (``--tasks-dir``) is searched first, the built-in tasks after: its
+tasks come beside the built-in ones (one of the same name takes its place), and its variants
+can extend either.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Optional
 
+from utility.cli import USER_CODE_PACKAGE_PREFIX
 from utility.config import load_yaml
 from utility.typed_config import dataclass_from_dict
 
@@ -64,13 +68,18 @@ class Task:
 
 
 def task_folders(tasks_dir: Path = TASKS_DIR) -> dict[str, Path]:
-    """Task name -> folder, for every folder of ``tasks_dir`` holding the task files.
+    """Task name -> folder: the tasks of ``tasks_dir``, then the built-in ones it does not name.
 
     Raises ValueError naming the folder when one holds some of the files but not all.
     """
     tasks_dir = Path(tasks_dir)
     if not tasks_dir.is_dir():
         raise FileNotFoundError(f"tasks directory not found: {tasks_dir}")
+    builtin = {} if tasks_dir.resolve() == TASKS_DIR else _folders_in(TASKS_DIR)
+    return {**builtin, **_folders_in(tasks_dir)}
+
+
+def _folders_in(tasks_dir: Path) -> dict[str, Path]:
     found = {}
     for folder in sorted(p for p in tasks_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
         present = [name for name in REQUIRED_FILES if (folder / name).is_file()]
@@ -104,7 +113,9 @@ def available_tasks(tasks_dir: Path = TASKS_DIR) -> list[str]:
 def _import_from_folder(folder: Path, module: str) -> ModuleType:
     """Import ``folder/<module>.py`` as a submodule of a package made for ``folder``."""
     digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
-    package = f"downstream_task_{folder.name}_{digest}"
+    # A folder of one's own is the user's code: its errors are shown with their place (utility.cli).
+    prefix = "downstream_task_" if folder.resolve().parent == TASKS_DIR else f"{USER_CODE_PACKAGE_PREFIX}task_"
+    package = f"{prefix}{folder.name}_{digest}"
     if package not in sys.modules:
         spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
         spec.submodule_search_locations = [str(folder)]
@@ -125,6 +136,10 @@ def load_task(name: str, tasks_dir: Path = TASKS_DIR) -> Task:
     if base is not None:
         if base == name or (base in folders and base_task(folders[base]) is not None):
             raise ValueError(f"{folder / 'config.yaml'}: '{EXTENDS}: {base}' must name a task with its own code")
+        if base not in folders:
+            raise ValueError(
+                f"{folder / 'config.yaml'}: '{EXTENDS}: {base}' names no task; available tasks: {', '.join(sorted(folders))}"
+            )
         task = load_task(base, tasks_dir)
         return Task(name, folder, task.expert_class, task.build_datasets, task.data_config_class,
                     (*task.config_files, folder / "config.yaml"))

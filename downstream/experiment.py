@@ -113,7 +113,8 @@ def train(
         with _owned(expdir, context):
             if holds_run(expdir):
                 raise ValueError(
-                    f"{expdir} already holds a run; resume it with -e {expdir}, pick another name with -n, or delete the folder"
+                    f"{expdir} already holds a run; resume it with -e {expdir} alone (it keeps its own settings), "
+                    "pick another name with -n, or delete the folder"
                 )
             return _train(Runner(spec, context, expdir, tasks_dir, upstream=upstream), None)
     finally:

@@ -10,7 +10,6 @@ on its shard of every epoch (DDP) and evaluation statistics are summed over proc
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -110,6 +109,7 @@ class Runner:
         self.train_indices = proportion_subset(self.data.train.classes, self.runner_config.train_proportion, spec.seed)
         self.model = build_probe(spec, self.task, upstream, self.data.label_names)
         check_enough_classes(self.expert, spec)
+        check_frame_targets(self.data, self.expert, spec)
         self.precision = mixed_precision(context.device)
         self.keeper = CheckpointKeeper(self.expdir, self.runner_config.max_keep, higher_is_better=self.expert.higher_is_better)
         self.step = self.epoch = self.batch_in_epoch = 0
@@ -372,23 +372,28 @@ class Runner:
             "train_seconds": round(self.train_seconds, 1),
             "stopped_early": self.stopped_early,
             "final_train_loss": self.train_loss,
-            **learning_check(self.expert, best["dev_metrics"]),
+            **learning_check(self.expert, best["dev_metrics"], self.class_balance()),
         }
         if self.context.is_main:
             if results.get("learned") is False:
                 self.log(
-                    f"warning: the probe did not learn: dev loss {results['dev']['loss']:.3f} is within "
-                    f"{100 * (1 - LEARNED_FRACTION):.0f} % of chance "
-                    f"(ln {len(self.expert.label_names)} = {results['chance_loss']:.3f}); "
-                    "train longer, raise optimizer.lr, or check the features' scale (see downstream/README.md)"
+                    "warning: the probe did not learn: train longer, raise optimizer.lr, or check the features' "
+                    "scale (see downstream/README.md, 'What a run writes')"
                 )
             write_json(results, self.expdir / RESULTS)
+            verdict = f"; {learning_line(results)}" if "learned" in results else ""
             self.log(
                 f"{self.spec.task}: dev {self.expert.metric} {results['dev'][self.expert.metric]:.4f} "
-                f"(step {results['best_step']}), test {test_metrics[self.expert.metric]:.4f}; "
+                f"(step {results['best_step']}), test {test_metrics[self.expert.metric]:.4f}{verdict}; "
                 f"results in {self.expdir / RESULTS}"
             )
         return results
+
+    def class_balance(self) -> dict[str, Any]:
+        """``class_balance`` of the training share and dev (targets as the task built them)."""
+        count = len(self.expert.label_names)
+        train = class_counts([self.data.train.targets[i] for i in self.train_indices], count)
+        return class_balance(train, class_counts(self.data.dev.targets, count))
 
     # -----------------------------------------------------------------------------------------
     # Output
@@ -419,6 +424,25 @@ def check_enough_classes(expert: Expert, spec: RunSpec) -> None:
         )
 
 
+def check_frame_targets(data: TaskData, expert: Expert, spec: RunSpec) -> None:
+    """A frame-level task needs one target per upstream frame. Checked on the first utterance of
+    each split, before any extraction: a target left at 10 ms (``grid.align`` forgotten) would
+    otherwise end in a shape error inside the expert after every utterance was encoded."""
+    if expert.prediction_unit != "frames":
+        return
+    grid = expert.upstream.grid
+    for name in ("train", "dev", "test"):
+        dataset = data.split(name)
+        samples = int(dataset.load_wav(dataset.sources[0]).numel())
+        frames, labels = int(grid.num_frames([samples])[0]), int(dataset.targets[0].shape[0])
+        if labels != frames:
+            raise ValueError(
+                f"task {spec.task}: the {name} target of {dataset.utt_ids[0]} has {labels} labels, but the upstream "
+                f"gives {frames} frames for its {samples} samples; a frame-level task's build_datasets maps labels to "
+                "the upstream's frames with grid.align(labels, num_samples, utt_id) (see downstream/example/dataset.py)"
+            )
+
+
 def check_same_labels(trained: Optional[list[str]], data: list[str], spec: RunSpec) -> None:
     """Refuse to use a probe on data whose classes differ from the ones it was trained on: its
     output index i means the trained ``trained[i]``, so another list scores against wrong labels.
@@ -438,16 +462,52 @@ def check_same_labels(trained: Optional[list[str]], data: list[str], spec: RunSp
     )
 
 
-LEARNED_FRACTION = 0.97  # a dev cross-entropy above this share of ln(classes) counts as chance
+LEARNED_FRACTION = 0.97  # a dev cross-entropy above this share of the class-balance loss counts as chance
 
 
-def learning_check(expert: Expert, dev_metrics: dict[str, float]) -> dict[str, Any]:
-    """For classification probes (metric: accuracy), the chance cross-entropy ln(classes) and
-    whether the best dev loss got clearly below it; nothing for other tasks."""
+def class_counts(targets: list[torch.Tensor], num_classes: int) -> torch.Tensor:
+    """(num_classes,) how often each class is a target (frames, or utterances); padding skipped."""
+    values = torch.cat([t.flatten().long() for t in targets]) if targets else torch.zeros(0, dtype=torch.long)
+    return torch.bincount(values[values >= 0], minlength=num_classes)[:num_classes]
+
+
+def class_balance(train: torch.Tensor, dev: torch.Tensor) -> dict[str, Any]:
+    """What a probe gets without looking at the features, from the training share's class
+    counts ``train`` and dev's ``dev`` (both (classes,)): the dev accuracy of always answering
+    the training's majority class, and the dev cross-entropy of answering the training's class
+    shares (one count added to each, so an unseen class costs a finite loss)."""
+    prior = (train.double() + 1) / (train.sum() + len(train))
+    dev_share = dev.double() / max(int(dev.sum()), 1)
+    majority = int(train.argmax())
+    return {
+        "chance_loss": round(float(-(dev_share * prior.log()).sum()), 4),
+        "majority_class_accuracy": round(float(dev_share[majority]), 4),
+    }
+
+
+def learning_check(expert: Expert, dev_metrics: dict[str, float], balance: dict[str, Any]) -> dict[str, Any]:
+    """For classification probes (metric: accuracy), the class-balance baselines on dev
+    (``class_balance``) and whether the probe beat both: dev accuracy above the majority class's
+    and dev loss clearly below the class shares'. A probe that learns only the majority class of
+    an 84/16 task has 0.84 accuracy and the class shares' loss: not learned. Nothing for other
+    tasks."""
     if expert.metric != "accuracy" or "loss" not in dev_metrics or len(expert.label_names) < 2:
         return {}
-    chance = math.log(len(expert.label_names))
-    return {"chance_loss": round(chance, 4), "learned": bool(dev_metrics["loss"] < LEARNED_FRACTION * chance)}
+    learned = (
+        dev_metrics["accuracy"] > balance["majority_class_accuracy"]
+        and dev_metrics["loss"] < LEARNED_FRACTION * balance["chance_loss"]
+    )
+    return {**balance, "learned": bool(learned)}
+
+
+def learning_line(results: dict[str, Any]) -> str:
+    """The verdict the run's last line carries: learned or not, against both baselines."""
+    verdict = "the probe learned" if results["learned"] else "the probe did NOT learn"
+    return (
+        f"{verdict} (dev accuracy {results['dev']['accuracy']:.4f} against {results['majority_class_accuracy']:.4f} "
+        f"for always the majority class; dev loss {results['dev']['loss']:.3f} against {results['chance_loss']:.3f} "
+        "for the class shares)"
+    )
 
 
 def add_stats(total: dict[str, float], stats: dict[str, float]) -> None:

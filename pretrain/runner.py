@@ -14,6 +14,7 @@ from utility.experiment_lock import ExperimentLock
 from utility.interrupt import stop_at_step_boundary
 from utility.checkpoint_keeper import CheckpointKeeper, check_resumes_the_newest, experiment_of
 from utility.process_group import cleanup_distributed, init_distributed
+from utility.schedule import linear_warmup_decay_factor
 
 from .settings import PATH_SETTINGS, RENAMED, RESUME_FIXED, RESUME_RESTORED, PretrainSettings, load_settings, stored_settings
 from .state import SECTION, read_resume_checkpoint
@@ -69,6 +70,7 @@ def pretrain(
             check_resumes_the_newest(resume, int(checkpoint[SECTION]["step"]))
             settings = _resumed_settings(upstream, name, experiment, config_file, overrides, seed, path, checkpoint)
             state = checkpoint[SECTION]
+            schedule_note = _schedule_change(checkpoint, settings)
             if state["step"] >= settings.runner.total_steps:
                 message = (
                     f"{folder}: this run already finished at step {state['step']} "
@@ -86,6 +88,7 @@ def pretrain(
             lock = ExperimentLock(folder).acquire() if context.is_main else None
             _refuse_a_used_folder(folder)
             checkpoint = None
+            schedule_note = None
         # The trainer indexes the corpus first: a missing corpus or unusable audio stops the run
         # before it writes anything.
         calibrate = checkpoint is None and settings.runner.max_minutes > 0
@@ -106,12 +109,17 @@ def pretrain(
         )
         if trainer.precision_note is not None:
             log.info(trainer.precision_note)
+        if schedule_note is not None:
+            log.warning(schedule_note)
         if calibrate:
             trainer.calibrate_total_steps(settings.runner.max_minutes)
         if context.is_main and checkpoint is None:  # with the total_steps a calibration set
             (folder / "config.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
         with stop_at_step_boundary():
-            return trainer.run(stop_at_step)
+            outcome = trainer.run(stop_at_step)
+        if not outcome.finished:  # --stop-at-step
+            log.info("stopped at step %d of %d; continue with -e %s", outcome.step, settings.runner.total_steps, folder)
+        return outcome
     finally:
         for handler in handlers:
             log.removeHandler(handler)
@@ -166,6 +174,23 @@ def _resumed_settings(
     check_resume_unchanged(current, resumed.to_dict(), RESUME_FIXED, str(path))
     check_resume_unchanged(current, resumed.to_dict(), RESUME_RESTORED, str(path), RESTORED_FROM_CHECKPOINT)
     return resumed
+
+
+def _schedule_change(checkpoint: dict, settings: PretrainSettings) -> Optional[str]:
+    """The warning for a resume with another ``runner.total_steps`` (e.g. a finished run taken
+    further): warm-up and decay are laid anew over the new length, so the learning rate jumps."""
+    stored = stored_settings(checkpoint[SECTION]["settings"], "checkpoint")
+    old, new = stored.runner.total_steps, settings.runner.total_steps
+    if old == new:
+        return None
+    step = int(checkpoint[SECTION]["step"])
+    before = linear_warmup_decay_factor(step, stored.warmup_steps, old)
+    after = linear_warmup_decay_factor(step, settings.warmup_steps, new)
+    return (
+        f"runner.total_steps changes from {old} to {new}: the learning-rate schedule is laid anew over {new} updates "
+        f"(warm-up {settings.warmup_steps} updates, then linear decay to 0), so at step {step} the rate moves from "
+        f"{before:.3f} to {after:.3f} of optimizer.lr"
+    )
 
 
 def _attach_log_handlers(folder: Path) -> list[logging.Handler]:

@@ -48,13 +48,15 @@ def test_the_random_weights_warning_of_a_command_suggests_k(capsys):
     assert "ckpt=PATH" not in err and "pretrained=" not in err
 
 
-def test_tsne_takes_the_o_its_help_shows(tiny_checkpoint, tmp_path, capsys):
+def test_tsne_takes_o_as_overrides_like_every_command(tiny_checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit):
         tsne.main(["-h"])
-    assert "-o OUTPUT, --output OUTPUT" in capsys.readouterr().out
+    assert "-o KEY=VALUE [KEY=VALUE ...]" in capsys.readouterr().out
     picture = tmp_path / "speakers.png"
-    assert tsne.main(["-u", "aalbert_3L", "-k", str(tiny_checkpoint), "-o", str(picture)]) == picture
+    args = ["-u", "aalbert_3L", "-k", str(tiny_checkpoint), "-o", f"data.root={REPO / 'data/demo'}", "--output", str(picture)]
+    assert tsne.main(args) == picture
     assert picture.stat().st_size > 0
+    assert not list(tmp_path.glob("data.root=*")), "no folder named after the override"
 
 
 def test_ctrl_c_in_a_report_says_how_to_continue(tmp_path, monkeypatch, capsys):
@@ -81,3 +83,11 @@ def test_ctrl_c_in_a_report_says_how_to_continue(tmp_path, monkeypatch, capsys):
     assert stop.value.code == EXIT_INTERRUPTED
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("interrupted (Ctrl-C); run the same command again to continue") and str(tmp_path / "r") in last
+
+
+def test_evaluate_takes_several_splits_after_one_t():
+    import run_downstream
+
+    parser = run_downstream.build_parser()
+    assert parser.parse_args(["-m", "evaluate", "-e", "X", "-t", "dev", "test"]).split == ["dev", "test"]
+    assert parser.parse_args(["-m", "evaluate", "-e", "X", "-t", "dev", "-t", "test"]).split == ["dev", "test"]

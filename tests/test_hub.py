@@ -251,3 +251,23 @@ def test_only_the_commands_flush_subnormals_and_choose_threads(user_threads):
     # A task's thread choice applies only in a command, and only when the user chose none.
     assert int(untouched) == int(before)
     assert int(threads) == (1 if user_threads is None else int(before))
+
+
+def test_the_readme_hub_snippet_runs_as_printed(tmp_path):
+    """README's first Python block, with a tiny 12-layer checkpoint at its placeholder path: it
+    loads the audio it uses (torchaudio.load would need torchcodec) and gives 13 hidden states."""
+    from faults import run_command
+
+    text = (REPO / "README.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    _, path = _tiny_checkpoint(tmp_path, num_layers=12)
+    snippet = snippet.replace('"path/to/model.ckpt"', repr(str(path)))
+    # The lines that show an output: print what they show (without their comment).
+    snippet = "\n".join(
+        f"print(len({line.split('#')[0].strip()}))" if line.startswith("out[") else line for line in snippet.splitlines()
+    )
+    script = tmp_path / "snippet.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(REPO)!r})\n{snippet}\n")
+    done = run_command([str(script)], cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["13", "1"]  # 13 hidden states, lengths of one item

@@ -44,7 +44,9 @@ def torch_save_format(path: Path) -> str:
         hint = f" (the newest there: {newest})" if newest is not None else " (it holds no .ckpt file)"
         raise IsADirectoryError(f"{path} is a folder, not a checkpoint file: give the .ckpt file inside it{hint}")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        # A relative path is read from the working directory, which a user in another folder may not expect.
+        where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise FileNotFoundError(f"checkpoint not found: {path}{where}")
     if path.stat().st_size == 0:
         raise DamagedCheckpoint(f"checkpoint {path} is empty (0 bytes); was its writing interrupted?")
     with open(path, "rb") as stream:

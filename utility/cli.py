@@ -33,6 +33,10 @@ EXIT_INTERRUPTED = exit_status(signal.SIGINT)  # 130, what shells report for Ctr
 EXIT_TERMINATED = exit_status(signal.SIGTERM)  # 143
 DEBUG_FLAG = "--debug"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# Package names of code that users wrote and the commands import by path (a task folder of
+# one's own: downstream/discovery.py names them so). An error raised there is the user's to
+# fix in their file, so its one line says where.
+USER_CODE_PACKAGE_PREFIX = "user_code_"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -70,6 +74,28 @@ def add_override_option(parser: argparse.ArgumentParser, *flags: str, help: str)
     parser.add_argument(*(flags or ("-o", "--override")), action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=help)
 
 
+def add_moved_option(parser: argparse.ArgumentParser, flag: str, new_form: str) -> None:
+    """An option that this command no longer takes: given, it is refused naming ``new_form``
+    (command lines in users' scripts get the new spelling instead of "unrecognized arguments")."""
+
+    class Moved(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+            parser.error(f"{option_string} is now {new_form}")
+
+    parser.add_argument(flag, action=Moved, nargs="?", help=argparse.SUPPRESS)
+
+
+def refuse_output_as_override(parser: argparse.ArgumentParser, overrides: Sequence[str], output_flag: str) -> None:
+    """``-o FILE``, the old spelling of the output file in commands where ``-o`` now takes
+    ``KEY=VALUE`` overrides: refused naming ``output_flag``."""
+    for item in overrides:
+        if "=" not in item:
+            parser.error(
+                f"-o takes KEY=VALUE overrides (as in every command); {item!r} is no override: "
+                f"write the output file as {output_flag} {item}"
+            )
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
         return True
@@ -92,6 +118,16 @@ def user_error_message(error: BaseException, memory_hint: str) -> Optional[str]:
     if isinstance(error, (ValueError, OSError, KeyError, ImportError)):
         return str(error)
     return None
+
+
+def user_code_place(error: BaseException) -> Optional[str]:
+    """``FILE:LINE`` of the innermost traceback frame in users' own code, or None."""
+    place, frame = None, error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__", "").startswith(USER_CODE_PACKAGE_PREFIX):
+            place = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}"
+        frame = frame.tb_next
+    return place
 
 
 def run_cli(
@@ -121,6 +157,9 @@ def run_cli(
         message = user_error_message(error, memory_hint)
         if message is None or DEBUG_FLAG in argv:
             raise
+        place = user_code_place(error)
+        if place is not None:
+            message = f"{message} (raised in {place}; {DEBUG_FLAG} shows the traceback)"
         _say(f"error: {message}")
         sys.exit(EXIT_USER_ERROR)
 

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -78,11 +79,20 @@ def defaults(config_class: type) -> dict[str, Any]:
     return dataclasses.asdict(config_class())
 
 
+# A value holding " key.sub=": several overrides quoted into one word ("a=1 b=2").
+SEVERAL_OVERRIDES = re.compile(r"\s[A-Za-z_]\w*(\.\w+)*=")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"runner.total_steps=1000"`` -> (["runner", "total_steps"], 1000)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"override {text!r} must look like key.sub=value")
+    if SEVERAL_OVERRIDES.search(value):
+        raise ValueError(
+            f"override {text!r} holds several KEY=VALUE in one word (quoted together?): give each its own word, "
+            f"-o {' '.join(text.split())}"
+        )
     parsed = parse_yaml(value, f"override {text!r}") if value.strip() else ""
     return key.strip().split("."), parsed
 

@@ -19,9 +19,11 @@ def linear_warmup_decay(
     if not 0 <= warmup_steps <= total_steps:
         raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_warmup_decay_factor(step, warmup_steps, total_steps))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def linear_warmup_decay_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The share of the optimizer's lr that update ``step`` (0-based) uses (see linear_warmup_decay)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))

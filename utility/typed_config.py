@@ -95,6 +95,8 @@ def _typed(hint: Any, value: Any, name: str) -> Any:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise SettingTypeError(f"{name} must be a number, got {value!r}")
+    if expected is list and isinstance(value, str):
+        raise SettingTypeError(f"{name} must be a list, got {value!r}: write a list in brackets, [{value}]")
     if expected in (int, bool, str, list, dict) and (
         not isinstance(value, expected) or (expected is int and isinstance(value, bool))
     ):

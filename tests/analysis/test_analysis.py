@@ -113,8 +113,8 @@ def test_phone_tsne_png(tmp_path, tiny_checkpoint):
             str(tiny_checkpoint),
             "--level",
             "frame",
-            "--subsets",
-            "dev-clean",
+            "-o",
+            "data.subsets=[dev-clean]",
             "--max-frames",
             "120",
             "--output",
@@ -317,3 +317,17 @@ def test_a_checkpoint_and_corpus_are_keyed_by_content_and_identity_not_spelling(
     same = run(str(tmp_path / "moved.ckpt"), str(tmp_path / "corpus"))
     assert key == cell_key(same, upstream_content(same["upstream_ckpt"]))
     assert key != cell_key(run("model.ckpt", "corpus"), upstream_content("other.ckpt"))
+
+
+def test_proportions_that_train_on_the_same_utterances_are_named():
+    from analysis.proportion import same_subsets
+
+    def row(proportion, count, upstream="fbank"):
+        return {"upstream": upstream, "task": "phone_linear", "train_proportion": proportion, "train_utterances": count}
+
+    rows = [row(0.001, 9), row(0.01, 9), row(0.1, 9), row(1.0, 60), row(0.1, 6, "mel"), row(1.0, 60, "mel")]
+    lines = same_subsets(rows)
+    assert lines == [
+        "phone_linear, fbank: proportions 0.001, 0.01, 0.1 all trained on the same 9 utterances (every class keeps one "
+        "utterance at least): one point, not a trend; use a larger corpus or larger proportions"
+    ]

@@ -243,3 +243,37 @@ def test_a_pooled_probe_on_per_utterance_normalised_features_stops_with_the_reas
     # The same features without CMVN pool to different vectors and train.
     results = train("speaker_utterance", tmp_path / "mel_raw", upstream=["-u", "mel_raw"])
     assert results["steps"] == 4
+
+
+def _own_example_task(tmp_path: Path, old: str, new: str) -> Path:
+    """downstream/example copied to a tasks folder of one's own, with ``old`` in its dataset.py
+    replaced by ``new``."""
+    tasks = tmp_path / "tasks"
+    shutil.copytree(TASKS_DIR / "example", tasks / "mine", ignore=shutil.ignore_patterns("__pycache__"))
+    dataset = tasks / "mine" / "dataset.py"
+    assert old in dataset.read_text()
+    dataset.write_text(dataset.read_text().replace(old, new))
+    return tasks
+
+
+def test_an_error_in_ones_own_dataset_py_names_its_file_and_line(tmp_path, capsys):
+    from faults import assert_one_line_error
+    from utility.cli import run_cli
+
+    tasks = _own_example_task(tmp_path, "    counts = [", '    ["sil"].index("pau")\n    counts = [')
+    line = next(n for n, text in enumerate((tasks / "mine" / "dataset.py").read_text().splitlines(), 1) if "pau" in text)
+    args = ["-u", "fbank", "-d", "mine", "--tasks-dir", str(tasks), "-p", str(tmp_path / "exp"), "-o", *tiny_overrides("example")]
+    with pytest.raises(SystemExit):
+        run_cli(run_downstream.main, args)
+    assert_one_line_error(capsys.readouterr().err, "'pau' is not in list", f"(raised in {tasks / 'mine' / 'dataset.py'}:{line};")
+
+
+def test_a_frame_task_without_grid_align_is_named_before_extraction(tmp_path):
+    tasks = _own_example_task(
+        tmp_path, 'targets.append(grid.align(labels, self.num_samples, f"tone-{seed}"))', "targets.append(labels)"
+    )
+    args = ["-u", "fbank", "-d", "mine", "--tasks-dir", str(tasks), "-p", str(tmp_path / "exp"), "-o", *tiny_overrides("example")]
+    with pytest.raises(
+        ValueError, match=r"task mine: the train target of tone-0 has 100 labels, but the upstream gives 98 frames .* grid.align"
+    ):
+        run_downstream.main(args)

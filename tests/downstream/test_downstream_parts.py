@@ -347,3 +347,50 @@ def test_the_weighted_sum_finds_the_one_informative_layer():
     # Within noise: the standard error of an accuracy near 0.85 on 2,000 test items is 0.008.
     assert mixed >= alone - 0.02, (mixed, alone, weights)
     assert weights[carrier] == max(weights) and weights[carrier] > 0.6, weights
+
+
+def test_a_corpus_without_audio_or_alignments_names_the_real_problem(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"subset 'train-clean-100' not found"):  # not "no phones.txt"
+        load_phone_splits(PhoneDataConfig(root=str(empty)))
+    root = copy_corpus(tmp_path)
+    shutil.rmtree(root / "alignments")
+    with pytest.raises(FileNotFoundError, match=r"no phone labels for train-clean-100: .* python -m corpora.alignments"):
+        load_phone_splits(PhoneDataConfig(root=str(root)))
+    (root / "phones.txt").unlink()
+    with pytest.raises(ValueError, match=r"no phone list .*phones.txt: .*python -m corpora.alignments"):
+        load_phone_splits(PhoneDataConfig(root=str(root)))
+
+
+def test_the_default_experiment_name_tells_layer_fine_tune_and_seed_apart():
+    from downstream.commands import DEFAULT_SEED, default_name
+    from downstream.probe_checkpoint import RunSpec
+
+    def name(layer=None, fine_tune=False, seed=DEFAULT_SEED):
+        return default_name(RunSpec("phone_linear", "aalbert_3L", "a.ckpt", layer, fine_tune, seed, {}))
+
+    assert name() == "phone_linear_aalbert_3L"  # the quick start's folder, as before
+    names = [name(), name(layer=-1), name(layer=0), name(fine_tune=True), name(seed=2), name(layer=2, fine_tune=True)]
+    assert len(set(names)) == len(names), names
+    assert name(layer=-1, fine_tune=True, seed=7) == "phone_linear_aalbert_3L_layer-1_finetune_seed7"
+
+
+def test_a_tasks_dir_of_ones_own_keeps_the_built_in_tasks(tmp_path):
+    tasks = tmp_path / "mytasks"
+    write_task(tasks / "phone_wide", {"config.yaml": "extends: phone_linear\nrunner:\n  total_steps: 3\n"})
+    write_task(tasks / "phone_typo", {"config.yaml": "extends: phone_lineer\n"})
+    folders = task_folders(tasks)
+    assert folders["phone_wide"] == tasks / "phone_wide" and folders["example"] == TASKS_DIR / "example"
+    assert load_task("phone_wide", tasks).config_files == (
+        TASKS_DIR / "phone_linear" / "config.yaml",
+        tasks / "phone_wide" / "config.yaml",
+    )
+    assert load_task("example", tasks).folder == TASKS_DIR / "example"
+    with pytest.raises(
+        ValueError, match=r"phone_typo/config.yaml: 'extends: phone_lineer' names no task; available tasks: .*phone_linear"
+    ):
+        load_task("phone_typo", tasks)
+    # A task of the same name as a built-in one takes its place.
+    shutil.copytree(TASKS_DIR / "example", tasks / "speaker_frame", ignore=shutil.ignore_patterns("__pycache__"))
+    assert task_folders(tasks)["speaker_frame"] == tasks / "speaker_frame"

@@ -409,3 +409,15 @@ def test_resume_refuses_another_model_and_non_training_checkpoints(trained, tmp_
         run_pretrain.main(["-u", "aalbert_3L", "-p", str(trained.experiment)])
     with pytest.raises(ValueError, match="cannot change the model"):
         run_pretrain.main(["-e", str(trained.experiment), "-o", "model.encoder.num_layers=6"])
+
+
+def test_stop_at_step_says_how_to_continue_and_a_longer_schedule_is_announced(tmp_path, capsys):
+    folder = tmp_path / "run"
+    settings = overrides("runner.total_steps=2", "runner.save_step=1", "corpus.dev_subsets=[]")
+    half = run_pretrain.main(["-u", "aalbert_3L", "-p", str(folder), "--stop-at-step", "1", *settings])
+    assert not half.finished
+    assert f"stopped at step 1 of 2; continue with -e {folder}" in capsys.readouterr().out
+    assert run_pretrain.main(["-e", str(folder)]).finished
+    longer = run_pretrain.main(["-e", str(folder), "-o", "runner.total_steps=4"])
+    assert longer.step == 4
+    assert "runner.total_steps changes from 2 to 4: the learning-rate schedule is laid anew" in capsys.readouterr().out

@@ -109,7 +109,8 @@ def test_layouts_s3prl_cannot_express_are_refused_with_the_reason(tmp_path):
     with pytest.raises(
         ValueError,
         match=r"cannot be written in s3prl 0.4.18's format: it stacks 3 frames per step .*"
-        r"its log-mel front end does not scale waveforms",
+        r"pretrain with -o model.encoder.downsample_rate=1\); its log-mel front end does not scale waveforms "
+        r"\(model.frontend.target_level_db: null\).* -o model.frontend.target_level_db=-25",
     ):
         export_s3prl(preset, tmp_path / "out.ckpt")
     factorised = tiny_config(downsample_rate=1, input_dim=80, embedding_size=16)

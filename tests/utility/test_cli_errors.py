@@ -141,6 +141,17 @@ MISTAKES = [
         [*PRETRAIN, "-o", "runner.total_steps={a: 1, a: 2}"],
         "override 'runner.total_steps={a: 1, a: 2}' line 1, column 8: not valid YAML: key 'a' given twice",
     ),
+    (
+        run_pretrain.main,
+        [*PRETRAIN, "-o", "runner.total_steps=5 runner.log_step=2"],
+        "in one word (quoted together?): give each its own word, -o runner.total_steps=5 runner.log_step=2",
+    ),
+    (run_pretrain.main, [*PRETRAIN, "-o", "corpus.subsets=train-clean-100"], "write a list in brackets, [train-clean-100]"),
+    (
+        run_downstream.main,
+        ["-u", "aalbert_3L", "-k", "no/such.ckpt", "-d", "phone_linear", "-p", "OUT"],
+        "checkpoint not found: no/such.ckpt (relative to the working directory",
+    ),
     # Not an abbreviation of --tasks-dir: every option is written out.
     (run_downstream.main, ["-u", "fbank", "--task", "phone_linear", "-p", "OUT"], "unrecognized arguments: --task"),
     (run_pretrain.main, [*PRETRAIN, "--stop", "3"], "unrecognized arguments: --stop"),
@@ -155,7 +166,16 @@ MISTAKES = [
     (report.main, ["-u", "fbank", "-p", "OUT", "--speed-utterances", "0"], "--speed-utterances must be at least 1"),
     (layerwise.main, ["-u", "fbank", "-d", "speaker_frame", "-p", "OUT", "-o", "runner.total_stepz=1"], "no key 'total_stepz'"),
     (proportion.main, ["-u", "fbank", "fbank", "-p", "OUT"], "upstream label(s) ['fbank'] given twice"),
-    (tsne.main, ["-u", "fbank", "--root", "TMP/nowhere"], "corpus root not found"),
+    (tsne.main, ["-u", "fbank", "-o", "data.root=TMP/nowhere"], "corpus root not found"),
+    # -o means overrides in every command; the picture file is --output, and the old flags say so.
+    (tsne.main, ["-u", "fbank", "-o", "TMP/t.png"], "'TMP/t.png' is no override: write the output file as --output"),
+    (tsne.main, ["-u", "fbank", "--root", "TMP"], "--root is now -o data.root=DIR"),
+    (tsne.main, ["-u", "fbank", "-o", "data.rooot=TMP"], "no key 'rooot' at data"),
+    # No picture over an input: the checkpoint, the audio, the label and phone files.
+    (tsne.main, ["-u", "aalbert_3L", "-k", "TMP/tiny.ckpt", "--output", "TMP/tiny.ckpt"], "--output TMP/tiny.ckpt is one of"),
+    (tsne.main, ["-u", "fbank", "--level", "frame", "--output", str(REPO / "data/demo/phones.txt")], "one of this command"),
+    (attention_map.main, ["-u", "aalbert_3L", "--audio", "TMP/tiny.wav", "--output", "TMP/tiny.wav"], "one of"),
+    (attention_map.main, ["-u", "aalbert_3L", "-k", "TMP/tiny.ckpt", "--audio", AUDIO, "--output", "TMP/tiny.ckpt"], "one of"),
     (attention_map.main, ["-u", "aalbert_3L", "--audio", "TMP/missing.flac"], "audio file not found"),
     (attention_map.main, ["-u", "aalbert_3L", "--audio", AUDIO, "--layer", "9"], "--layer must be in [1, 3]"),
 ]

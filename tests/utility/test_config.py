@@ -34,7 +34,7 @@ def test_a_variant_runs_its_base_code_with_its_own_settings(tmp_path):
     with pytest.raises(ValueError, match=r"broken is missing dataset.py, expert.py.*extends: TASK"):
         load_task("tones", tasks)
     (tasks / "broken" / "config.yaml").write_text("extends: nowhere\n")
-    with pytest.raises(ValueError, match="unknown task 'nowhere'"):
+    with pytest.raises(ValueError, match=r"broken/config.yaml: 'extends: nowhere' names no task"):
         load_task("broken", tasks)
     (tasks / "broken" / "config.yaml").write_text("extends: tones\nexpert:\n  hidden_size: 4\n")
     assert load_task_config(load_task("broken", tasks))["expert"]["hidden_size"] == 4

@@ -47,32 +47,39 @@ def export_problems(config: UpstreamConfig) -> list[str]:
     problems = []
     if encoder.downsample_rate != 1:
         problems.append(
-            f"it stacks {encoder.downsample_rate} frames per step (encoder.downsample_rate={encoder.downsample_rate}) and "
-            f"s3prl {S3PRL_VERSION}'s TransformerModel has no frame stacking (pretrain with encoder.downsample_rate=1)"
+            f"it stacks {encoder.downsample_rate} frames per step (model.encoder.downsample_rate={encoder.downsample_rate}) and "
+            f"s3prl {S3PRL_VERSION}'s TransformerModel has no frame stacking (pretrain with -o model.encoder.downsample_rate=1)"
         )
     if encoder.embedding_size:
         problems.append(
-            f"it has a factorised input projection (encoder.embedding_size={encoder.embedding_size}), which s3prl lacks"
+            f"it has a factorised input projection (model.encoder.embedding_size={encoder.embedding_size}), which s3prl lacks"
         )
     if frontend.sample_rate != 16000:
         problems.append(f"it takes {frontend.sample_rate} Hz audio; s3prl's upstreams take 16000 Hz")
     if frontend.feature == "logmel":
         if frontend.target_level_db is None:
             problems.append(
-                "its log-mel front end does not scale waveforms (frontend.target_level_db: null), while s3prl's always "
-                "scales each one to audio.target_level dB first (pretrain with frontend.target_level_db=-25, s3prl's value)"
+                "its log-mel front end does not scale waveforms (model.frontend.target_level_db: null), while s3prl's "
+                "always scales each one to audio.target_level dB first (pretrain with -o model.frontend.target_level_db=-25, "
+                "s3prl's value)"
             )
         if frontend.n_freq != 201:
-            problems.append(f"it has n_freq={frontend.n_freq}; s3prl builds its mel filters for 201 frequency bins")
+            problems.append(
+                f"it has model.frontend.n_freq={frontend.n_freq}; s3prl builds its mel filters for 201 frequency bins"
+            )
     else:
         if frontend.target_level_db is not None:
-            problems.append("its Kaldi fbank front end scales waveforms (frontend.target_level_db), which s3prl's never does")
+            problems.append(
+                "its Kaldi fbank front end scales waveforms (model.frontend.target_level_db), which s3prl's never does"
+            )
         options = frontend.kaldi_options
         if (frontend.win_ms, frontend.hop_ms) != (
             float(options.get("frame_length", 25.0)),
             float(options.get("frame_shift", 10.0)),
         ):
-            problems.append("its win_ms / hop_ms differ from kaldi_options frame_length / frame_shift")
+            problems.append(
+                "its model.frontend.win_ms / hop_ms differ from model.frontend.kaldi_options frame_length / frame_shift"
+            )
     return problems
 
 
