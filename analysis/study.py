@@ -23,8 +23,11 @@ setting: give another ``-p`` for other settings.
    starts, from ``--random-seeds`` seeds (``OUT/random/<upstream>_seed<k>.ckpt``);
 4. probes on the evaluation corpus: the learned weighted sum for every pretrained checkpoint
    and every random network, each with ``--probe-seeds`` probe seeds; each hidden state alone
-   for the first pretrained checkpoint and the first random network (first probe seed);
-5. ``OUT/report.md``: mean +- standard deviation, the difference with Welch's 95 % interval,
+   for the first pretrained checkpoint and the first random network (first probe seed); the
+   surface baselines (``analysis/baselines.py``: fbank, mel, mel_raw, the pretrained network's
+   own input) with the same probes; every probe stops on a dev plateau;
+5. ``OUT/report.md``: mean +- standard deviation, the difference with Welch's 95 % interval
+   against random weights and against the best surface baseline, probes not converged,
    layer by layer, the families side by side, plots. The unit of the comparison is the network
    (its probes averaged over probe seeds) once both groups have two networks or more: probes of
    one network share its weights, so they are not independent draws of what pretraining gives.
@@ -363,10 +366,9 @@ def probe_all(
             (upstream, "pretrained", run.seed, run.first, UpstreamChoice(upstream, str(run.best), f"{run.label}_pretrained"))
             for run in runs
         ]
-        models += [
-            (upstream, "random", seed, seed == plan.random_seeds[0], UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}"))
-            for seed, path in zip(plan.random_seeds, random[upstream])
-        ]
+        for seed, path in zip(plan.random_seeds, random[upstream]):
+            choice = UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}")
+            models.append((upstream, "random", seed, seed == plan.random_seeds[0], choice))
     # The surface features, probed exactly like the networks (their own family in the tables).
     first_runs = [str(runs[0].best) for runs in pretrained.values() if runs]
     models += [(choice.label, "baseline", None, False, choice) for choice in baseline_choices(first_runs)]
@@ -512,7 +514,8 @@ def baseline_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def unconverged(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Probes whose best dev score came at their last evaluation: they may still have been improving."""
     return [
-        f"{row['task']} / {row['upstream']} / {row['layer']} (probe seed {row['probe_seed']}): best step {row['best_step']} of {row['steps']}"
+        f"{row['task']} / {row['upstream']} / {row['layer']} (probe seed {row['probe_seed']}): "
+        f"best step {row['best_step']} of {row['steps']}"
         for row in rows
         if not row["converged"]
     ]

@@ -16,6 +16,8 @@ from utility.checkpoint_keeper import CheckpointKeeper, check_resumes_the_newest
 from utility.process_group import cleanup_distributed, init_distributed
 from utility.schedule import linear_warmup_decay_factor
 
+from .corpus_stats import with_corpus_statistics
+from .data import BatchMaker, select_utterances
 from .settings import PATH_SETTINGS, RENAMED, RESUME_FIXED, RESUME_RESTORED, PretrainSettings, load_settings, stored_settings
 from .state import SECTION, read_resume_checkpoint
 from .trainer import PretrainOutcome, Pretrainer
@@ -87,6 +89,9 @@ def pretrain(
             settings = load_settings(upstream, config_file, overrides)
             lock = ExperimentLock(folder).acquire() if context.is_main else None
             _refuse_a_used_folder(folder)
+            if settings.data.corpus_cmvn:
+                utterances = select_utterances(settings, settings.corpus.subsets, BatchMaker(settings).min_samples())
+                settings = with_corpus_statistics(settings, utterances)
             checkpoint = None
             schedule_note = None
         # The trainer indexes the corpus first: a missing corpus or unusable audio stops the run

@@ -37,7 +37,7 @@ RENAMED = {
 
 # Settings a resumed run cannot change (``-o`` or ``--seed``): they fix the corpus split, the
 # held-out set's crops and masks that pick best.ckpt, and every random draw of the exact resume.
-RESUME_FIXED = ("runner.seed", "corpus", "masking", "data.max_seconds")
+RESUME_FIXED = ("runner.seed", "corpus", "masking", "data.max_seconds", "data.corpus_cmvn", "data.corpus_cmvn_utterances")
 # Paths stored absolute (``utility.config.absolute_paths``): -e from another folder reads the same data.
 PATH_SETTINGS = ("corpus.root",)
 # Settings a resumed run restores from its checkpoint (AdamW's learning rate, betas, eps and
@@ -67,10 +67,16 @@ class DataSettings:
     max_seconds: float = 15.0  # longer utterances are randomly cropped to this (a new crop each time)
     bucket_batches: int = 50  # length bucketing: sort this many batches' worth of utterances by length
     num_workers: int = 2  # DataLoader workers computing features and masks
+    # Standardise inputs and targets with statistics of the training corpus instead of per
+    # utterance (pretrain/corpus_stats.py): keeps the spectral mean, the speaker's strongest cue.
+    corpus_cmvn: bool = False
+    corpus_cmvn_utterances: int = 200  # training utterances the statistics are taken from
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.bucket_batches < 1 or self.num_workers < 0:
             raise ValueError("data.batch_size and data.bucket_batches must be >= 1, data.num_workers >= 0")
+        if self.corpus_cmvn_utterances < 1:
+            raise ValueError(f"data.corpus_cmvn_utterances must be >= 1, got {self.corpus_cmvn_utterances}")
         if self.max_seconds <= 0:
             raise ValueError(f"data.max_seconds must be > 0, got {self.max_seconds}")
 

@@ -42,6 +42,11 @@ class FrontendConfig:
     # Pretraining reconstruction target: log linear spectrogram (the papers' large models)
     # or the log-mel input itself (their base models).
     target: str = "linear"
+    # Fixed per-dimension statistics of a corpus ({input_mean, input_std, target_mean,
+    # target_std}, set by pretraining with data.corpus_cmvn): inputs and targets are standardised
+    # with them instead of per utterance, which keeps what differs between utterances (the
+    # spectral mean: speaker and channel) at the same scale. None: not used; exclusive with cmvn.
+    corpus_stats: Optional[dict[str, list[float]]] = None
 
     def __post_init__(self) -> None:
         check_choice("frontend.feature", self.feature, FEATURE_KINDS)
@@ -53,6 +58,23 @@ class FrontendConfig:
                 raise ValueError(f"frontend.{name} must be > 0, got {getattr(self, name)}")
         if self.n_freq < 2 or self.log_floor < 0:
             raise ValueError(f"frontend.n_freq must be >= 2 and log_floor >= 0, got {self.n_freq} and {self.log_floor}")
+        if self.corpus_stats is not None:
+            self._check_corpus_stats()
+
+    def _check_corpus_stats(self) -> None:
+        if self.cmvn:
+            raise ValueError("frontend.corpus_stats replaces per-utterance CMVN: set frontend.cmvn to false with it")
+        sizes = {"input_mean": self.feature_dim, "input_std": self.feature_dim}
+        sizes.update({"target_mean": self.target_dim, "target_std": self.target_dim})
+        stats = self.corpus_stats
+        if not isinstance(stats, dict) or set(stats) != set(sizes):
+            raise ValueError(f"frontend.corpus_stats must map exactly {sorted(sizes)} to lists of numbers")
+        for key, size in sizes.items():
+            values = stats[key]
+            if not isinstance(values, list) or len(values) != size or not all(isinstance(v, (int, float)) for v in values):
+                raise ValueError(f"frontend.corpus_stats.{key} must be a list of {size} numbers")
+            if key.endswith("std") and min(values) <= 0:
+                raise ValueError(f"frontend.corpus_stats.{key} must be > 0 everywhere")
 
     @property
     def hop_length(self) -> int:

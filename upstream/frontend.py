@@ -53,6 +53,9 @@ class FeatureExtractor(nn.Module):
             mel_scale="htk",
         )
         self.register_buffer("mel_filters", mel_filters, persistent=False)  # (n_freq, n_mels)
+        stats = config.corpus_stats or {}
+        for name, values in stats.items():  # (dim,) each: corpus statistics, see FrontendConfig
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32), persistent=False)
 
     def min_samples(self, frames: int = 1) -> int:
         """Shortest waveform that is at least one analysis window long and gives ``frames`` frames."""
@@ -89,13 +92,13 @@ class FeatureExtractor(nn.Module):
             power = self._power_spectrogram(wavs)  # (batch, n_freq, frames)
             base = self._log(torch.matmul(power.transpose(1, 2), self.mel_filters).transpose(1, 2))
 
-        inputs = self._finish(base, lengths, cfg.delta_order)
+        inputs = self._finish(base, lengths, cfg.delta_order, "input")
         targets = None
         if with_target:
             if power is None:
                 raise ValueError("pretraining targets need frontend.feature='logmel'")
             target_base = self._log(power) if cfg.target == "linear" else base
-            targets = self._finish(target_base, lengths, delta_order=0)
+            targets = self._finish(target_base, lengths, 0, "target")
         return Features(inputs=inputs, lengths=lengths, targets=targets)
 
     def _power_spectrogram(self, wavs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -118,8 +121,9 @@ class FeatureExtractor(nn.Module):
     def _log(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.config.log_floor).log()
 
-    def _finish(self, base: torch.Tensor, lengths: torch.Tensor, delta_order: int) -> torch.Tensor:
-        """(batch, dim, frames) -> deltas, CMVN, zeroed padding -> (batch, frames, dim')."""
+    def _finish(self, base: torch.Tensor, lengths: torch.Tensor, delta_order: int, kind: str) -> torch.Tensor:
+        """(batch, dim, frames) -> deltas, CMVN (per utterance, or with the corpus statistics of
+        ``kind``: input or target), zeroed padding -> (batch, frames, dim')."""
         num_frames = base.shape[-1]
         # Repeat each item's last real frame over its padding so deltas see the same edge as alone.
         last = (lengths - 1).clamp(min=0)
@@ -136,4 +140,7 @@ class FeatureExtractor(nn.Module):
             # Unbiased standard deviation, as torch.std (and s3prl) computes it.
             var = ((x - mean).pow(2) * mask).sum(-1, keepdim=True) / (count - 1).clamp(min=1)
             x = (x - mean) / (var.sqrt() + self.config.log_floor)
+        elif self.config.corpus_stats is not None:
+            mean, std = getattr(self, f"{kind}_mean"), getattr(self, f"{kind}_std")
+            x = (x - mean[None, :, None]) / std[None, :, None]
         return (x * mask).transpose(1, 2).contiguous()

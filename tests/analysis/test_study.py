@@ -55,7 +55,7 @@ def test_the_report_compares_pretrained_with_random_over_seeds(study_run):
     text = path.read_text()
     assert "python -m analysis.study " in text and "--random-seeds 11 12" in text
     rows = json.loads((path.parent / "probes.json").read_text())
-    weighted = [r for r in rows if r["layer"] == "weighted_sum"]
+    weighted = [r for r in rows if r["layer"] == "weighted_sum" and r["kind"] != "baseline"]
     assert sorted((r["kind"], r["upstream_seed"], r["probe_seed"]) for r in weighted) == sorted(
         [("pretrained", 1337, 1), ("pretrained", 1337, 2)] + [("random", s, p) for s in (11, 12) for p in (1, 2)]
     )  # the pretrained network's seed: the recipe's runner.seed
@@ -65,6 +65,27 @@ def test_the_report_compares_pretrained_with_random_over_seeds(study_run):
     assert layers == {(kind, seed, f"layer_{i}") for kind, seed in (("pretrained", 1337), ("random", 11)) for i in range(4)}
     for picture in ("learning_curves.png", "layerwise.png"):
         assert f"]({picture})" in text and (path.parent / picture).is_file()
+
+
+def test_surface_baselines_are_probed_like_the_networks_and_the_best_one_is_compared(study_run):
+    _, path = study_run
+    text = path.read_text()
+    rows = json.loads((path.parent / "probes.json").read_text())
+    baselines = sorted((r["upstream"], r["probe_seed"]) for r in rows if r["kind"] == "baseline")
+    # mel is left out of a pooled task: every utterance's mean is zero after per-utterance CMVN.
+    assert baselines == sorted((name, seed) for name in ("fbank", "mel_raw", "model_input") for seed in (1, 2))
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        if row["kind"] == "baseline":
+            values.setdefault(row["upstream"], []).append(row["test"])
+    best = max(values, key=lambda name: sum(values[name]))
+    assert "## Surface baselines" in text and "| aalbert_3L | speaker_utterance |" in text
+    assert f" {best} " in text.split("## Surface baselines")[0]  # named in the comparison table
+    for row in rows:  # every probe says whether it stopped on a plateau, and its standard error
+        assert row["converged"] == (row["best_step"] < row["steps"])
+        items = 1 / (row["test_se"] ** 2 / (row["test"] * (1 - row["test"]))) if 0 < row["test"] < 1 else None
+        assert items is None or round(items) == 10  # the demo's speaker test split: 10 utterances
+    assert "## Convergence" in text and "**Not converged**" in text  # 2-update probes end at their best
 
 
 def test_learning_curve_and_crossings_come_from_the_checkpoints(study_run):

@@ -118,6 +118,12 @@ def test_layouts_s3prl_cannot_express_are_refused_with_the_reason(tmp_path):
     path = save_upstream(Upstream(factorised), tmp_path / "factorised.ckpt", name="x")
     with pytest.raises(ValueError, match="factorised input projection"):
         export_s3prl(path, tmp_path / "out.ckpt")
+    standardised = tiny_config(downsample_rate=1, input_dim=80)
+    stats = {"input_mean": [0.0] * 80, "input_std": [1.0] * 80, "target_mean": [0.0] * 201, "target_std": [1.0] * 201}
+    standardised.frontend = FrontendConfig(**{**S3PRL_LOG_MEL, "cmvn": False, "corpus_stats": stats})
+    path = save_upstream(Upstream(standardised), tmp_path / "standardised.ckpt", name="x")
+    with pytest.raises(ValueError, match=r"corpus statistics \(model.frontend.corpus_stats, from data.corpus_cmvn\)"):
+        export_s3prl(path, tmp_path / "out.ckpt")
     baseline = save_upstream(build_upstream("fbank"), tmp_path / "fbank.ckpt", name="fbank")
     with pytest.raises(ValueError, match="plain-feature baseline, with no Transformer weights"):
         export_s3prl(baseline, tmp_path / "out.ckpt")
@@ -145,4 +151,5 @@ def test_encoder_config_fields_all_reach_the_file():
         "max_frames",
     }
     assert set(EncoderConfig.__dataclass_fields__) == handled
-    assert UpstreamConfig.__dataclass_fields__.keys() == {"family", "frontend", "encoder"}
+    # stack belongs to plain-feature baselines, which are refused (no Transformer weights).
+    assert UpstreamConfig.__dataclass_fields__.keys() == {"family", "frontend", "encoder", "stack"}

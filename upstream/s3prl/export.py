@@ -56,6 +56,11 @@ def export_problems(config: UpstreamConfig) -> list[str]:
         )
     if frontend.sample_rate != 16000:
         problems.append(f"it takes {frontend.sample_rate} Hz audio; s3prl's upstreams take 16000 Hz")
+    if frontend.corpus_stats is not None:
+        problems.append(
+            "it standardises features with corpus statistics (model.frontend.corpus_stats, from data.corpus_cmvn), "
+            "which s3prl's front ends cannot apply"
+        )
     if frontend.feature == "logmel":
         if frontend.target_level_db is None:
             problems.append(

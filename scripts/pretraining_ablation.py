@@ -1,0 +1,199 @@
+"""Pretraining ablation: which settings make masked acoustic modelling learn features that a
+probe prefers to the surface features they are computed from?
+
+    python scripts/pretraining_ablation.py -p result/ablation --pretrain-corpus PRETRAIN_ROOT \\
+        --eval-corpus DEV_ROOT --steps 2000 --variants base span3 span3_raw span3_corpus
+
+Each variant is ``aalbert_3L`` with ``pretrain/recipes/cpu_small.yaml`` plus the variant's
+overrides (``VARIANTS``), pretrained for ``--steps`` updates on the pretraining corpus in
+``OUT/pretrain/<variant>`` (resumable: rerun the same command; a folder made with other settings
+is refused, naming the setting). Each variant's ``best.ckpt`` (the learned weighted sum of its
+hidden states) and the surface baselines (``analysis/baselines.py``: fbank, mel, mel_raw and
+each variant's own input) are probed on the evaluation corpus with the study's protocol (probes
+stop on a dev plateau) in ``OUT/probes``; ``OUT/ablation.md`` tables them with each variant's
+held-out masked L1 and where it beats the trivial predictors.
+
+Choose a variant on a development corpus and report final numbers on another one: the
+evaluation corpora of both should share no speaker with the pretraining corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import utility.openmp_wait  # noqa: E402,F401  (first: OpenMP reads its wait policy when torch loads)
+
+from analysis.baselines import baseline_choices, probes_with  # noqa: E402
+from analysis.cells import Cell, ProbeSettings, UpstreamChoice, own_outdir, result_row, run_cell  # noqa: E402
+from analysis.study import (  # noqa: E402
+    DEFAULT_PROBE_OVERRIDES,
+    StudyPlan,
+    check_pretraining,
+    learning_curve,
+    pretrain_all,
+)
+from analysis.tables import markdown_table, report_header, write_table  # noqa: E402
+from pretrain.baselines import PREDICTORS  # noqa: E402
+from upstream import build_upstream  # noqa: E402
+from utility.cli import ArgumentParser, add_override_option, run_cli  # noqa: E402
+
+UPSTREAM = "aalbert_3L"
+RECIPE = Path(__file__).resolve().parent.parent / "pretrain" / "recipes" / "cpu_small.yaml"
+# name -> overrides on top of the recipe (R = 3, one stacked step masked per span, per-utterance CMVN).
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "base": (),
+    "span3": ("masking.span=3",),  # 3 consecutive stacked steps (90 ms) per span: interpolation no longer solves it
+    "span3_raw": ("masking.span=3", "model.frontend.cmvn=false"),  # and no per-utterance CMVN: the spectral mean stays
+    # Standardised with the training corpus's statistics instead: the mean stays, at unit scale.
+    "span3_corpus": ("masking.span=3", "data.corpus_cmvn=true"),
+    # The papers' framing: one frame per 10 ms, 7-frame spans; attention over whole utterances (15 s).
+    "r1_span7_raw": (
+        "model.encoder.downsample_rate=1",
+        "masking.span=7",
+        "model.frontend.cmvn=false",
+        "model.encoder.max_frames=1500",
+    ),
+}
+DEFAULT_TASKS = ("phone_1hidden", "speaker_utterance")
+ROW_COLUMNS = ["task", "representation", "kind", "test", "test SE", "dev", "best step / steps"]
+
+
+def plan_for(args: argparse.Namespace, variant: str) -> StudyPlan:
+    """The study plan whose pretraining stage trains one variant (its folder: OUT/pretrain/<variant>)."""
+    return StudyPlan(
+        outdir=args.outdir / "variants" / variant,
+        pretrain_corpus=args.pretrain_corpus,
+        eval_corpus=args.eval_corpus,
+        recipe=RECIPE,
+        upstreams=(UPSTREAM,),
+        steps=args.steps,
+        minutes=None,
+        tasks=tuple(args.tasks),
+        probe_seeds=tuple(args.probe_seeds),
+        random_seeds=(),
+        probe_overrides=(),
+        pretrain_overrides=(*VARIANTS[variant], *args.pretrain_override),
+        device=args.device,
+        pretrain_seeds=(args.pretrain_seed,),
+    )
+
+
+def summary_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per task and representation: test mean +- sd over probe seeds and the rest."""
+    table = []
+    for task in dict.fromkeys(row["task"] for row in rows):
+        for label in dict.fromkeys(row["upstream"] for row in rows if row["task"] == task):
+            mine = [row for row in rows if row["task"] == task and row["upstream"] == label]
+            tests = [row["test"] for row in mine]
+            errors = [row["test_se"] for row in mine if row["test_se"] is not None]
+            table.append(
+                {
+                    "task": task,
+                    "representation": label,
+                    "kind": mine[0]["kind"],
+                    "test": f"{statistics.mean(tests):.4f}" + (f" +- {statistics.stdev(tests):.4f}" if len(tests) > 1 else ""),
+                    "test SE": f"{statistics.mean(errors):.4f}" if errors else "n/a",
+                    "dev": statistics.mean(row["dev"] for row in mine),
+                    "best step / steps": ", ".join(f"{row['best_step']}/{row['steps']}" for row in mine),
+                }
+            )
+    return table
+
+
+def run(args: argparse.Namespace, command: str) -> Path:
+    out: Path = args.outdir
+    plans = {variant: plan_for(args, variant) for variant in args.variants}
+    for plan in plans.values():
+        check_pretraining(plan)
+    with own_outdir(out):
+        curves, models = {}, []
+        for variant, plan in plans.items():
+            run = pretrain_all(plan, [])[UPSTREAM][0]
+            curves[variant] = learning_curve(run.folder)
+            models.append(("variant", UpstreamChoice(UPSTREAM, str(run.best), variant)))
+        models += [("baseline", choice) for choice in baseline_choices([choice.ckpt for _, choice in models])]
+        rows = []
+        for kind, choice in models:
+            model = build_upstream(choice.name, choice.ckpt)
+            for probe_seed in args.probe_seeds:
+                settings = ProbeSettings(
+                    overrides=[f"data.root={args.eval_corpus}", *DEFAULT_PROBE_OVERRIDES, *args.override],
+                    seed=probe_seed,
+                    device=args.device,
+                )
+                for task in args.tasks:
+                    if probes_with(choice, task, settings.tasks_dir):
+                        cell = Cell(task, choice)
+                        results = run_cell(cell, out / "probes" / f"seed{probe_seed}", settings, model)
+                        rows.append({**result_row(cell, results), "kind": kind, "probe_seed": probe_seed})
+            del model
+        write_table(rows, out, "ablation")
+        pretraining = [
+            {
+                "variant": variant,
+                "overrides": " ".join(VARIANTS[variant]) or "(the recipe)",
+                "updates": curve["total_steps"],
+                "final held-out L1": curve["curve"][-1][1] if curve["curve"] else float("nan"),
+                **{f"beats {name} at": curve["first_beaten"][name] for name in ("copy", "interpolation")},
+                "predictor losses": " / ".join(f"{curve['baselines'][name]:.3f}" for name in PREDICTORS),
+            }
+            for variant, curve in curves.items()
+        ]
+        lines = [
+            *report_header("Pretraining ablation: which settings beat the input features", command),
+            f"`{UPSTREAM}` with `{RECIPE.relative_to(RECIPE.parents[2])}`; pretraining corpus "
+            f"`{args.pretrain_corpus.name}`, evaluation corpus `{args.eval_corpus.name}`, probe seeds "
+            f"{list(args.probe_seeds)}.",
+            "",
+            "## Pretraining",
+            "",
+            f"Held-out masked L1 (each run's own targets and masks) and the predictors ({' / '.join(PREDICTORS)}).",
+            "",
+            markdown_table(pretraining, list(pretraining[0])),
+            "",
+            "## Probes (weighted sum of hidden states), test set",
+            "",
+            "Test mean +- sd over probe seeds; `test SE`: one probe's binomial standard error from its test items.",
+            "",
+            markdown_table(summary_rows(rows), ROW_COLUMNS),
+            "",
+        ]
+        path = out / "ablation.md"
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_text("\n".join(lines))
+        temp.replace(path)
+        return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--outdir", type=Path, required=True, help="output folder (pretraining runs, probes, tables)")
+    parser.add_argument("--pretrain-corpus", type=Path, required=True, help="LibriSpeech-layout corpus to pretrain on")
+    parser.add_argument("--eval-corpus", type=Path, required=True, help="LibriSpeech-layout corpus with alignments to probe on")
+    parser.add_argument("--steps", type=int, default=2000, help="updates of every variant")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("-d", "--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    parser.add_argument("--probe-seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--pretrain-seed", type=int, default=1337, help="runner.seed of every variant")
+    parser.add_argument(
+        "--pretrain-override", nargs="+", default=[], metavar="KEY=VALUE", help="pretraining setting for every variant"
+    )
+    add_override_option(parser, help="task config override for every probe, e.g. -o runner.eval_step=200")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    for name, values in (("--variants", args.variants), ("--probe-seeds", args.probe_seeds), ("-d", args.tasks)):
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} lists a value twice: {values}")
+    command = "python scripts/pretraining_ablation.py " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
+    return run(args, command)
+
+
+if __name__ == "__main__":
+    run_cli(main)
