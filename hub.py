@@ -73,13 +73,13 @@ def mel(ckpt: Optional[str] = None, **options: Any) -> Upstream:
 
 
 def mel_raw(ckpt: Optional[str] = None, **options: Any) -> Upstream:
-    """80 log-mel + delta without CMVN (keeps the spectral mean that pooled probes need); 1 hidden state."""
+    """80 log-mel + delta without CMVN: keeps the spectral mean that pooled probes need; 1 hidden state."""
     return build_upstream("mel_raw", ckpt, **options)
 
 
 def model_input(ckpt: Optional[str] = None, **options: Any) -> Upstream:
     """A Transformer checkpoint's own input: its front end's features stacked R frames to its frame
-    rate, no encoder (without ckpt, the presets': 480 dims per 30 ms); 1 hidden state."""
+    rate, no encoder (ckpt=PATH; without it, the presets': 480 dims per 30 ms); 1 hidden state."""
     return build_upstream("model_input", ckpt, **options)
 
 

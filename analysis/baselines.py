@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Sequence
 
 from downstream.discovery import load_task
+from upstream import Upstream
 from upstream.files import read_upstream_checkpoint
 from upstream.presets import model_input_config
 
 from .cells import UpstreamChoice
 
 SURFACE = ("fbank", "mel", "mel_raw")
-# The features a pooled probe cannot use: per-utterance CMVN makes every utterance's mean zero.
-NOT_FOR_POOLED = ("mel",)
 
 
 def baseline_choices(checkpoints: Sequence[str]) -> list[UpstreamChoice]:
@@ -38,8 +37,11 @@ def baseline_choices(checkpoints: Sequence[str]) -> list[UpstreamChoice]:
     return choices
 
 
-def probes_with(choice: UpstreamChoice, task: str, tasks_dir: Path) -> bool:
-    """Whether ``task`` can read ``choice`` at all (a pooled task cannot read mel: it would stop
-    saying every utterance pools to the same vector)."""
+def probes_with(model: Upstream, task: str, tasks_dir: Path) -> bool:
+    """Whether ``task`` can read ``model`` at all: a pooled task cannot read plain features
+    normalised per utterance (mel, and the own input of a network fed with them), whose mean
+    over every utterance is zero (or, stacked, nearly so)."""
     pools = load_task(task, tasks_dir).expert_class.prediction_unit == "utterance"
-    return not (pools and choice.name in NOT_FOR_POOLED)
+    config = getattr(model, "config", None)
+    plain = config is not None and config.encoder is None
+    return not (pools and plain and config.frontend.cmvn)

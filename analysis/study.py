@@ -381,7 +381,7 @@ def probe_all(
         for probe_seed in plan.probe_seeds:
             settings = ProbeSettings(overrides=probe_overrides(plan), seed=probe_seed, device=plan.device)
             for task in plan.tasks:
-                if not probes_with(choice, task, settings.tasks_dir):
+                if not probes_with(model, task, settings.tasks_dir):
                     continue
                 for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
                     cell = Cell(task, choice, layer)
@@ -606,9 +606,10 @@ def write_report(
         "## Surface baselines: the same probes on the features the networks start from",
         "",
         "`fbank`: Kaldi fbank + deltas, no CMVN; `mel`: the networks' input features, per-utterance "
-        "CMVN (not probed by pooled tasks: every utterance's mean is zero); `mel_raw`: the same "
-        "without CMVN; `model_input`: the pretrained network's own input, R frames stacked to its "
-        "frame rate, no encoder. `test SE`: the binomial standard error of one probe's test accuracy "
+        "CMVN; `mel_raw`: the same without CMVN; `model_input`: the pretrained network's own input, R "
+        "frames stacked to its frame rate, no encoder. Features normalised per utterance (`mel`, and "
+        "`model_input` of a network fed with them) are not probed by pooled tasks: every utterance's "
+        "mean is zero. `test SE`: the binomial standard error of one probe's test accuracy "
         "from its number of test items (frames or utterances; for frames a lower bound).",
         "",
         markdown_table(baseline_table(rows), BASELINE_COLUMNS),

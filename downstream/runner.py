@@ -328,7 +328,9 @@ class Runner:
                     if self.keeper.best_step == self.step
                     else f"best {self.keeper.best_metric:.4f} at step {self.keeper.best_step}"
                 )
-                others = "".join(f", {name} {value:.4f}" for name, value in metrics.items() if name != self.expert.metric)
+                others = "".join(
+                    f", {name} {value:.4f}" for name, value in metrics.items() if name not in (self.expert.metric, "items")
+                )
                 self.log(f"step {self.step}: dev {self.expert.metric} {metric:.4f} ({best}){others}")
                 if self.stopped_early:
                     self.log(

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
                     device=args.device,
                 )
                 for task in args.tasks:
-                    if probes_with(choice, task, settings.tasks_dir):
+                    if probes_with(model, task, settings.tasks_dir):
                         cell = Cell(task, choice)
                         results = run_cell(cell, out / "probes" / f"seed{probe_seed}", settings, model)
                         rows.append({**result_row(cell, results), "kind": kind, "probe_seed": probe_seed})

@@ -48,7 +48,7 @@ def test_torch_hub_lists_and_loads_entries(tmp_path, demo_wavs):
     entries = _local_hub_entrypoints()
     expected = {"aalbert_3L", "aalbert_6L", "aalbert_12L", "mockingjay_3L", "mockingjay_6L", "mockingjay_12L"}
     comparison = {"wav2vec2_base", "hubert_base", "wavlm_base_plus"}
-    assert set(entries) == expected | comparison | {"fbank", "mel", "from_checkpoint"}
+    assert set(entries) == expected | comparison | {"fbank", "mel", "mel_raw", "model_input", "from_checkpoint"}
     assert "one shared Transformer layer applied 12 times" in entries["aalbert_12L"].__doc__
     model, path = _tiny_checkpoint(tmp_path)
     with warnings.catch_warnings():

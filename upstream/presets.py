@@ -61,8 +61,10 @@ def mel_preset() -> UpstreamConfig:
 
 
 def mel_raw_preset() -> UpstreamConfig:
-    """80 log-mel + delta without CMVN: what per-utterance normalisation removes (the spectral
-    mean, the strongest speaker cue of a pooled probe) is kept."""
+    """80 log-mel + delta without CMVN.
+
+    What per-utterance normalisation removes (the spectral mean, the strongest speaker cue of a
+    pooled probe) is kept."""
     return UpstreamConfig(family="baseline", frontend=FrontendConfig(**{**PAPER_FRONTEND, "cmvn": False}))
 
 
@@ -105,10 +107,7 @@ register(
         name="model_input",
         family="baseline",
         preset=lambda: model_input_config(transformer_preset("aalbert", 3)),
-        description=(
-            "A Transformer checkpoint's own input (ckpt=PATH): its front end's features, R frames stacked "
-            "to its frame rate, no encoder; without ckpt, the presets' (160 dims x 3 = 480)."
-        ),
+        description="A Transformer checkpoint's own input: its front end's features stacked R frames to its frame rate.",
         builder=build_model_input,
     )
 )

@@ -46,6 +46,7 @@ COMMANDS = frozenset(
         "analysis/tsne.py",
         "analysis/attention_map.py",
         "scripts/benchmark_drift.py",  # measures runs as the commands make them
+        "scripts/pretraining_ablation.py",  # pretrains and probes as the commands do
     }
 )
 
