@@ -204,10 +204,16 @@ def pretraining_overrides(plan: StudyPlan, seed: Optional[int], steps: Optional[
 
 
 def pretraining_key(settings: dict[str, Any], calibrated: bool) -> dict[str, Any]:
-    """A run's resolved settings as two commands must agree on: the corpus by identity, and
-    without ``runner.total_steps`` when a ``--minutes`` budget set it (``calibrated``)."""
+    """A run's resolved settings as two commands must agree on: the corpus by identity, without
+    ``runner.total_steps`` when a ``--minutes`` budget set it (``calibrated``), and without the
+    front end's normalisation when ``data.corpus_cmvn`` set it."""
     runner = {k: v for k, v in settings["runner"].items() if not (calibrated and k == "total_steps")}
-    return {**settings, "corpus": {**settings["corpus"], "root": corpus_identity(settings["corpus"]["root"])}, "runner": runner}
+    key = {**settings, "corpus": {**settings["corpus"], "root": corpus_identity(settings["corpus"]["root"])}, "runner": runner}
+    if settings["data"].get("corpus_cmvn"):
+        # The run computed these from data.corpus_cmvn when it started: the setting is what to compare.
+        frontend = {k: v for k, v in settings["model"]["frontend"].items() if k not in ("cmvn", "corpus_stats")}
+        key["model"] = {**settings["model"], "frontend": frontend}
+    return key
 
 
 def check_pretraining(plan: StudyPlan) -> None:

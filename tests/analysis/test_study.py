@@ -329,3 +329,21 @@ def test_probe_settings_add_to_the_study_defaults():
         "runner.early_stopping_patience=5",
         "expert.dropout=0.1",
     )
+
+
+def test_a_run_with_corpus_cmvn_matches_the_settings_that_asked_for_it(tmp_path):
+    """data.corpus_cmvn fills in the front end's statistics when the run starts: the stored run and
+    the command's settings differ there, and only there."""
+    from pretrain.settings import load_settings
+
+    planned = load_settings("aalbert_3L", None, ["data.corpus_cmvn=true", f"corpus.root={DEMO_ROOT}"]).to_dict()
+    stored = json.loads(json.dumps(planned))
+    stats = {"input_mean": [0.0] * 160, "input_std": [1.0] * 160, "target_mean": [0.0] * 201, "target_std": [1.0] * 201}
+    stored["model"]["frontend"].update(cmvn=False, corpus_stats=stats)
+    assert study.pretraining_key(stored, False) == study.pretraining_key(planned, False)
+    stored["model"]["frontend"]["n_mels"] = 40  # anything else still counts
+    assert study.pretraining_key(stored, False) != study.pretraining_key(planned, False)
+    plain = json.loads(json.dumps(planned))
+    plain["data"]["corpus_cmvn"] = False
+    plain["model"]["frontend"].update(cmvn=False, corpus_stats=stats)
+    assert study.pretraining_key(plain, False) != study.pretraining_key({**plain, "model": planned["model"]}, False)
