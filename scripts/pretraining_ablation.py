@@ -5,13 +5,14 @@ probe prefers to the surface features they are computed from?
         --eval-corpus DEV_ROOT --steps 2000 --variants base span3 span3_raw span3_corpus
 
 Each variant is ``aalbert_3L`` with ``pretrain/recipes/cpu_small.yaml`` plus the variant's
-overrides (``VARIANTS``), pretrained for ``--steps`` updates on the pretraining corpus in
-``OUT/pretrain/<variant>`` (resumable: rerun the same command; a folder made with other settings
-is refused, naming the setting). Each variant's ``best.ckpt`` (the learned weighted sum of its
-hidden states) and the surface baselines (``analysis/baselines.py``: fbank, mel, mel_raw and
-each variant's own input) are probed on the evaluation corpus with the study's protocol (probes
-stop on a dev plateau) in ``OUT/probes``; ``OUT/ablation.md`` tables them with each variant's
-held-out masked L1 and where it beats the trivial predictors.
+overrides (``VARIANTS``), pretrained for ``--steps`` updates on the pretraining corpus once per
+``--pretrain-seeds`` seed in ``OUT/variants/<variant>/pretrain`` (resumable: rerun the same
+command; a folder made with other settings is refused, naming the setting). Each run's
+``best.ckpt`` (the learned weighted sum of its hidden states) and the surface baselines
+(``analysis/baselines.py``: fbank, mel, mel_raw and each variant's own input) are probed on the
+evaluation corpus with the study's protocol (probes stop on a dev plateau) in ``OUT/probes``;
+``OUT/REPORT.md`` (``--report``, default ``ablation``) tables them with each run's held-out
+masked L1 and where it beats the trivial predictors.
 
 Choose a variant on a development corpus and report final numbers on another one: the
 evaluation corpora of both should share no speaker with the pretraining corpus.
@@ -66,7 +67,7 @@ ROW_COLUMNS = ["task", "representation", "kind", "test", "test SE", "dev", "best
 
 
 def plan_for(args: argparse.Namespace, variant: str) -> StudyPlan:
-    """The study plan whose pretraining stage trains one variant (its folder: OUT/pretrain/<variant>)."""
+    """The study plan whose pretraining stage trains one variant (in OUT/variants/<variant>/pretrain)."""
     return StudyPlan(
         outdir=args.outdir / "variants" / variant,
         pretrain_corpus=args.pretrain_corpus,
@@ -81,7 +82,7 @@ def plan_for(args: argparse.Namespace, variant: str) -> StudyPlan:
         probe_overrides=(),
         pretrain_overrides=(*VARIANTS[variant], *args.pretrain_override),
         device=args.device,
-        pretrain_seeds=(args.pretrain_seed,),
+        pretrain_seeds=tuple(args.pretrain_seeds),
     )
 
 
@@ -115,9 +116,10 @@ def run(args: argparse.Namespace, command: str) -> Path:
     with own_outdir(out):
         curves, models = {}, []
         for variant, plan in plans.items():
-            run = pretrain_all(plan, [])[UPSTREAM][0]
-            curves[variant] = learning_curve(run.folder)
-            models.append(("variant", UpstreamChoice(UPSTREAM, str(run.best), variant)))
+            for run in pretrain_all(plan, [])[UPSTREAM]:
+                label = variant if run.first else f"{variant}_seed{run.seed}"
+                curves[label] = learning_curve(run.folder)
+                models.append(("variant", UpstreamChoice(UPSTREAM, str(run.best), label)))
         models += [("baseline", choice) for choice in baseline_choices([choice.ckpt for _, choice in models])]
         rows = []
         for kind, choice in models:
@@ -134,17 +136,17 @@ def run(args: argparse.Namespace, command: str) -> Path:
                         results = run_cell(cell, out / "probes" / f"seed{probe_seed}", settings, model)
                         rows.append({**result_row(cell, results), "kind": kind, "probe_seed": probe_seed})
             del model
-        write_table(rows, out, "ablation")
+        write_table(rows, out, args.report)
         pretraining = [
             {
-                "variant": variant,
-                "overrides": " ".join(VARIANTS[variant]) or "(the recipe)",
+                "run": label,
+                "overrides": " ".join(VARIANTS[label.split("_seed")[0]]) or "(the recipe)",
                 "updates": curve["total_steps"],
                 "final held-out L1": curve["curve"][-1][1] if curve["curve"] else float("nan"),
                 **{f"beats {name} at": curve["first_beaten"][name] for name in ("copy", "interpolation")},
                 "predictor losses": " / ".join(f"{curve['baselines'][name]:.3f}" for name in PREDICTORS),
             }
-            for variant, curve in curves.items()
+            for label, curve in curves.items()
         ]
         lines = [
             *report_header("Pretraining ablation: which settings beat the input features", command),
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
             markdown_table(summary_rows(rows), ROW_COLUMNS),
             "",
         ]
-        path = out / "ablation.md"
+        path = out / f"{args.report}.md"
         temp = path.with_name(f".{path.name}.tmp")
         temp.write_text("\n".join(lines))
         temp.replace(path)
@@ -181,14 +183,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("-d", "--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--probe-seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--pretrain-seed", type=int, default=1337, help="runner.seed of every variant")
+    parser.add_argument(
+        "--pretrain-seeds", type=int, nargs="+", default=[1337], help="runner.seed of each pretraining run of every variant"
+    )
+    parser.add_argument("--report", default="ablation", help="name of the report and tables in OUT (REPORT.md, .csv, .json)")
     parser.add_argument(
         "--pretrain-override", nargs="+", default=[], metavar="KEY=VALUE", help="pretraining setting for every variant"
     )
     add_override_option(parser, help="task config override for every probe, e.g. -o runner.eval_step=200")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    for name, values in (("--variants", args.variants), ("--probe-seeds", args.probe_seeds), ("-d", args.tasks)):
+    repeatable = (("--variants", args.variants), ("--probe-seeds", args.probe_seeds), ("--pretrain-seeds", args.pretrain_seeds))
+    for name, values in (*repeatable, ("-d", args.tasks)):
         if len(set(values)) != len(values):
             raise ValueError(f"{name} lists a value twice: {values}")
     command = "python scripts/pretraining_ablation.py " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
