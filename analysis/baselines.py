@@ -22,18 +22,17 @@ from .cells import UpstreamChoice
 SURFACE = ("fbank", "mel", "mel_raw")
 
 
-def baseline_choices(checkpoints: Sequence[str]) -> list[UpstreamChoice]:
+def baseline_choices(networks: Sequence[tuple[str, str]]) -> list[UpstreamChoice]:
     """fbank, mel and mel_raw, then ``model_input`` of each distinct front end and frame rate
-    among the Transformer ``checkpoints`` (labelled ``model_input``, or ``model_input2``, ... when
-    they differ)."""
-    inputs: dict[str, str] = {}
-    for ckpt in checkpoints:
+    among the Transformer ``networks`` ((label, checkpoint) pairs): labelled ``model_input`` when
+    they all share one, else ``model_input_<label>`` after the first network with each."""
+    inputs: dict[str, tuple[str, str]] = {}
+    for label, ckpt in networks:
         config = model_input_config(read_upstream_checkpoint(ckpt)[0])
-        inputs.setdefault(json.dumps(config.to_dict(), sort_keys=True), ckpt)
+        inputs.setdefault(json.dumps(config.to_dict(), sort_keys=True), (label, ckpt))
     choices = [UpstreamChoice(name) for name in SURFACE]
-    for index, ckpt in enumerate(inputs.values()):
-        label = "model_input" if index == 0 else f"model_input{index + 1}"
-        choices.append(UpstreamChoice("model_input", ckpt, label))
+    for label, ckpt in inputs.values():
+        choices.append(UpstreamChoice("model_input", ckpt, "model_input" if len(inputs) == 1 else f"model_input_{label}"))
     return choices
 
 

@@ -376,7 +376,7 @@ def probe_all(
             choice = UpstreamChoice(upstream, str(path), f"{upstream}_random{seed}")
             models.append((upstream, "random", seed, seed == plan.random_seeds[0], choice))
     # The surface features, probed exactly like the networks (their own family in the tables).
-    first_runs = [str(runs[0].best) for runs in pretrained.values() if runs]
+    first_runs = [(runs[0].label, str(runs[0].best)) for runs in pretrained.values() if runs]
     models += [(choice.label, "baseline", None, False, choice) for choice in baseline_choices(first_runs)]
     rows = []
     for family, kind, upstream_seed, layer_wise, choice in models:

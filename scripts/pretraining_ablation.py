@@ -120,7 +120,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
                 label = variant if run.first else f"{variant}_seed{run.seed}"
                 curves[label] = learning_curve(run.folder)
                 models.append(("variant", UpstreamChoice(UPSTREAM, str(run.best), label)))
-        models += [("baseline", choice) for choice in baseline_choices([choice.ckpt for _, choice in models])]
+        models += [("baseline", choice) for choice in baseline_choices([(choice.label, choice.ckpt) for _, choice in models])]
         rows = []
         for kind, choice in models:
             model = build_upstream(choice.name, choice.ckpt)
