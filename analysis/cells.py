@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -264,6 +265,29 @@ def result_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
         # A probe whose best dev score came at its last evaluation may still have been improving.
         "converged": results["best_step"] < results["steps"],
     }
+
+
+def probe_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``result_row`` rows -> one row per task and upstream: test mean +- sd over its probes, the
+    mean standard error of one probe's test value, dev mean, and each probe's best / last step."""
+    table = []
+    for task in dict.fromkeys(row["task"] for row in rows):
+        for label in dict.fromkeys(row["upstream"] for row in rows if row["task"] == task):
+            mine = [row for row in rows if row["task"] == task and row["upstream"] == label]
+            tests = [row["test"] for row in mine]
+            errors = [row["test_se"] for row in mine if row["test_se"] is not None]
+            spread = f" +- {statistics.stdev(tests):.4f}" if len(tests) > 1 else ""
+            table.append(
+                {
+                    "task": task,
+                    "upstream": label,
+                    "test": f"{statistics.mean(tests):.4f}{spread}",
+                    "test SE": f"{statistics.mean(errors):.4f}" if errors else "n/a",
+                    "dev": statistics.mean(row["dev"] for row in mine),
+                    "best step / steps": ", ".join(f"{row['best_step']}/{row['steps']}" for row in mine),
+                }
+            )
+    return table
 
 
 def standard_error(scores: dict[str, Any], metric: str) -> Optional[float]:

@@ -73,7 +73,7 @@ from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, add_override_option, run_cli
 
 from .baselines import baseline_choices, probes_with
-from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, result_row, run_cell
+from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, probe_summary, result_row, run_cell
 from .keys import corpus_identity, differences
 from .layerwise import plot_layerwise
 from .plotting import plt, save_figure
@@ -89,7 +89,7 @@ DEFAULT_PROBE_OVERRIDES = (
     "runner.early_stopping_patience=5",
 )
 REPORT = "report.md"
-BASELINE_COLUMNS = ["task", "baseline", "test", "test SE", "dev", "best step / steps"]
+BASELINE_COLUMNS = ["task", "upstream", "test", "test SE", "dev", "best step / steps"]
 RECIPE_SEED = "the recipe's runner.seed"
 WEIGHTED_SUM_COLUMNS = [
     "family", "task", "metric", "pretrained", "random", "difference", "welch_95ci",
@@ -497,24 +497,8 @@ def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def baseline_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every surface baseline on every task: test mean +- sd over probe seeds, the standard
-    error of one probe's test value from the number of test items, and the best dev step."""
-    table = []
-    for task in dict.fromkeys(row["task"] for row in rows):
-        for label, values in baseline_values(rows, task).items():
-            mine = [row for row in rows if row["kind"] == "baseline" and row["task"] == task and row["upstream"] == label]
-            errors = [row["test_se"] for row in mine if row["test_se"] is not None]
-            table.append(
-                {
-                    "task": task,
-                    "baseline": label,
-                    "test": f"{statistics.mean(values):.4f}" + (f" +- {statistics.stdev(values):.4f}" if len(values) > 1 else ""),
-                    "test SE": f"{statistics.mean(errors):.4f}" if errors else "n/a",
-                    "dev": statistics.mean(row["dev"] for row in mine),
-                    "best step / steps": ", ".join(f"{row['best_step']}/{row['steps']}" for row in mine),
-                }
-            )
-    return table
+    """Every surface baseline on every task (``probe_summary`` of their probes)."""
+    return probe_summary([row for row in rows if row["kind"] == "baseline"])
 
 
 def unconverged(rows: Sequence[dict[str, Any]]) -> list[str]:

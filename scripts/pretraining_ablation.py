@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import utility.openmp_wait  # noqa: E402,F401  (first: OpenMP reads its wait policy when torch loads)
 
 from analysis.baselines import baseline_choices, probes_with  # noqa: E402
-from analysis.cells import Cell, ProbeSettings, UpstreamChoice, own_outdir, result_row, run_cell  # noqa: E402
+from analysis.cells import Cell, ProbeSettings, UpstreamChoice, own_outdir, probe_summary, result_row, run_cell  # noqa: E402
 from analysis.study import (  # noqa: E402
     DEFAULT_PROBE_OVERRIDES,
     StudyPlan,
@@ -63,7 +62,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     ),
 }
 DEFAULT_TASKS = ("phone_1hidden", "speaker_utterance")
-ROW_COLUMNS = ["task", "representation", "kind", "test", "test SE", "dev", "best step / steps"]
+ROW_COLUMNS = ["task", "upstream", "kind", "test", "test SE", "dev", "best step / steps"]
 
 
 def plan_for(args: argparse.Namespace, variant: str) -> StudyPlan:
@@ -84,28 +83,6 @@ def plan_for(args: argparse.Namespace, variant: str) -> StudyPlan:
         device=args.device,
         pretrain_seeds=tuple(args.pretrain_seeds),
     )
-
-
-def summary_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per task and representation: test mean +- sd over probe seeds and the rest."""
-    table = []
-    for task in dict.fromkeys(row["task"] for row in rows):
-        for label in dict.fromkeys(row["upstream"] for row in rows if row["task"] == task):
-            mine = [row for row in rows if row["task"] == task and row["upstream"] == label]
-            tests = [row["test"] for row in mine]
-            errors = [row["test_se"] for row in mine if row["test_se"] is not None]
-            table.append(
-                {
-                    "task": task,
-                    "representation": label,
-                    "kind": mine[0]["kind"],
-                    "test": f"{statistics.mean(tests):.4f}" + (f" +- {statistics.stdev(tests):.4f}" if len(tests) > 1 else ""),
-                    "test SE": f"{statistics.mean(errors):.4f}" if errors else "n/a",
-                    "dev": statistics.mean(row["dev"] for row in mine),
-                    "best step / steps": ", ".join(f"{row['best_step']}/{row['steps']}" for row in mine),
-                }
-            )
-    return table
 
 
 def run(args: argparse.Namespace, command: str) -> Path:
@@ -137,6 +114,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
                         rows.append({**result_row(cell, results), "kind": kind, "probe_seed": probe_seed})
             del model
         write_table(rows, out, args.report)
+        kinds = {row["upstream"]: row["kind"] for row in rows}
         pretraining = [
             {
                 "run": label,
@@ -164,7 +142,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
             "",
             "Test mean +- sd over probe seeds; `test SE`: one probe's binomial standard error from its test items.",
             "",
-            markdown_table(summary_rows(rows), ROW_COLUMNS),
+            markdown_table([{**row, "kind": kinds[row["upstream"]]} for row in probe_summary(rows)], ROW_COLUMNS),
             "",
         ]
         path = out / f"{args.report}.md"
