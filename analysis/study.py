@@ -68,6 +68,7 @@ from pretrain.state import SECTION
 from upstream import Upstream, build_upstream
 from upstream.checkpoint import save_upstream
 from upstream.files import read_upstream_checkpoint
+from utility.atomic_write import write_text_atomic
 from utility.checkpoint_file import read_checkpoint_file
 from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, add_override_option, run_cli
@@ -635,11 +636,7 @@ def write_report(
             *[f"- {entry}" for entry in missing],
             "",
         ]
-    path = out / REPORT
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text("\n".join(lines))
-    temp.replace(path)
-    return path
+    return write_text_atomic(out / REPORT, "\n".join(lines))
 
 
 def run_study(plan: StudyPlan, command: str) -> Path:

@@ -42,6 +42,7 @@ from analysis.study import (  # noqa: E402
 from analysis.tables import markdown_table, report_header, write_table  # noqa: E402
 from pretrain.baselines import PREDICTORS  # noqa: E402
 from upstream import build_upstream  # noqa: E402
+from utility.atomic_write import write_text_atomic  # noqa: E402
 from utility.cli import ArgumentParser, add_override_option, run_cli  # noqa: E402
 
 UPSTREAM = "aalbert_3L"
@@ -145,11 +146,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
             markdown_table([{**row, "kind": kinds[row["upstream"]]} for row in probe_summary(rows)], ROW_COLUMNS),
             "",
         ]
-        path = out / f"{args.report}.md"
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_text("\n".join(lines))
-        temp.replace(path)
-        return path
+        return write_text_atomic(out / f"{args.report}.md", "\n".join(lines))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
