@@ -36,11 +36,15 @@ def baseline_choices(networks: Sequence[tuple[str, str]]) -> list[UpstreamChoice
     return choices
 
 
-def probes_with(model: Upstream, task: str, tasks_dir: Path) -> bool:
-    """Whether ``task`` can read ``model`` at all: a pooled task cannot read plain features
-    normalised per utterance (mel, and the own input of a network fed with them), whose mean
-    over every utterance is zero (or, stacked, nearly so)."""
-    pools = load_task(task, tasks_dir).expert_class.prediction_unit == "utterance"
+def pools_to_constant(model: Upstream) -> bool:
+    """Plain features normalised per utterance (mel, and the own input of a network fed with
+    them): every utterance's mean over its frames is zero (or, stacked, nearly so)."""
     config = getattr(model, "config", None)
-    plain = config is not None and config.encoder is None
-    return not (pools and plain and config.frontend.cmvn)
+    return config is not None and config.encoder is None and config.frontend.cmvn
+
+
+def probes_with(model: Upstream, task: str, tasks_dir: Path) -> bool:
+    """Whether ``task`` can read ``model`` at all: a pooled task cannot read features that pool
+    to the same vector for every utterance (``pools_to_constant``)."""
+    pools = load_task(task, tasks_dir).expert_class.prediction_unit == "utterance"
+    return not (pools and pools_to_constant(model))

@@ -264,6 +264,8 @@ def result_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
         "steps": results["steps"],
         # A probe whose best dev score came at its last evaluation may still have been improving.
         "converged": results["best_step"] < results["steps"],
+        # The weighted sum's softmax weight of every hidden state (one-hot for one layer).
+        "layer_weights": results.get("layer_weights"),
     }
 
 

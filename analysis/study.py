@@ -26,13 +26,26 @@ setting: give another ``-p`` for other settings.
    for the first pretrained checkpoint and the first random network (first probe seed); the
    surface baselines (``analysis/baselines.py``: fbank, mel, mel_raw, the pretrained network's
    own input) with the same probes; every probe stops on a dev plateau;
-5. ``OUT/report.md``: mean +- standard deviation, the difference with Welch's 95 % interval
+5. the seed's grid, each part asked for by an option: the weighted-sum probes again with shares
+   of the training labels (``--proportions 0.01 0.1``), every network also fine-tuned with its
+   probe on the tasks named by ``--fine-tune`` (with every share), and t-SNE pictures of the
+   first pretrained and random networks and the baselines (``--tsne``);
+6. ``OUT/report.md``: mean +- standard deviation, the difference with Welch's 95 % interval
    against random weights and against the best surface baseline, probes not converged,
    layer by layer, the families side by side, plots. The unit of the comparison is the network
    (its probes averaged over probe seeds) once both groups have two networks or more: probes of
    one network share its weights, so they are not independent draws of what pretraining gives.
    With one pretrained network the unit is the probe, and the interval then covers probe-seed
-   noise only, not the spread between pretraining runs (the report says which).
+   noise only, not the spread between pretraining runs (the report says which). The wall time
+   of every part, summed over the commands that built the folder, closes the report.
+
+The seed's grid at CPU scale (speakers at utterance and frame level, phones fine-tuned, 1 % and
+10 % of the labels, both families at equal width, pictures):
+
+    python -m analysis.study -p result/study/grid --pretrain-corpus PRETRAIN_ROOT \
+        --eval-corpus EVAL_ROOT --recipe pretrain/recipes/cpu_small.yaml --steps 6000 \
+        -d phone_1hidden speaker_utterance speaker_frame --fine-tune phone_1hidden \
+        --proportions 0.01 0.1 --tsne
 
 The pretraining and evaluation corpora should share no speaker and no sentence (see
 ``docs/results/pretraining_small.md`` for how the study's corpora were made).
@@ -73,12 +86,14 @@ from utility.checkpoint_file import read_checkpoint_file
 from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, add_override_option, run_cli
 
-from .baselines import baseline_choices, probes_with
+from .baselines import baseline_choices, pools_to_constant, probes_with
 from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, probe_summary, result_row, run_cell
 from .keys import corpus_identity, differences
 from .layerwise import plot_layerwise
 from .plotting import plt, save_figure
 from .tables import markdown_table, report_header, write_table
+from .tsne import TsneData, corpus_label_files, plot_corpus_tsne
+from .wall_time import WallTime
 
 DEFAULT_TASKS = ("phone_linear", "speaker_utterance")
 # Probes trained to a dev plateau (5 evaluations, 500 updates, without gain); the report flags any
@@ -90,11 +105,34 @@ DEFAULT_PROBE_OVERRIDES = (
     "runner.early_stopping_patience=5",
 )
 REPORT = "report.md"
+WALL_TIME = "wall_time.json"  # analysis.wall_time: seconds per part over every command
+TSNE_SUBSET = "test-clean"
+TSNE_UTTERANCES = 200
+TSNE_LEVELS = {"utterance": "speakers", "frame": "phones"}
 BASELINE_COLUMNS = ["task", "upstream", "test", "test SE", "dev", "best step / steps"]
 RECIPE_SEED = "the recipe's runner.seed"
+LAYER_WEIGHTS_COLUMNS = [
+    "task",
+    "upstream",
+    "weighted sum test",
+    "best layer (dev)",
+    "its test",
+    "weighted sum - best layer",
+    "layer weights (0 = input)",
+]
 WEIGHTED_SUM_COLUMNS = [
-    "family", "task", "metric", "pretrained", "random", "difference", "welch_95ci",
-    "best baseline", "vs baseline", "vs baseline 95ci",
+    "family",
+    "task",
+    "probe",
+    "labels",
+    "metric",
+    "pretrained",
+    "random",
+    "difference",
+    "welch_95ci",
+    "best baseline",
+    "vs baseline",
+    "vs baseline 95ci",
 ]
 
 
@@ -117,6 +155,11 @@ class StudyPlan:
     device: str = "auto"
     report_only: bool = False  # report what is finished; train nothing
     pretrain_seeds: tuple[int, ...] = ()  # (): one run per upstream with the recipe's runner.seed
+    # The seed's grid: shares of the training labels besides all of them, tasks whose networks are
+    # also fine-tuned, and t-SNE pictures.
+    proportions: tuple[float, ...] = ()
+    fine_tune_tasks: tuple[str, ...] = ()
+    tsne: bool = False
 
     def pretrain_dir(self, upstream: str, seed: Optional[int] = None) -> Path:
         """The first run keeps the folder of a one-run study, so older studies read back."""
@@ -172,6 +215,14 @@ def check_inputs(plan: StudyPlan) -> None:
         task = load_task(task_name)
         with blaming(f"--eval-corpus {plan.eval_corpus}, task {task_name}"):
             task.build_datasets(task.data_section(spec.config["data"]), grid)
+    if plan.tsne:
+        with blaming(f"--tsne (the pictures show {TSNE_SUBSET} of --eval-corpus with its alignments)"):
+            data = TsneData(root=str(plan.eval_corpus), subsets=[TSNE_SUBSET])
+            find_utterances(plan.eval_corpus, data.subsets, progress=False)
+            label_files, phones = corpus_label_files(data, plan.eval_corpus)
+            for path in (*label_files, phones):
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path} not found")
 
 
 # ---- 1. pretraining ------------------------------------------------------------------------
@@ -307,13 +358,21 @@ def learning_curve(folder: Path) -> dict[str, Any]:
     dev = select_utterances(settings, settings.corpus.dev_subsets, BatchMaker(settings).min_samples())
     micro = max(1, settings.data.batch_size // settings.runner.gradient_accumulate_steps)
     baselines = trivial_losses(dev_batches(dev[: settings.corpus.dev_utterances], settings, micro), settings.downsample_rate)
-    curve = []
+    curve, counters = [], {}
     for step, path in CheckpointKeeper(folder).step_checkpoints():
-        metadata = read_checkpoint_file(path)["metadata"]
-        if metadata.get("dev_masked_l1") is not None:
-            curve.append((step, float(metadata["dev_masked_l1"])))
+        checkpoint = read_checkpoint_file(path)
+        counters = checkpoint[SECTION]["counters"]  # the newest checkpoint's, after the loop
+        if checkpoint["metadata"].get("dev_masked_l1") is not None:
+            curve.append((step, float(checkpoint["metadata"]["dev_masked_l1"])))
     first = {name: next((step for step, value in curve if value < baseline), None) for name, baseline in baselines.items()}
-    return {"curve": curve, "baselines": baselines, "first_beaten": first, "total_steps": settings.runner.total_steps}
+    return {
+        "curve": curve,
+        "baselines": baselines,
+        "first_beaten": first,
+        "total_steps": settings.runner.total_steps,
+        # None: a run made before its checkpoints recorded their wall time.
+        "train_seconds": counters.get("train_seconds"),
+    }
 
 
 def plot_curves(curves: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -360,13 +419,11 @@ def probe_overrides(plan: StudyPlan) -> list[str]:
     return [f"data.root={plan.eval_corpus}", *plan.probe_overrides]
 
 
-def probe_all(
-    plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]], random: dict[str, list[Path]], missing: list[str]
-) -> list[dict[str, Any]]:
-    """Every probe of the study as table rows (with ``kind``, ``upstream_seed``: the pretraining
-    or random-weight seed, ``probe_seed``); with ``plan.report_only``, unfinished probes are
-    listed in ``missing`` instead of trained."""
-    # (family, kind, upstream seed, probed layer by layer, the model)
+def study_models(
+    plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]], random: dict[str, list[Path]]
+) -> list[tuple[str, str, Optional[int], bool, UpstreamChoice]]:
+    """(family, kind, upstream seed, probed layer by layer, the model) of everything the study
+    probes: every pretraining run, every random network, and the surface baselines."""
     models: list[tuple[str, str, Optional[int], bool, UpstreamChoice]] = []
     for upstream, runs in pretrained.items():
         models += [
@@ -379,23 +436,34 @@ def probe_all(
     # The surface features, probed exactly like the networks (their own family in the tables).
     first_runs = [(runs[0].label, str(runs[0].best)) for runs in pretrained.values() if runs]
     models += [(choice.label, "baseline", None, False, choice) for choice in baseline_choices(first_runs)]
+    return models
+
+
+def probe_all(
+    plan: StudyPlan,
+    pretrained: dict[str, list[PretrainedRun]],
+    random: dict[str, list[Path]],
+    missing: list[str],
+    wall_time: WallTime,
+) -> list[dict[str, Any]]:
+    """Every probe of the study as table rows (with ``kind``, ``upstream_seed``: the pretraining
+    or random-weight seed, ``probe_seed``); with ``plan.report_only``, unfinished probes are
+    listed in ``missing`` instead of trained."""
     rows = []
-    for family, kind, upstream_seed, layer_wise, choice in models:
+    for family, kind, upstream_seed, layer_wise, choice in study_models(plan, pretrained, random):
         model = build_upstream(choice.name, choice.ckpt)
-        layers = [None]
-        if layer_wise:
-            layers += list(range(model.num_hidden_states))
         for probe_seed in plan.probe_seeds:
             settings = ProbeSettings(overrides=probe_overrides(plan), seed=probe_seed, device=plan.device)
             for task in plan.tasks:
                 if not probes_with(model, task, settings.tasks_dir):
                     continue
-                for layer in layers if probe_seed == plan.probe_seeds[0] else [None]:
-                    cell = Cell(task, choice, layer)
+                layer_wise_here = layer_wise and probe_seed == plan.probe_seeds[0]
+                for cell in model_cells(plan, task, choice, kind, model.num_hidden_states, layer_wise_here):
                     if plan.report_only and not is_finished(cell, plan.probe_root(probe_seed)):
                         missing.append(f"`{cell.folder(plan.probe_root(probe_seed)).relative_to(plan.outdir)}`")
                         continue
-                    results = run_cell(cell, plan.probe_root(probe_seed), settings, model)
+                    with wall_time.part(probe_part(cell, kind)):
+                        results = run_cell(cell, plan.probe_root(probe_seed), settings, model)
                     rows.append(
                         {
                             **result_row(cell, results),
@@ -409,7 +477,55 @@ def probe_all(
     return rows
 
 
-# ---- 5. report -----------------------------------------------------------------------------
+def model_cells(
+    plan: StudyPlan, task: str, choice: UpstreamChoice, kind: str, hidden_states: int, layer_wise: bool
+) -> list[Cell]:
+    """One model's probes on one task: the weighted sum with all the labels, each hidden state
+    alone (``layer_wise``), the weighted sum with each smaller share of the labels, and for a
+    network on a ``--fine-tune`` task the fine-tuned probe with every share."""
+    cells = [Cell(task, choice)]
+    if layer_wise:
+        cells += [Cell(task, choice, layer) for layer in range(hidden_states)]
+    cells += [Cell(task, choice, proportion=share) for share in plan.proportions]
+    if kind != "baseline" and task in plan.fine_tune_tasks:
+        cells += [Cell(task, choice, fine_tune=True, proportion=share) for share in (1.0, *plan.proportions)]
+    return cells
+
+
+def probe_part(cell: Cell, kind: str) -> str:
+    """The part of the study a probe's wall time counts to."""
+    if kind == "baseline":
+        return "probes: surface baselines"
+    if cell.fine_tune:
+        return "probes: fine-tuned"
+    if cell.proportion != 1.0:
+        return "probes: weighted sum, fewer labels"
+    return "probes: weighted sum" if cell.layer is None else "probes: layer by layer"
+
+
+# ---- 5. t-SNE ------------------------------------------------------------------------------
+
+
+def tsne_pictures(plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]], random: dict[str, list[Path]]) -> None:
+    """``OUT/tsne/<model>_<level>.png``: utterances by speaker and frames by broad phone class
+    (``TSNE_SUBSET`` of the evaluation corpus, at most ``TSNE_UTTERANCES`` utterances; the
+    average of all hidden states) for the first pretrained run and the first random network of
+    every family and every surface baseline. Drawn anew by every command that asks: they are
+    cheap next to the probes, so they never show an earlier model."""
+    data = TsneData(root=str(plan.eval_corpus), subsets=[TSNE_SUBSET])
+    for _, kind, _, layer_wise, choice in study_models(plan, pretrained, random):
+        if kind != "baseline" and not layer_wise:
+            continue
+        model = build_upstream(choice.name, choice.ckpt)
+        for level, what in TSNE_LEVELS.items():
+            if level == "utterance" and pools_to_constant(model):
+                continue  # every utterance pools to zero
+            path = plan.outdir / "tsne" / f"{choice.label}_{what}.png"
+            path.parent.mkdir(exist_ok=True)
+            plot_corpus_tsne(model, data, level, None, path, title=f"{choice.label}: {what}", max_utterances=TSNE_UTTERANCES)
+
+
+# ---- 6. report -----------------------------------------------------------------------------
 
 
 def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) -> dict[str, Any]:
@@ -443,18 +559,24 @@ def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) 
     return row
 
 
-def baseline_values(rows: Sequence[dict[str, Any]], task: str) -> dict[str, list[float]]:
-    """Each surface baseline's test values on ``task``, one per probe seed."""
+def all_labels(row: dict[str, Any]) -> bool:
+    """A probe of the main comparison: trained on all the labels, the upstream frozen."""
+    return row["train_proportion"] == 1.0 and not row["fine_tune"]
+
+
+def baseline_values(rows: Sequence[dict[str, Any]], task: str, share: float = 1.0) -> dict[str, list[float]]:
+    """Each surface baseline's test values on ``task`` with ``share`` of the labels, one per probe seed."""
     values: dict[str, list[float]] = {}
     for row in rows:
-        if row["kind"] == "baseline" and row["task"] == task:
+        if row["kind"] == "baseline" and row["task"] == task and row["train_proportion"] == share:
             values.setdefault(row["upstream"], []).append(row["test"])
     return values
 
 
-def best_baseline(rows: Sequence[dict[str, Any]], task: str) -> Optional[tuple[str, list[float]]]:
-    """The surface baseline with the best mean test value on ``task`` (None: none probed yet)."""
-    values = baseline_values(rows, task)
+def best_baseline(rows: Sequence[dict[str, Any]], task: str, share: float = 1.0) -> Optional[tuple[str, list[float]]]:
+    """The surface baseline with the best mean test value on ``task`` with ``share`` of the
+    labels (None: none probed yet)."""
+    values = baseline_values(rows, task, share)
     if not values:
         return None
     higher = next(row["higher_is_better"] for row in rows if row["task"] == task)
@@ -463,24 +585,42 @@ def best_baseline(rows: Sequence[dict[str, Any]], task: str) -> Optional[tuple[s
     return name, values[name]
 
 
+def share_text(share: float) -> str:
+    return f"{share * 100:g} %"
+
+
 def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per family and task: pretrained against random weights, and against the best surface
-    baseline of any kind (the papers' claim)."""
+    """Per family, task, probe (weighted sum, or the network fine-tuned with it) and share of the
+    training labels: pretrained against random weights, and against the best surface baseline
+    of any kind with the same share of labels (the papers' claim; plain features have nothing
+    to fine-tune, so fine-tuned networks meet the baselines' weighted-sum probes)."""
     table = []
     families = dict.fromkeys(row["family"] for row in rows if row["kind"] != "baseline")
+    probes = dict.fromkeys((row["task"], row["fine_tune"], row["train_proportion"]) for row in rows)
     for family in families:
-        for task in dict.fromkeys(row["task"] for row in rows):
-            mine = [row for row in rows if row["family"] == family and row["task"] == task and row["layer"] == "weighted_sum"]
-            if not mine:
-                continue
+        for task, fine_tune, share in probes:
+            mine = [
+                row
+                for row in rows
+                if row["family"] == family
+                and row["layer"] == "weighted_sum"
+                and (row["task"], row["fine_tune"], row["train_proportion"]) == (task, fine_tune, share)
+            ]
             groups: dict[str, dict[Any, list[float]]] = {"pretrained": {}, "random": {}}
             for row in mine:
                 groups[row["kind"]].setdefault(row["upstream_seed"], []).append(row["test"])
             if not groups["pretrained"] or not groups["random"]:
                 continue  # a partial report (--report-only) before both groups have a probe
             comparison = compare(groups["pretrained"], groups["random"])
-            entry = {"family": family, "task": task, "metric": mine[0]["metric"], **comparison}
-            best = best_baseline(rows, task)
+            entry = {
+                "family": family,
+                "task": task,
+                "probe": "fine-tuned" if fine_tune else "weighted sum",
+                "labels": share_text(share),
+                "metric": mine[0]["metric"],
+                **comparison,
+            }
+            best = best_baseline(rows, task, share)
             if best is not None:
                 # The baseline has no pretraining seed: its probes are the unit.
                 against = compare(groups["pretrained"], {best[0]: best[1]})
@@ -498,15 +638,16 @@ def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def baseline_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every surface baseline on every task (``probe_summary`` of their probes)."""
-    return probe_summary([row for row in rows if row["kind"] == "baseline"])
+    """Every surface baseline on every task with all the labels (``probe_summary`` of their probes)."""
+    return probe_summary([row for row in rows if row["kind"] == "baseline" and all_labels(row)])
 
 
 def unconverged(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Probes whose best dev score came at their last evaluation: they may still have been improving."""
     return [
-        f"{row['task']} / {row['upstream']} / {row['layer']} (probe seed {row['probe_seed']}): "
-        f"best step {row['best_step']} of {row['steps']}"
+        f"{row['task']} / {row['upstream']} / {row['layer']}{' fine-tuned' if row['fine_tune'] else ''}"
+        f"{'' if row['train_proportion'] == 1.0 else ', ' + share_text(row['train_proportion']) + ' of the labels'}"
+        f" (probe seed {row['probe_seed']}): best step {row['best_step']} of {row['steps']}"
         for row in rows
         if not row["converged"]
     ]
@@ -514,6 +655,35 @@ def unconverged(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def layer_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for row in rows if row["layer"] != "weighted_sum"]
+
+
+def layer_weights_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Against every network probed layer by layer: its weighted sum's test value (mean over
+    probe seeds), the best single hidden state (chosen on dev) and the softmax weight the
+    weighted sum learned for each hidden state (first probe seed)."""
+    table = []
+    for task, label in dict.fromkeys((row["task"], row["upstream"]) for row in layer_table(rows)):
+        mine = [row for row in rows if (row["task"], row["upstream"]) == (task, label) and all_labels(row)]
+        single = [row for row in mine if row["layer"] != "weighted_sum"]
+        summed = [row for row in mine if row["layer"] == "weighted_sum"]
+        if not summed:
+            continue
+        higher = single[0]["higher_is_better"]
+        best = max(single, key=lambda row: row["dev"] if higher else -row["dev"])
+        mean = statistics.mean(row["test"] for row in summed)
+        weights = next((row["layer_weights"] for row in summed if row["layer_weights"]), None)
+        table.append(
+            {
+                "task": task,
+                "upstream": label,
+                "weighted sum test": mean,
+                "best layer (dev)": best["layer"],
+                "its test": best["test"],
+                "weighted sum - best layer": mean - best["test"],
+                "layer weights (0 = input)": " ".join(f"{w:.2f}" for w in weights) if weights else "n/a",
+            }
+        )
+    return table
 
 
 def family_table(plan: StudyPlan, curves: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -537,6 +707,7 @@ def family_table(plan: StudyPlan, curves: dict[str, dict[str, Any]], rows: Seque
                 and row["task"] == task
                 and row["kind"] == "pretrained"
                 and row["layer"] == "weighted_sum"
+                and all_labels(row)
             ]
             entry[f"{task} test"] = statistics.mean(values) if values else float("nan")
         table.append(entry)
@@ -544,7 +715,12 @@ def family_table(plan: StudyPlan, curves: dict[str, dict[str, Any]], rows: Seque
 
 
 def write_report(
-    plan: StudyPlan, command: str, curves: dict[str, dict[str, Any]], rows: list[dict[str, Any]], missing: Sequence[str] = ()
+    plan: StudyPlan,
+    command: str,
+    curves: dict[str, dict[str, Any]],
+    rows: list[dict[str, Any]],
+    wall_time: WallTime,
+    missing: Sequence[str] = (),
 ) -> Path:
     out = plan.outdir
     write_table(rows, out, "probes")
@@ -559,6 +735,7 @@ def write_report(
         {
             "run": label,
             "updates": curve["total_steps"],
+            "minutes": "not recorded" if curve.get("train_seconds") is None else round(curve["train_seconds"] / 60, 1),
             **{name: curve["first_beaten"][name] for name in PREDICTORS},
             "predictor losses": " / ".join(f"{curve['baselines'][name]:.3f}" for name in PREDICTORS),
         }
@@ -587,12 +764,16 @@ def write_report(
         "probe seed. Unit `networks`: one value per network, its probes averaged (both groups "
         "have two networks or more); unit `probes`: one value per probe, so with one pretrained "
         "network the interval covers probe-seed noise only, not the spread between pretraining "
-        "runs. Mean +- sample standard deviation; difference of means with Welch's 95 % interval.",
+        "runs. Mean +- sample standard deviation; difference of means with Welch's 95 % interval. "
+        "`probe`: the learned weighted sum of the frozen network's hidden states, or the network "
+        "fine-tuned with it (`--fine-tune`); `labels`: the share of the training utterances the "
+        "probe was trained on (`--proportions`; the same utterances for every model).",
         "",
         markdown_table(weighted_sum_table(rows), WEIGHTED_SUM_COLUMNS),
         "",
-        "`best baseline`: the surface features (below) with the best mean test value on the task; "
-        "`vs baseline`: pretrained minus it, with Welch's 95 % interval over probes.",
+        "`best baseline`: the surface features (below) with the best mean test value on the task "
+        "with the same share of labels (their weighted-sum probe: plain features have nothing to "
+        "fine-tune); `vs baseline`: pretrained minus it, with Welch's 95 % interval over probes.",
         "",
         "## Surface baselines: the same probes on the features the networks start from",
         "",
@@ -606,6 +787,18 @@ def write_report(
         markdown_table(baseline_table(rows), BASELINE_COLUMNS),
         "",
     ]
+    pictures = sorted((out / "tsne").glob("*.png")) if (out / "tsne").is_dir() else []
+    if pictures:
+        lines += [
+            "## t-SNE",
+            "",
+            f"`{TSNE_SUBSET}` of the evaluation corpus (at most {TSNE_UTTERANCES} utterances): each "
+            "utterance mean-pooled and coloured by speaker, and 2,000 frames coloured by broad phone "
+            "class; the average of all hidden states. Pictures only: the probes above measure.",
+            "",
+            *[f"![{path.stem}](tsne/{path.name})" for path in pictures],
+            "",
+        ]
     late = unconverged(rows)
     lines += [
         "## Convergence",
@@ -626,9 +819,23 @@ def write_report(
             "",
             "![test metric against layer](layerwise.png)",
             "",
+            "The weighted sum (mean over probe seeds) against the best hidden state alone (chosen "
+            "on dev), and the weight the weighted sum learned for each hidden state:",
+            "",
+            markdown_table(layer_weights_table(rows), LAYER_WEIGHTS_COLUMNS),
+            "",
             markdown_table(layers, ["task", "upstream", "layer", "metric", "dev", "test", "learned"]),
             "",
         ]
+    lines += [
+        "## Wall time",
+        "",
+        "Minutes spent in each part, summed over every command that built this folder "
+        f"(`{WALL_TIME}`); pretraining also per run in the first table, from its checkpoints.",
+        "",
+        markdown_table(wall_time.table(), ["part", "minutes"]),
+        "",
+    ]
     if missing:
         lines += [
             f"**Partial report** (`--report-only`): {len(missing)} run(s) or probe(s) not finished yet, left out:",
@@ -644,11 +851,18 @@ def run_study(plan: StudyPlan, command: str) -> Path:
     with own_outdir(plan.outdir):
         missing: list[str] = []
         check_pretraining(plan)
-        pretrained = pretrain_all(plan, missing)
-        curves = {run.label: learning_curve(run.folder) for runs in pretrained.values() for run in runs}
-        random = random_networks(plan, pretrained)
-        rows = probe_all(plan, pretrained, random, missing)
-        return write_report(plan, command, curves, rows, missing)
+        wall_time = WallTime(plan.outdir / WALL_TIME)
+        with wall_time.part("pretraining"):
+            pretrained = pretrain_all(plan, missing)
+        with wall_time.part("learning curves"):
+            curves = {run.label: learning_curve(run.folder) for runs in pretrained.values() for run in runs}
+        with wall_time.part("random-weight networks"):
+            random = random_networks(plan, pretrained)
+        rows = probe_all(plan, pretrained, random, missing, wall_time)
+        if plan.tsne:
+            with wall_time.part("t-SNE pictures"):
+                tsne_pictures(plan, pretrained, random)
+        return write_report(plan, command, curves, rows, wall_time, missing)
 
 
 def parse_plan(argv: Sequence[str]) -> StudyPlan:
@@ -679,6 +893,27 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     add_override_option(
         parser, "--pretrain-override", help="pretraining setting overrides on top of --recipe, e.g. runner.cpu_bf16=false"
     )
+    grid = parser.add_argument_group("the seed's grid (each adds probes; all are off by default)")
+    grid.add_argument(
+        "--proportions",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="SHARE",
+        help="shares of the training labels (0 < SHARE < 1) to probe with besides all of them, e.g. 0.01 0.1",
+    )
+    grid.add_argument(
+        "--fine-tune",
+        nargs="+",
+        default=[],
+        metavar="TASK",
+        help="tasks (of -d) whose networks are also fine-tuned with their probe, with every share of labels",
+    )
+    grid.add_argument(
+        "--tsne",
+        action="store_true",
+        help=f"t-SNE pictures of {TSNE_SUBSET} for the first pretrained and random networks and the baselines",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--report-only",
@@ -696,6 +931,15 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     for name in ("pretrain_corpus", "eval_corpus"):
         if not getattr(args, name).is_dir():
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such folder")
+    shares = sorted(set(args.proportions), reverse=True)
+    if any(not 0 < share < 1 for share in shares):
+        parser.error(
+            f"--proportions {' '.join(map(str, args.proportions))}: each share must be in (0, 1) "
+            "(all the labels are always probed)"
+        )
+    stray = [task for task in args.fine_tune if task not in args.tasks]
+    if stray:
+        parser.error(f"--fine-tune {' '.join(stray)}: not among the probed tasks (-d {' '.join(args.tasks)}); add it to -d")
     # The study's probe settings, each key once at the value that applies (the user's win).
     overrides = {item.partition("=")[0]: item for item in [*DEFAULT_PROBE_OVERRIDES, *args.override]}.values()
     return StudyPlan(
@@ -714,6 +958,9 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         device=args.device,
         report_only=args.report_only,
         pretrain_seeds=tuple(args.pretrain_seeds),
+        proportions=tuple(shares),
+        fine_tune_tasks=tuple(dict.fromkeys(args.fine_tune)),
+        tsne=args.tsne,
     )
 
 

@@ -187,6 +187,39 @@ def plot_phone_tsne(
     )
 
 
+def corpus_label_files(data: TsneData, root: Path) -> tuple[list[Path], Path]:
+    """Frame level: the 10 ms label files of ``data.subsets`` and the phone list."""
+    label_files = [Path(data.label_dir or root / "alignments") / f"{subset}.frames.txt" for subset in data.subsets]
+    return label_files, Path(data.phones) if data.phones else root / "phones.txt"
+
+
+def plot_corpus_tsne(
+    model: Upstream,
+    data: TsneData,
+    level: str,
+    layer: Optional[int],
+    path: str | Path,
+    max_frames: int = 2000,
+    seed: int = 0,
+    title: str = "",
+    max_utterances: Optional[int] = None,
+) -> Path:
+    """The picture of ``data``'s utterances (at most ``max_utterances``, evenly spaced over the
+    corpus's order so that every speaker keeps some) at ``level`` 'utterance' (by speaker) or
+    'frame' (by broad phone class)."""
+    root = Path(data.root) if data.root else DEMO_ROOT
+    utterances = find_utterances(root, data.subsets, progress=False)
+    if max_utterances is not None and len(utterances) > max_utterances:
+        utterances = [utterances[i * len(utterances) // max_utterances] for i in range(max_utterances)]
+    if level == "utterance":
+        return plot_speaker_tsne(model, utterances, layer, path, seed=seed, title=title)
+    label_files, phones_file = corpus_label_files(data, root)
+    labels = {}
+    for label_file in label_files:
+        labels.update(read_frame_labels(label_file))
+    return plot_phone_tsne(model, utterances, labels, read_phone_names(phones_file), layer, path, max_frames, seed, title)
+
+
 def main(argv: Optional[list[str]] = None) -> Path:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-u", "--upstream", required=True)
@@ -217,20 +250,12 @@ def main(argv: Optional[list[str]] = None) -> Path:
     root = Path(data.root) if data.root else DEMO_ROOT
     model = build_upstream(args.upstream, args.ckpt)
     layer = None if args.layer == "average" else int(args.layer)
-    utterances = find_utterances(root, data.subsets)
-    inputs = [args.ckpt, *(utt.path for utt in utterances)]
-    if args.level == "utterance":
-        check_output_is_not_an_input(args.output, inputs, "--output")
-        path = plot_speaker_tsne(model, utterances, layer, args.output, seed=args.seed)
-    else:
-        label_files = [Path(data.label_dir or root / "alignments") / f"{subset}.frames.txt" for subset in data.subsets]
-        phones_file = Path(data.phones) if data.phones else root / "phones.txt"
-        check_output_is_not_an_input(args.output, [*inputs, *label_files, phones_file], "--output")
-        labels = {}
-        for label_file in label_files:
-            labels.update(read_frame_labels(label_file))
-        phones = read_phone_names(phones_file)
-        path = plot_phone_tsne(model, utterances, labels, phones, layer, args.output, args.max_frames, args.seed)
+    inputs = [args.ckpt, *(utt.path for utt in find_utterances(root, data.subsets))]
+    if args.level == "frame":
+        label_files, phones_file = corpus_label_files(data, root)
+        inputs += [*label_files, phones_file]
+    check_output_is_not_an_input(args.output, inputs, "--output")
+    path = plot_corpus_tsne(model, data, args.level, layer, args.output, args.max_frames, args.seed)
     print(f"wrote {path}")
     return path
 

@@ -125,7 +125,9 @@ class Pretrainer:
         if context.is_main:
             self.keeper.remove_partial_files()
         self.step = 0
-        self.counters = {"skipped_nonfinite": 0, "unreadable": 0, "frames": 0}
+        # train_seconds: wall time of the updates (with their evaluations and checkpoints), summed
+        # over every session of the run, so a resumed run still states what it cost.
+        self.counters = {"skipped_nonfinite": 0, "unreadable": 0, "frames": 0, "train_seconds": 0.0}
         if resume is not None:
             self._load(resume)
 
@@ -226,6 +228,7 @@ class Pretrainer:
             show = self.context.is_main and runner.image_step and (self.step + 1) % runner.image_step == 0
             stats = self._update(micro_batches, keep_picture=bool(show))
             elapsed, started = time.perf_counter() - started, time.perf_counter()
+            self.counters["train_seconds"] += elapsed
             self.step += 1
             outcome.train_losses.append(stats.loss)
             window.append(stats.loss)

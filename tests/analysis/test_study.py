@@ -347,3 +347,46 @@ def test_a_run_with_corpus_cmvn_matches_the_settings_that_asked_for_it(tmp_path)
     plain["data"]["corpus_cmvn"] = False
     plain["model"]["frontend"].update(cmvn=False, corpus_stats=stats)
     assert study.pretraining_key(plain, False) != study.pretraining_key({**plain, "model": planned["model"]}, False)
+
+
+def test_the_seeds_grid_adds_fewer_labels_fine_tuning_pictures_and_wall_time(moved_study):
+    argv, moved = moved_study
+    report = study.main(argv + ["--proportions", "0.5", "--fine-tune", "speaker_utterance", "--tsne"]).read_text()
+    rows = json.loads((moved / "probes.json").read_text())
+    full = {r["upstream"]: r for r in rows if r["layer"] == "weighted_sum" and study.all_labels(r) and r["probe_seed"] == 1}
+    half = {r["upstream"]: r for r in rows if r["train_proportion"] == 0.5 and not r["fine_tune"] and r["probe_seed"] == 1}
+    assert set(half) == set(full), "every model's weighted sum again with half the labels"
+    assert all(half[name]["train_utterances"] < full[name]["train_utterances"] for name in half)
+    tuned = sorted((r["kind"], r["train_proportion"], r["probe_seed"]) for r in rows if r["fine_tune"])
+    networks = [("pretrained", 1), ("random", 2)]  # one pretrained network, two random ones
+    assert tuned == sorted(
+        (kind, share, seed) for kind, count in networks for share in (0.5, 1.0) for seed in (1, 2) for _ in range(count)
+    )
+    for probe, labels in (("weighted sum", "50 %"), ("fine-tuned", "100 %"), ("fine-tuned", "50 %")):
+        assert f"| aalbert_3L | speaker_utterance | {probe} | {labels} | accuracy |" in report
+    pictures = {p.name for p in (moved / "tsne").glob("*.png")}
+    assert {"aalbert_3L_pretrained_speakers.png", "aalbert_3L_random11_phones.png", "fbank_phones.png"} <= pictures
+    assert "mel_speakers.png" not in pictures and "mel_phones.png" in pictures  # mel pools to zero
+    assert "](tsne/aalbert_3L_pretrained_phones.png)" in report
+    seconds = json.loads((moved / "wall_time.json").read_text())
+    assert seconds["probes: fine-tuned"] > 0 and seconds["t-SNE pictures"] > 0 and seconds["pretraining"] >= 0
+    assert "## Wall time" in report and "| probes: fine-tuned |" in report
+    weights = report.split("layer weights (0 = input) |")[1].split("\n")[2].split("|")[-2].split()
+    assert len(weights) == 4 and abs(sum(map(float, weights)) - 1) < 0.02  # softmax weights, 2 decimals
+
+
+@pytest.mark.parametrize(
+    "grid, named",
+    [(["--proportions", "1"], "each share must be in (0, 1)"), (["--fine-tune", "phone_linear"], "not among the probed tasks")],
+)
+def test_a_grid_option_that_cannot_work_is_refused_in_one_line(grid, named, capsys):
+    with pytest.raises(SystemExit):
+        study.parse_plan(STUDY_ARGS + ["-d", "speaker_utterance", *grid])
+    assert named in capsys.readouterr().err
+
+
+def test_a_pretraining_run_states_its_wall_time_across_a_resume(study_run):
+    _, path = study_run
+    curve = json.loads((path.parent / "curves.json").read_text())["aalbert_3L"]
+    assert curve["train_seconds"] > 0
+    assert "| minutes |" in path.read_text().split("## Probes")[0]

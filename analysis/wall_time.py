@@ -1,0 +1,45 @@
+"""Wall time of an analysis's parts, summed over every command that built its folder.
+
+A resumable analysis runs over several commands (a stop, then the same command again), so the
+time one command measured is not what a part cost. Each part's seconds are added to
+``OUT/wall_time.json`` as soon as the part ends, and a report states the sums.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+from utility.atomic_write import write_text_atomic
+
+
+class WallTime:
+    """Seconds per part name, read from and written back to one JSON file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seconds: dict[str, float] = {}
+        if path.is_file():
+            try:
+                self.seconds = json.loads(path.read_text())
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} is damaged ({error}): delete it to count the wall time anew") from None
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """Adds the wall time of the ``with`` block to ``name``, also when it stops with an error
+        or Ctrl-C (the work done until then was spent)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
+            write_text_atomic(self.path, json.dumps(self.seconds, indent=2) + "\n")
+
+    def table(self) -> list[dict[str, object]]:
+        """One row per part, in the order the parts first ran, and their total."""
+        rows: list[dict[str, object]] = [{"part": name, "minutes": round(s / 60, 1)} for name, s in self.seconds.items()]
+        return rows + [{"part": "total", "minutes": round(sum(self.seconds.values()) / 60, 1)}]
