@@ -9,8 +9,9 @@ rate, no encoder). The papers' claim is that pretraining beats these.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 from downstream.discovery import load_task
 from upstream import Upstream
@@ -44,3 +45,24 @@ def probes_with(model: Upstream, task: str, tasks_dir: Path) -> bool:
     config = getattr(model, "config", None)
     plain = config is not None and config.encoder is None
     return not (pools and plain and config.frontend.cmvn)
+
+
+def baseline_values(rows: Sequence[dict[str, Any]], task: str) -> dict[str, list[float]]:
+    """Each surface baseline's test values on ``task``, one per probe seed: ``result_row`` rows
+    with a ``kind`` (``baseline`` for the surface features)."""
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        if row["kind"] == "baseline" and row["task"] == task:
+            values.setdefault(row["upstream"], []).append(row["test"])
+    return values
+
+
+def best_baseline(rows: Sequence[dict[str, Any]], task: str) -> Optional[tuple[str, list[float]]]:
+    """The surface baseline with the best mean test value on ``task`` (None: none probed yet)."""
+    values = baseline_values(rows, task)
+    if not values:
+        return None
+    higher = next(row["higher_is_better"] for row in rows if row["task"] == task)
+    pick = max if higher else min
+    name = pick(values, key=lambda label: statistics.mean(values[label]))
+    return name, values[name]

@@ -73,7 +73,7 @@ from utility.checkpoint_file import read_checkpoint_file
 from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, add_override_option, run_cli
 
-from .baselines import baseline_choices, probes_with
+from .baselines import baseline_choices, best_baseline, probes_with
 from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, probe_summary, result_row, run_cell
 from .keys import corpus_identity, differences
 from .layerwise import plot_layerwise
@@ -441,26 +441,6 @@ def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) 
         low, high = test.confidence_interval(0.95)
         row["welch_95ci"] = f"[{low:+.4f}, {high:+.4f}]"
     return row
-
-
-def baseline_values(rows: Sequence[dict[str, Any]], task: str) -> dict[str, list[float]]:
-    """Each surface baseline's test values on ``task``, one per probe seed."""
-    values: dict[str, list[float]] = {}
-    for row in rows:
-        if row["kind"] == "baseline" and row["task"] == task:
-            values.setdefault(row["upstream"], []).append(row["test"])
-    return values
-
-
-def best_baseline(rows: Sequence[dict[str, Any]], task: str) -> Optional[tuple[str, list[float]]]:
-    """The surface baseline with the best mean test value on ``task`` (None: none probed yet)."""
-    values = baseline_values(rows, task)
-    if not values:
-        return None
-    higher = next(row["higher_is_better"] for row in rows if row["task"] == task)
-    pick = max if higher else min
-    name = pick(values, key=lambda label: statistics.mean(values[label]))
-    return name, values[name]
 
 
 def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
