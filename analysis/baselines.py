@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from downstream.discovery import load_task
-from upstream import Upstream
+from upstream import Upstream, get_entry
 from upstream.files import read_upstream_checkpoint
 from upstream.presets import model_input_config
 
@@ -35,6 +35,33 @@ def baseline_choices(networks: Sequence[tuple[str, str]]) -> list[UpstreamChoice
     for label, ckpt in inputs.values():
         choices.append(UpstreamChoice("model_input", ckpt, "model_input" if len(inputs) == 1 else f"model_input_{label}"))
     return choices
+
+
+def is_baseline(choice: UpstreamChoice) -> bool:
+    """Whether ``choice`` is plain features (fbank, mel, mel_raw, model_input), not a network."""
+    return get_entry(choice.name).family == "baseline"
+
+
+def transformer_networks(choices: Sequence[UpstreamChoice]) -> list[tuple[str, str]]:
+    """(label, checkpoint) of the ``choices`` that are Transformer networks with a checkpoint:
+    those whose own input ``model_input`` can be read (random weights without a file have none)."""
+    networks = []
+    for choice in choices:
+        entry = get_entry(choice.name)
+        # Entries with a builder (torchaudio's models, model_input) have no Transformer configuration.
+        if choice.ckpt and entry.builder is None and entry.preset().encoder is not None:
+            networks.append((choice.label, choice.ckpt))
+    return networks
+
+
+def missing_baselines(choices: Sequence[UpstreamChoice]) -> list[UpstreamChoice]:
+    """The baselines of the networks among ``choices`` (``baseline_choices``) that ``choices``
+    do not list under the same label; none when ``choices`` holds no network (plain features
+    only: nothing to compare them with)."""
+    if all(is_baseline(choice) for choice in choices):
+        return []
+    listed = {choice.label for choice in choices}
+    return [choice for choice in baseline_choices(transformer_networks(choices)) if choice.label not in listed]
 
 
 def probes_with(model: Upstream, task: str, tasks_dir: Path) -> bool:
