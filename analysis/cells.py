@@ -305,11 +305,11 @@ def standard_error(scores: dict[str, Any], metric: str) -> Optional[float]:
 
 def run_cells(
     choices: Sequence[UpstreamChoice],
-    cells_for: Callable[[UpstreamChoice, int], list[Cell]],
+    cells_for: Callable[[UpstreamChoice, Upstream], list[Cell]],
     root: Path,
     settings: ProbeSettings,
 ) -> list[tuple[Cell, dict[str, Any]]]:
-    """Every cell ``cells_for(choice, num_hidden_states)`` lists, upstream by upstream.
+    """Every cell ``cells_for(choice, model)`` lists (``model``: the choice built), upstream by upstream.
 
     Frozen cells of one upstream share one built model and the runner's disk feature cache in
     ``root/../feature_cache``, so the upstream runs once per utterance however many layers,
@@ -323,7 +323,7 @@ def run_cells(
         with stop_at_step_boundary():
             for choice in tqdm(choices, desc="upstreams", unit="upstream"):
                 model = choice.build(settings.seed)
-                cells = cells_for(choice, model.num_hidden_states)
+                cells = cells_for(choice, model)
                 for cell in tqdm(cells, desc=f"{choice.label} probes", unit="probe", leave=False):
                     done.append((cell, run_cell(cell, root, settings, None if cell.fine_tune else model)))
                 del model  # frees the cached hidden states before the next upstream

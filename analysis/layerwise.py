@@ -126,7 +126,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Path]:
     choices = parse_upstreams(args.upstreams)
     cells_root = args.outdir / "cells"
     with own_outdir(args.outdir):
-        done = run_cells(choices, lambda choice, n: layer_cells(args.tasks, choice, n), cells_root, settings_from_args(args))
+        cells = lambda choice, model: layer_cells(args.tasks, choice, model.num_hidden_states)
+        done = run_cells(choices, cells, cells_root, settings_from_args(args))
         paths = write_layerwise(done, cells_root, args.outdir)
     print("\n".join(f"wrote {path}" for path in paths.values()))
     return paths

@@ -8,6 +8,14 @@ For every upstream: parameter count and extraction speed, then the stages named 
 (``weighted_sum``), one probe per hidden state with plots (``layerwise``), the label-proportion
 sweep on ``--proportion-task`` (``proportion``), and probes with the upstream trained too
 (``finetune``, off by default).
+
+With a network among the upstreams, the surface baselines of ``analysis/baselines.py`` are
+added (``--no-baselines``: not): fbank, mel, mel_raw and, for each Transformer given with a
+checkpoint, its own input (``model_input``), each unless listed under its label. They get the
+weighted-sum probes and the proportion sweep (one hidden state: no layers, nothing to
+fine-tune), and the report gives each network's test value minus the best baseline's. A task
+that pools over time does not probe features normalised per utterance (every utterance's mean
+is zero): those cells are skipped and named, for every upstream.
 Writes ``OUTDIR/report.md`` with its tables and plots next to it. Every probe is a resumable
 cell under ``OUTDIR/cells``: run the same command again after an interruption and finished
 cells are read, not recomputed.
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,12 +37,13 @@ import utility.openmp_wait  # noqa: F401  (first: OpenMP reads its wait policy w
 import torch
 from tqdm import tqdm
 
-from upstream import read_audio
+from upstream import Upstream, read_audio
 from upstream.audio import SAMPLE_RATE
 from utility.cli import ArgumentParser, run_cli
 from corpora.index import find_utterances
 from corpora.root import DEMO_ROOT
 
+from .baselines import best_baseline, is_baseline, missing_baselines, probes_with
 from .cells import (
     Cell,
     UpstreamChoice,
@@ -53,6 +63,7 @@ from .tables import markdown_table, report_header
 REPORT = "report.md"
 STAGES = ("weighted_sum", "layerwise", "proportion", "finetune")
 DEFAULT_STAGES = ("weighted_sum", "layerwise", "proportion")
+BASELINE_STAGES = ("weighted_sum", "proportion")  # of the added baselines: one hidden state, nothing to train
 SPEED_SUBSET = "train-clean-100"
 
 
@@ -88,19 +99,19 @@ def report_cells(
     choice: UpstreamChoice,
     num_hidden_states: int,
     tasks: Sequence[str],
-    proportion_task: str,
+    proportion_task: Optional[str],
     proportions: Sequence[float],
     stages: Sequence[str],
 ) -> list[Cell]:
-    """The cells of the chosen stages; shared cells run once (the weighted-sum cell is also a
-    layer-wise cell and the proportion-1 cell of the sweep). Feature baselines get no
-    fine-tuned probes: they have nothing to train."""
+    """The cells of the chosen stages (``proportion_task`` None: no sweep); shared cells run
+    once (the weighted-sum cell is also a layer-wise cell and the proportion-1 cell of the
+    sweep). Feature baselines get no fine-tuned probes: they have nothing to train."""
     cells = []
     if "weighted_sum" in stages:
         cells += [Cell(task, choice) for task in tasks]
     if "layerwise" in stages:
         cells += layer_cells(tasks, choice, num_hidden_states)
-    if "proportion" in stages:
+    if "proportion" in stages and proportion_task is not None:
         cells += proportion_cells([proportion_task], choice, proportions)
     if "finetune" in stages and num_hidden_states > 1:
         cells += [Cell(task, choice, None, fine_tune=True) for task in tasks]
@@ -131,14 +142,50 @@ def layer_summary(layer_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+def against_baselines(weighted: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Weighted-sum rows (with ``kind``) -> per task and network: its test value minus that of
+    the task's best baseline (``best_baseline``); tasks without a baseline are left out."""
+    table = []
+    for task in dict.fromkeys(row["task"] for row in weighted):
+        best = best_baseline(weighted, task)
+        if best is None:
+            continue
+        name, values = best
+        baseline = statistics.mean(values)
+        for row in weighted:
+            if row["task"] == task and row["kind"] == "network":
+                table.append(
+                    {
+                        "task": task,
+                        "network": row["upstream"],
+                        "metric": row["metric"],
+                        "test": row["test"],
+                        "best baseline": name,
+                        "baseline test": baseline,
+                        "network - baseline": row["test"] - baseline,
+                    }
+                )
+    return table
+
+
 def write_report(
-    command: str, args: argparse.Namespace, facts: Sequence[dict[str, Any]], done: Sequence[tuple[Cell, dict[str, Any]]]
+    command: str,
+    args: argparse.Namespace,
+    facts: Sequence[dict[str, Any]],
+    done: Sequence[tuple[Cell, dict[str, Any]]],
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> Path:
+    """``skipped``: (upstream, task) pairs not probed (``probes_with``)."""
     outdir: Path = args.outdir
-    layer_done = [(c, r) for c, r in done if c.proportion == 1.0 and not c.fine_tune]
+    frozen = [(c, r) for c, r in done if c.proportion == 1.0 and not c.fine_tune]
+    # Upstreams probed layer by layer (not the added baselines) on a task.
+    layered = {(c.task, c.upstream) for c, _ in frozen if c.layer is not None}
+    layer_done = [(c, r) for c, r in frozen if (c.task, c.upstream) in layered]
     sweep_done = [(c, r) for c, r in done if c.task == args.proportion_task and c.layer is None and not c.fine_tune]
     tuned = [result_row(c, r) for c, r in done if c.fine_tune]
-    weighted = [result_row(c, r) for c, r in layer_done if c.layer is None]
+    weighted = [
+        {**result_row(c, r), "kind": "baseline" if is_baseline(c.upstream) else "network"} for c, r in frozen if c.layer is None
+    ]
     layers = [result_row(c, r) for c, r in layer_done]
     facts = [{**row, "seconds_per_audio_minute": round(row["seconds_per_audio_minute"], 3)} for row in facts]
     lines = [
@@ -156,18 +203,40 @@ def write_report(
         markdown_table(facts, ["upstream", "checkpoint", "parameters", "hidden_states", "seconds_per_audio_minute"]),
         "",
     ]
+    if skipped:
+        lines += [
+            "Not probed: "
+            + ", ".join(f"`{upstream}` on {task}" for upstream, task in skipped)
+            + " (the task pools over time, and features normalised per utterance have the same mean, zero, in "
+            "every utterance: no probe can tell them apart).",
+            "",
+        ]
     if "weighted_sum" in args.stages:
         lines += [
             "## Probes on the learned weighted sum of hidden states",
             "",
-            markdown_table(weighted, ["task", "upstream", "metric", "dev", "test", "train_utterances", "learned"]),
+            markdown_table(weighted, ["task", "upstream", "kind", "metric", "dev", "test", "train_utterances", "learned"]),
             "",
-            "`learned`: false when a classification probe's best dev cross-entropy stayed above 97 % of "
-            "chance (ln of the number of classes): it did not train, so its score says nothing about the "
-            "features. Mean-pooled `mel` is zero for every utterance (per-utterance CMVN): its pooled "
-            "speaker probes are at chance by construction.",
+            "`kind`: `network`, or `baseline` for plain features (fbank, mel, mel_raw, a network's own input "
+            "`model_input`; see `analysis/baselines.py`). `learned`: false when a classification probe's best dev "
+            "cross-entropy stayed above 97 % of chance (ln of the number of classes): it did not train, so its "
+            "score says nothing about the features.",
             "",
         ]
+        margins = against_baselines(weighted)
+        if margins:
+            lines += [
+                "## Networks against the best surface baseline",
+                "",
+                "Per task, each network's test value minus that of the baseline with the best test value "
+                "(positive: the network is higher; for a metric where lower is better, negative is better).",
+                "",
+                markdown_table(
+                    margins,
+                    ["task", "network", "metric", "test", "best baseline", "baseline test", "network - baseline"],
+                ),
+                "",
+            ]
     if tuned:
         lines += [
             "## Fine-tuned probes (upstream trained too)",
@@ -224,21 +293,36 @@ def main(argv: Optional[list[str]] = None) -> Path:
         help=f"what to run and report (default: {' '.join(DEFAULT_STAGES)})",
     )
     parser.add_argument("--speed-utterances", type=int, default=5, help="utterances timed per upstream")
+    parser.add_argument(
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="do not add the surface baselines (fbank, mel, mel_raw, each network's model_input) to -u",
+    )
     args = parser.parse_args(argv)
     args.proportion_task = args.proportion_task or args.tasks[0]
     if args.speed_utterances < 1:
         parser.error("--speed-utterances must be at least 1")
     choices = parse_upstreams(args.upstreams)
+    added = missing_baselines(choices) if args.baselines else []
     root = Path(corpus_root(args) or DEMO_ROOT)
+    settings = settings_from_args(args)
+    skipped: list[tuple[str, str]] = []
 
-    def cells_for(choice: UpstreamChoice, num_hidden_states: int) -> list[Cell]:
-        return report_cells(choice, num_hidden_states, args.tasks, args.proportion_task, args.proportions, args.stages)
+    def cells_for(choice: UpstreamChoice, model: Upstream) -> list[Cell]:
+        stages = [stage for stage in args.stages if choice not in added or stage in BASELINE_STAGES]
+        sweep = [args.proportion_task] if "proportion" in stages else []
+        readable = {task: probes_with(model, task, settings.tasks_dir) for task in [*args.tasks, *sweep]}
+        skipped.extend((choice.label, task) for task, can in readable.items() if not can)
+        tasks = [task for task in args.tasks if readable[task]]
+        sweep_task = args.proportion_task if sweep and readable[args.proportion_task] else None
+        return report_cells(choice, model.num_hidden_states, tasks, sweep_task, args.proportions, stages)
 
     with own_outdir(args.outdir):
-        facts = [measure_upstream(choice, root, args.speed_utterances, args.seed) for choice in choices]
+        facts = [measure_upstream(choice, root, args.speed_utterances, args.seed) for choice in [*choices, *added]]
         (args.outdir / "upstreams.json").write_text(json.dumps(facts, indent=2) + "\n")
-        done = run_cells(choices, cells_for, args.outdir / "cells", settings_from_args(args))
-        path = write_report("python -m analysis.report " + shlex.join(argv), args, facts, done)
+        done = run_cells([*choices, *added], cells_for, args.outdir / "cells", settings)
+        path = write_report("python -m analysis.report " + shlex.join(argv), args, facts, done, skipped)
     print(f"wrote {path}")
     return path
 

@@ -86,7 +86,7 @@ from utility.checkpoint_file import read_checkpoint_file
 from utility.checkpoint_keeper import CheckpointKeeper
 from utility.cli import ArgumentParser, add_override_option, run_cli
 
-from .baselines import baseline_choices, pools_to_constant, probes_with
+from .baselines import baseline_choices, best_baseline, pools_to_constant, probes_with
 from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, probe_summary, result_row, run_cell
 from .keys import corpus_identity, differences
 from .layerwise import plot_layerwise
@@ -562,27 +562,6 @@ def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) 
 def all_labels(row: dict[str, Any]) -> bool:
     """A probe of the main comparison: trained on all the labels, the upstream frozen."""
     return row["train_proportion"] == 1.0 and not row["fine_tune"]
-
-
-def baseline_values(rows: Sequence[dict[str, Any]], task: str, share: float = 1.0) -> dict[str, list[float]]:
-    """Each surface baseline's test values on ``task`` with ``share`` of the labels, one per probe seed."""
-    values: dict[str, list[float]] = {}
-    for row in rows:
-        if row["kind"] == "baseline" and row["task"] == task and row["train_proportion"] == share:
-            values.setdefault(row["upstream"], []).append(row["test"])
-    return values
-
-
-def best_baseline(rows: Sequence[dict[str, Any]], task: str, share: float = 1.0) -> Optional[tuple[str, list[float]]]:
-    """The surface baseline with the best mean test value on ``task`` with ``share`` of the
-    labels (None: none probed yet)."""
-    values = baseline_values(rows, task, share)
-    if not values:
-        return None
-    higher = next(row["higher_is_better"] for row in rows if row["task"] == task)
-    pick = max if higher else min
-    name = pick(values, key=lambda label: statistics.mean(values[label]))
-    return name, values[name]
 
 
 def share_text(share: float) -> str:

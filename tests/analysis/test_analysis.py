@@ -210,11 +210,75 @@ def test_report_holds_every_upstream_and_table(report_run):
         assert f"]({picture})" in text and (path.parent / picture).is_file()
     rows = read_rows(path.parent / "results.csv")
     assert len(rows) == 2 + 5, "one row per hidden state and weighted sum, per upstream"
-    # Every cell of an upstream read one shared store of all its hidden states: extracted once.
+    # Every cell of an upstream read one shared store of all its hidden states: extracted once
+    # (fbank, aalbert_3L and the added baseline mel_raw).
     stores = sorted(p.name.split("-")[1] for p in (path.parent / "feature_cache").iterdir())
-    assert stores == ["all", "all"]
+    assert stores == ["all", "all", "all"]
     best = max((r for r in rows if r["upstream"] == "aalbert_3L" and r["layer"] != "weighted_sum"), key=lambda r: float(r["dev"]))
     assert f"| speaker_utterance | aalbert_3L | accuracy | {best['layer']} | {float(best['test']):.4f} |" in text
+
+
+def test_report_adds_the_baselines_a_pooled_task_can_read(report_run):
+    """-u fbank aalbert_3L:CKPT -d speaker_utterance: fbank is listed (not added again), mel_raw
+    is added with the weighted sum and the sweep only, mel and the network's own input (both
+    normalised per utterance) are not probed by the pooled task, and the network is compared
+    with the best baseline."""
+    import json
+
+    _, path = report_run
+    text = path.read_text()
+    cells = path.parent / "cells" / "speaker_utterance"
+    assert sorted(p.name for p in cells.iterdir()) == ["aalbert_3L", "fbank", "mel_raw"]
+    assert sorted(p.name for p in (cells / "mel_raw").iterdir()) == ["weighted_sum", "weighted_sum_proportion0.05"]
+    facts = json.loads((path.parent / "upstreams.json").read_text())
+    assert [row["upstream"] for row in facts] == ["fbank", "aalbert_3L", "mel", "mel_raw", "model_input"]
+    assert "Not probed: `mel` on speaker_utterance, `model_input` on speaker_utterance (the task pools" in text
+    for upstream, kind in (("fbank", "baseline"), ("aalbert_3L", "network"), ("mel_raw", "baseline")):
+        assert f"| speaker_utterance | {upstream} | {kind} | accuracy |" in text
+    tests = {
+        name: json.loads((cells / name / "weighted_sum" / "results.json").read_text())["test"]["accuracy"]
+        for name in ("fbank", "mel_raw", "aalbert_3L")
+    }
+    best = max(("fbank", "mel_raw"), key=lambda name: tests[name])
+    margin = tests["aalbert_3L"] - tests[best]
+    assert "## Networks against the best surface baseline" in text
+    row = f"| speaker_utterance | aalbert_3L | accuracy | {tests['aalbert_3L']:.4f} | {best} | {tests[best]:.4f} | {margin:.4f} |"
+    assert row in text
+    # The layer-wise tables hold the upstreams probed layer by layer, not the added baseline.
+    assert "mel_raw" not in {r["upstream"] for r in read_rows(path.parent / "results.csv")}
+
+
+def test_baselines_added_for_the_networks_given():
+    from analysis.baselines import missing_baselines
+    from analysis.cells import parse_upstreams
+
+    def labels(texts):
+        return [choice.label for choice in missing_baselines(parse_upstreams(texts))]
+
+    # A random network without a file has no own input to read; plain features alone get nothing.
+    assert labels(["random=aalbert_3L"]) == ["fbank", "mel", "mel_raw"]
+    assert labels(["fbank", "mel_raw"]) == []
+
+
+def test_report_probes_a_networks_own_input_and_no_baselines_turns_them_off(tmp_path, tiny_checkpoint):
+    import json
+    import re
+
+    from analysis import report
+
+    argv = ["-u", "mel", f"aalbert_3L:{tiny_checkpoint}", "-d", "phone_linear", "--stages", "weighted_sum"]
+    argv += ["--speed-utterances", "1", "-p", str(tmp_path)] + FEW_STEPS
+    text = report.main(argv).read_text()
+    cells = tmp_path / "cells" / "phone_linear"
+    assert sorted(p.name for p in cells.iterdir()) == ["aalbert_3L", "fbank", "mel", "mel_raw", "model_input"]
+    assert "| phone_linear | model_input | baseline | accuracy |" in text and "Not probed" not in text
+    assert text.count("| phone_linear | mel | baseline |") == 1, "mel was listed: not added again"
+    before = sorted(tmp_path.glob("cells/**/results.json"))
+    text = report.main(argv + ["--no-baselines"]).read_text()
+    assert sorted(tmp_path.glob("cells/**/results.json")) == before
+    assert [row["upstream"] for row in json.loads((tmp_path / "upstreams.json").read_text())] == ["mel", "aalbert_3L"]
+    assert re.search(r"\| phone_linear \| aalbert_3L \| accuracy \| [0-9.]+ \| mel \|", text), "the listed mel is left"
+    assert all(f"| {name} |" not in text for name in ("fbank", "mel_raw", "model_input"))
 
 
 def test_report_layer_weights_come_from_the_probe(report_run):
@@ -241,6 +305,8 @@ def test_report_proportion_sweep(report_run):
         ("fbank", 1.0),
         ("aalbert_3L", 0.05),
         ("aalbert_3L", 1.0),
+        ("mel_raw", 0.05),  # an added baseline gets the sweep too
+        ("mel_raw", 1.0),
     ]
     small, full = int(rows[0]["train_utterances"]), int(rows[1]["train_utterances"])
     assert small < full
@@ -252,7 +318,7 @@ def test_report_rerun_skips_finished_cells(report_run):
 
     argv, path = report_run
     results = sorted(path.parent.glob("cells/**/results.json"))
-    assert len(results) == 2 + 5 + 2  # layer cells, plus one proportion cell per upstream
+    assert len(results) == 2 + 5 + 2 + 2  # layer cells, one proportion cell per upstream, mel_raw's two
     before = {p: p.stat().st_mtime_ns for p in results}
     # An interrupted cell (checkpoint written, no results yet) continues instead of restarting.
     interrupted = path.parent / "cells" / "speaker_utterance" / "aalbert_3L" / "layer_2" / "results.json"
