@@ -12,7 +12,8 @@ command; a folder made with other settings is refused, naming the setting). Each
 (``analysis/baselines.py``: fbank, mel, mel_raw and each variant's own input) are probed on the
 evaluation corpus with the study's protocol (probes stop on a dev plateau) in ``OUT/probes``;
 ``OUT/REPORT.md`` (``--report``, default ``ablation``) tables them with each run's held-out
-masked L1 and where it beats the trivial predictors.
+masked L1 and where it beats the trivial predictors. ``--probe-steps 4000 8000`` also probes each
+run's step checkpoints of those updates and plots probe accuracy against updates.
 
 Choose a variant on a development corpus and report final numbers on another one: the
 evaluation corpora of both should share no speaker with the pretraining corpus.
@@ -22,15 +23,16 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import utility.openmp_wait  # noqa: E402,F401  (first: OpenMP reads its wait policy when torch loads)
 
-from analysis.baselines import baseline_choices, probes_with  # noqa: E402
+from analysis.baselines import baseline_choices, best_baseline, probes_with  # noqa: E402
 from analysis.cells import Cell, ProbeSettings, UpstreamChoice, own_outdir, probe_summary, result_row, run_cell  # noqa: E402
 from analysis.study import (  # noqa: E402
     DEFAULT_PROBE_OVERRIDES,
@@ -39,9 +41,12 @@ from analysis.study import (  # noqa: E402
     learning_curve,
     pretrain_all,
 )
+from analysis.plotting import plt, save_figure  # noqa: E402
 from analysis.tables import markdown_table, report_header, write_table  # noqa: E402
 from pretrain.baselines import PREDICTORS  # noqa: E402
 from upstream import build_upstream  # noqa: E402
+from utility.checkpoint_file import read_checkpoint_file  # noqa: E402
+from utility.checkpoint_keeper import CheckpointKeeper  # noqa: E402
 from utility.atomic_write import write_text_atomic  # noqa: E402
 from utility.cli import ArgumentParser, add_override_option, run_cli  # noqa: E402
 
@@ -97,11 +102,17 @@ def run(args: argparse.Namespace, command: str) -> Path:
             for run in pretrain_all(plan, [])[UPSTREAM]:
                 label = variant if run.first else f"{variant}_seed{run.seed}"
                 curves[label] = learning_curve(run.folder)
-                models.append(("variant", UpstreamChoice(UPSTREAM, str(run.best), label)))
-        models += [("baseline", choice) for choice in baseline_choices([(choice.label, choice.ckpt) for _, choice in models])]
+                models.append(("variant", label, UpstreamChoice(UPSTREAM, str(run.best), label)))
+                models += [
+                    ("variant", label, UpstreamChoice(UPSTREAM, str(path), f"{label}@{step}"))
+                    for step, path in step_checkpoints(run.folder, args.probe_steps)
+                ]
+        networks = [(choice.label, choice.ckpt) for _, _, choice in models]
+        models += [("baseline", choice.label, choice) for choice in baseline_choices(networks)]
         rows = []
-        for kind, choice in models:
+        for kind, run_label, choice in models:
             model = build_upstream(choice.name, choice.ckpt)
+            updates = read_checkpoint_file(choice.ckpt)["metadata"]["step"] if kind == "variant" else None
             for probe_seed in args.probe_seeds:
                 settings = ProbeSettings(
                     overrides=[f"data.root={args.eval_corpus}", *DEFAULT_PROBE_OVERRIDES, *args.override],
@@ -112,7 +123,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
                     if probes_with(model, task, settings.tasks_dir):
                         cell = Cell(task, choice)
                         results = run_cell(cell, out / "probes" / f"seed{probe_seed}", settings, model)
-                        rows.append({**result_row(cell, results), "kind": kind, "probe_seed": probe_seed})
+                        row = {**result_row(cell, results), "kind": kind, "run": run_label, "updates": updates}
+                        rows.append({**row, "probe_seed": probe_seed})
             del model
         write_table(rows, out, args.report)
         kinds = {row["upstream"]: row["kind"] for row in rows}
@@ -146,7 +158,54 @@ def run(args: argparse.Namespace, command: str) -> Path:
             markdown_table([{**row, "kind": kinds[row["upstream"]]} for row in probe_summary(rows)], ROW_COLUMNS),
             "",
         ]
+        if args.probe_steps:
+            plot_against_updates(rows, out / f"{args.report}_updates.png")
+            lines += [
+                "## Probes against updates",
+                "",
+                "Each run's step checkpoints (`--probe-steps`) and its best checkpoint, probed alike; "
+                "dashed: the best surface baseline of the task.",
+                "",
+                f"![test against updates]({args.report}_updates.png)",
+                "",
+            ]
         return write_text_atomic(out / f"{args.report}.md", "\n".join(lines))
+
+
+def step_checkpoints(folder: Path, steps: Sequence[int]) -> list[tuple[int, Path]]:
+    """(step, path) of the run's kept step checkpoints at ``steps``; a step not kept is refused."""
+    kept = dict(CheckpointKeeper(folder).step_checkpoints())
+    absent = [step for step in steps if step not in kept]
+    if absent:
+        raise ValueError(
+            f"--probe-steps {' '.join(map(str, absent))}: {folder} keeps no checkpoint of that update "
+            f"(kept: {' '.join(map(str, kept)) or 'none'}); choose among them (runner.save_step sets which are written)"
+        )
+    return [(step, kept[step]) for step in steps]
+
+
+def plot_against_updates(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """One panel per task: the mean test value over probe seeds of every run's checkpoints
+    against their updates, and the best surface baseline as a dashed line."""
+    tasks = list(dict.fromkeys(row["task"] for row in rows))
+    figure, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), layout="constrained", squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        mine = [row for row in rows if row["task"] == task]
+        for index, run in enumerate(dict.fromkeys(row["run"] for row in mine if row["kind"] == "variant")):
+            points: dict[int, list[float]] = {}
+            for row in mine:
+                if row["run"] == run:
+                    points.setdefault(row["updates"], []).append(row["test"])
+            steps = sorted(points)
+            axis.plot(steps, [statistics.mean(points[s]) for s in steps], marker="o", color=f"C{index}", label=run)
+        best = best_baseline(mine, task)
+        if best is not None:
+            axis.axhline(statistics.mean(best[1]), color="grey", linestyle="--", label=f"{best[0]} (best baseline)")
+        axis.set_title(task)
+        axis.set_xlabel("pretraining updates")
+        axis.set_ylabel(f"test {mine[0]['metric']}")
+        axis.legend(fontsize=8)
+    return save_figure(figure, path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
@@ -160,6 +219,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser.add_argument("--probe-seeds", type=int, nargs="+", default=[1])
     parser.add_argument(
         "--pretrain-seeds", type=int, nargs="+", default=[1337], help="runner.seed of each pretraining run of every variant"
+    )
+    parser.add_argument(
+        "--probe-steps",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="UPDATE",
+        help="also probe each run's step checkpoint of these updates: probe accuracy against updates",
     )
     parser.add_argument("--report", default="ablation", help="name of the report and tables in OUT (REPORT.md, .csv, .json)")
     parser.add_argument(

@@ -39,3 +39,23 @@ def test_variants_and_baselines_are_probed_alike_and_read_back(tmp_path):
     mtime = report.stat().st_mtime_ns
     assert ablation.main(argv) == report and json.loads((tmp_path / "out" / "ablation.json").read_text()) == rows
     assert report.stat().st_mtime_ns >= mtime
+
+
+def test_step_checkpoints_are_probed_against_their_updates(tmp_path):
+    ablation = load_script()
+    argv = [
+        "-p", str(tmp_path / "out"), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
+        "--steps", "4", "--variants", "base", "-d", "speaker_utterance",
+        "--pretrain-override", *TINY, "runner.save_step=2", "-o", "runner.total_steps=2", "runner.eval_step=2",
+    ]  # fmt: skip
+    try:
+        ablation.main([*argv, "--probe-steps", "3"])
+    except ValueError as refusal:
+        assert "--probe-steps 3:" in str(refusal) and "(kept: 2 4)" in str(refusal)
+    else:
+        raise AssertionError("a step without a checkpoint must be refused")
+    report = ablation.main([*argv, "--probe-steps", "2"])
+    rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    variants = {(row["upstream"], row["run"], row["updates"]) for row in rows if row["kind"] == "variant"}
+    assert variants == {("base", "base", 4), ("base@2", "base", 2)}
+    assert "## Probes against updates" in report.read_text() and (tmp_path / "out" / "ablation_updates.png").is_file()
