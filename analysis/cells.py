@@ -198,7 +198,11 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
     cell made otherwise is refused, naming the settings that differ.
 
     ``upstream``: a built (e.g. cached) upstream to probe; None builds the one the cell names.
+    A fine-tuned cell always builds its own: fine-tuning trains the upstream in place, and a
+    shared one would carry the changed weights into the caller's later cells (and its feature
+    cache, keyed by the unchanged checkpoint file).
     """
+    upstream = None if cell.fine_tune else upstream
     folder = cell.folder(root)
     spec = cell.spec(settings, Path(root).parent / "feature_cache")
     key = cell_key(spec.to_dict(), upstream_content(spec.upstream_ckpt))
@@ -325,7 +329,7 @@ def run_cells(
                 model = choice.build(settings.seed)
                 cells = cells_for(choice, model)
                 for cell in tqdm(cells, desc=f"{choice.label} probes", unit="probe", leave=False):
-                    done.append((cell, run_cell(cell, root, settings, None if cell.fine_tune else model)))
+                    done.append((cell, run_cell(cell, root, settings, model)))
                 del model  # frees the cached hidden states before the next upstream
     except KeyboardInterrupt as stop:  # TrainingInterrupted too: its hint names run_downstream.py
         saved = str(stop).split("; continue with")[0] if isinstance(stop, TrainingInterrupted) else "interrupted (Ctrl-C)"

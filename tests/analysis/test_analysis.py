@@ -397,3 +397,17 @@ def test_proportions_that_train_on_the_same_utterances_are_named():
         "phone_linear, fbank: proportions 0.001, 0.01, 0.1 all trained on the same 9 utterances (every class keeps one "
         "utterance at least): one point, not a trend; use a larger corpus or larger proportions"
     ]
+
+
+def test_a_fine_tuned_cell_leaves_the_shared_upstream_untouched(tiny_checkpoint, tmp_path):
+    """Fine-tuning trains its upstream in place: a cell must not fine-tune the model its caller
+    shares with later cells (they would probe, and cache, changed weights)."""
+    from analysis.cells import Cell, ProbeSettings, UpstreamChoice, run_cell
+
+    choice = UpstreamChoice("aalbert_3L", str(tiny_checkpoint))
+    shared = choice.build(0)
+    before = {name: value.clone() for name, value in shared.state_dict().items()}
+    settings = ProbeSettings(overrides=["runner.total_steps=2", "runner.eval_step=2", "optimizer.lr=0.1"])
+    results = run_cell(Cell("speaker_utterance", choice, fine_tune=True), tmp_path, settings, shared)
+    assert results["fine_tune"] is True and results["steps"] == 2
+    assert all(torch.equal(before[name], value) for name, value in shared.state_dict().items())
