@@ -78,20 +78,20 @@ def probes_with(model: Upstream, task: str, tasks_dir: Path) -> bool:
     return not (pools and pools_to_constant(model))
 
 
-def baseline_values(rows: Sequence[dict[str, Any]], task: str, share: float = 1.0) -> dict[str, list[float]]:
-    """Each surface baseline's test values on ``task`` with ``share`` of the training labels, one
+def baseline_values(rows: Sequence[dict[str, Any]], task: str, proportion: float = 1.0) -> dict[str, list[float]]:
+    """Each surface baseline's test values on ``task`` with ``proportion`` of the training labels, one
     per probe seed: ``result_row`` rows with a ``kind`` (``baseline`` for the surface features)."""
     values: dict[str, list[float]] = {}
     for row in rows:
-        if row["kind"] == "baseline" and row["task"] == task and row["train_proportion"] == share:
+        if row["kind"] == "baseline" and row["task"] == task and row["train_proportion"] == proportion:
             values.setdefault(row["upstream"], []).append(row["test"])
     return values
 
 
-def best_baseline(rows: Sequence[dict[str, Any]], task: str, share: float = 1.0) -> Optional[tuple[str, list[float]]]:
-    """The surface baseline with the best mean test value on ``task`` with ``share`` of the
+def best_baseline(rows: Sequence[dict[str, Any]], task: str, proportion: float = 1.0) -> Optional[tuple[str, list[float]]]:
+    """The surface baseline with the best mean test value on ``task`` with ``proportion`` of the
     labels (None: none probed yet)."""
-    values = baseline_values(rows, task, share)
+    values = baseline_values(rows, task, proportion)
     if not values:
         return None
     higher = next(row["higher_is_better"] for row in rows if row["task"] == task)

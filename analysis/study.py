@@ -108,6 +108,7 @@ REPORT = "report.md"
 WALL_TIME = "wall_time.json"  # analysis.wall_time: seconds per part over every command
 TSNE_SUBSET = "test-clean"
 TSNE_UTTERANCES = 200
+TSNE_FRAMES = 2000
 TSNE_LEVELS = {"utterance": "speakers", "frame": "phones"}
 BASELINE_COLUMNS = ["task", "upstream", "test", "test SE", "dev", "best step / steps"]
 RECIPE_SEED = "the recipe's runner.seed"
@@ -119,12 +120,13 @@ LAYER_WEIGHTS_COLUMNS = [
     "its test",
     "weighted sum - best layer",
     "layer weights (0 = input)",
+    "weighted sum, all probe seeds",
 ]
 WEIGHTED_SUM_COLUMNS = [
     "family",
     "task",
     "probe",
-    "labels",
+    "train proportion",
     "metric",
     "pretrained",
     "random",
@@ -486,9 +488,9 @@ def model_cells(
     cells = [Cell(task, choice)]
     if layer_wise:
         cells += [Cell(task, choice, layer) for layer in range(hidden_states)]
-    cells += [Cell(task, choice, proportion=share) for share in plan.proportions]
+    cells += [Cell(task, choice, proportion=proportion) for proportion in plan.proportions]
     if kind != "baseline" and task in plan.fine_tune_tasks:
-        cells += [Cell(task, choice, fine_tune=True, proportion=share) for share in (1.0, *plan.proportions)]
+        cells += [Cell(task, choice, fine_tune=True, proportion=proportion) for proportion in (1.0, *plan.proportions)]
     return cells
 
 
@@ -506,23 +508,35 @@ def probe_part(cell: Cell, kind: str) -> str:
 # ---- 5. t-SNE ------------------------------------------------------------------------------
 
 
-def tsne_pictures(plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]], random: dict[str, list[Path]]) -> None:
-    """``OUT/tsne/<model>_<level>.png``: utterances by speaker and frames by broad phone class
-    (``TSNE_SUBSET`` of the evaluation corpus, at most ``TSNE_UTTERANCES`` utterances; the
-    average of all hidden states) for the first pretrained run and the first random network of
-    every family and every surface baseline. Drawn anew by every command that asks: they are
-    cheap next to the probes, so they never show an earlier model."""
+def tsne_pictures(plan: StudyPlan, pictures: Sequence[tuple[UpstreamChoice, str, Path]]) -> None:
+    """Draws the ``tsne_plan`` pictures, ``OUT/tsne/<model>_<speakers|phones>.png``: utterances
+    by speaker and frames by broad phone class (``TSNE_SUBSET`` of the evaluation corpus, at most
+    ``TSNE_UTTERANCES`` utterances; the average of all hidden states). Drawn anew by every
+    command that asks: they are cheap next to the probes, so they never show an earlier model."""
     data = TsneData(root=str(plan.eval_corpus), subsets=[TSNE_SUBSET])
+    for choice, level, path in pictures:
+        path.parent.mkdir(exist_ok=True)
+        model = build_upstream(choice.name, choice.ckpt)
+        title = f"{choice.label}: {TSNE_LEVELS[level]}"
+        plot_corpus_tsne(model, data, level, None, path, TSNE_FRAMES, title=title, max_utterances=TSNE_UTTERANCES)
+
+
+def tsne_plan(
+    plan: StudyPlan, pretrained: dict[str, list[PretrainedRun]], random: dict[str, list[Path]]
+) -> list[tuple[UpstreamChoice, str, Path]]:
+    """(model, level, picture) of every t-SNE picture the study draws: the first pretrained run
+    and random network of each family and every baseline, at both levels; no utterance-level
+    picture of features that pool to zero."""
+    pictures = []
     for _, kind, _, layer_wise, choice in study_models(plan, pretrained, random):
         if kind != "baseline" and not layer_wise:
             continue
-        model = build_upstream(choice.name, choice.ckpt)
+        constant = kind == "baseline" and pools_to_constant(build_upstream(choice.name, choice.ckpt))
         for level, what in TSNE_LEVELS.items():
-            if level == "utterance" and pools_to_constant(model):
-                continue  # every utterance pools to zero
-            path = plan.outdir / "tsne" / f"{choice.label}_{what}.png"
-            path.parent.mkdir(exist_ok=True)
-            plot_corpus_tsne(model, data, level, None, path, title=f"{choice.label}: {what}", max_utterances=TSNE_UTTERANCES)
+            if not (level == "utterance" and constant):
+                pictures.append((choice, level, plan.outdir / "tsne" / f"{choice.label}_{what}.png"))
+    return pictures
+
 
 
 # ---- 6. report -----------------------------------------------------------------------------
@@ -564,8 +578,8 @@ def all_labels(row: dict[str, Any]) -> bool:
     return row["train_proportion"] == 1.0 and not row["fine_tune"]
 
 
-def share_text(share: float) -> str:
-    return f"{share * 100:g} %"
+def proportion_text(proportion: float) -> str:
+    return f"{proportion * 100:g} %"
 
 
 def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -577,13 +591,13 @@ def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     families = dict.fromkeys(row["family"] for row in rows if row["kind"] != "baseline")
     probes = dict.fromkeys((row["task"], row["fine_tune"], row["train_proportion"]) for row in rows)
     for family in families:
-        for task, fine_tune, share in probes:
+        for task, fine_tune, proportion in probes:
             mine = [
                 row
                 for row in rows
                 if row["family"] == family
                 and row["layer"] == "weighted_sum"
-                and (row["task"], row["fine_tune"], row["train_proportion"]) == (task, fine_tune, share)
+                and (row["task"], row["fine_tune"], row["train_proportion"]) == (task, fine_tune, proportion)
             ]
             groups: dict[str, dict[Any, list[float]]] = {"pretrained": {}, "random": {}}
             for row in mine:
@@ -595,11 +609,11 @@ def weighted_sum_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "family": family,
                 "task": task,
                 "probe": "fine-tuned" if fine_tune else "weighted sum",
-                "labels": share_text(share),
+                "train proportion": proportion_text(proportion),
                 "metric": mine[0]["metric"],
                 **comparison,
             }
-            best = best_baseline(rows, task, share)
+            best = best_baseline(rows, task, proportion)
             if best is not None:
                 # The baseline has no pretraining seed: its probes are the unit.
                 against = compare(groups["pretrained"], {best[0]: best[1]})
@@ -625,7 +639,7 @@ def unconverged(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Probes whose best dev score came at their last evaluation: they may still have been improving."""
     return [
         f"{row['task']} / {row['upstream']} / {row['layer']}{' fine-tuned' if row['fine_tune'] else ''}"
-        f"{'' if row['train_proportion'] == 1.0 else ', ' + share_text(row['train_proportion']) + ' of the labels'}"
+        f"{'' if row['train_proportion'] == 1.0 else ', ' + proportion_text(row['train_proportion']) + ' of the labels'}"
         f" (probe seed {row['probe_seed']}): best step {row['best_step']} of {row['steps']}"
         for row in rows
         if not row["converged"]
@@ -637,9 +651,9 @@ def layer_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def layer_weights_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Against every network probed layer by layer: its weighted sum's test value (mean over
-    probe seeds), the best single hidden state (chosen on dev) and the softmax weight the
-    weighted sum learned for each hidden state (first probe seed)."""
+    """Against every network probed layer by layer (first probe seed): its weighted sum's test
+    value, the best single hidden state (chosen on dev) and the softmax weight the weighted sum
+    learned for each hidden state; and the weighted sum's mean over every probe seed."""
     table = []
     for task, label in dict.fromkeys((row["task"], row["upstream"]) for row in layer_table(rows)):
         mine = [row for row in rows if (row["task"], row["upstream"]) == (task, label) and all_labels(row)]
@@ -649,17 +663,18 @@ def layer_weights_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         higher = single[0]["higher_is_better"]
         best = max(single, key=lambda row: row["dev"] if higher else -row["dev"])
-        mean = statistics.mean(row["test"] for row in summed)
-        weights = next((row["layer_weights"] for row in summed if row["layer_weights"]), None)
+        same_seed = next(row for row in summed if row["probe_seed"] == best["probe_seed"])
+        weights = same_seed["layer_weights"]
         table.append(
             {
                 "task": task,
                 "upstream": label,
-                "weighted sum test": mean,
+                "weighted sum test": same_seed["test"],
                 "best layer (dev)": best["layer"],
                 "its test": best["test"],
-                "weighted sum - best layer": mean - best["test"],
+                "weighted sum - best layer": same_seed["test"] - best["test"],
                 "layer weights (0 = input)": " ".join(f"{w:.2f}" for w in weights) if weights else "n/a",
+                "weighted sum, all probe seeds": statistics.mean(row["test"] for row in summed),
             }
         )
     return table
@@ -699,6 +714,7 @@ def write_report(
     curves: dict[str, dict[str, Any]],
     rows: list[dict[str, Any]],
     wall_time: WallTime,
+    pictures: Sequence[Path] = (),
     missing: Sequence[str] = (),
 ) -> Path:
     out = plan.outdir
@@ -745,7 +761,7 @@ def write_report(
         "network the interval covers probe-seed noise only, not the spread between pretraining "
         "runs. Mean +- sample standard deviation; difference of means with Welch's 95 % interval. "
         "`probe`: the learned weighted sum of the frozen network's hidden states, or the network "
-        "fine-tuned with it (`--fine-tune`); `labels`: the share of the training utterances the "
+        "fine-tuned with it (`--fine-tune`); `train proportion`: the share of the training utterances the "
         "probe was trained on (`--proportions`; the same utterances for every model).",
         "",
         markdown_table(weighted_sum_table(rows), WEIGHTED_SUM_COLUMNS),
@@ -766,13 +782,13 @@ def write_report(
         markdown_table(baseline_table(rows), BASELINE_COLUMNS),
         "",
     ]
-    pictures = sorted((out / "tsne").glob("*.png")) if (out / "tsne").is_dir() else []
+    pictures = [path for path in pictures if path.is_file()]
     if pictures:
         lines += [
             "## t-SNE",
             "",
             f"`{TSNE_SUBSET}` of the evaluation corpus (at most {TSNE_UTTERANCES} utterances): each "
-            "utterance mean-pooled and coloured by speaker, and 2,000 frames coloured by broad phone "
+            f"utterance mean-pooled and coloured by speaker, and {TSNE_FRAMES:,} frames coloured by broad phone "
             "class; the average of all hidden states. Pictures only: the probes above measure.",
             "",
             *[f"![{path.stem}](tsne/{path.name})" for path in pictures],
@@ -798,8 +814,9 @@ def write_report(
             "",
             "![test metric against layer](layerwise.png)",
             "",
-            "The weighted sum (mean over probe seeds) against the best hidden state alone (chosen "
-            "on dev), and the weight the weighted sum learned for each hidden state:",
+            "The weighted sum against the best hidden state alone (chosen on dev), both with the "
+            "first probe seed, the weight the weighted sum learned for each hidden state, and the "
+            "weighted sum's mean over all probe seeds:",
             "",
             markdown_table(layer_weights_table(rows), LAYER_WEIGHTS_COLUMNS),
             "",
@@ -810,7 +827,12 @@ def write_report(
         "## Wall time",
         "",
         "Minutes spent in each part, summed over every command that built this folder "
-        f"(`{WALL_TIME}`); pretraining also per run in the first table, from its checkpoints.",
+        f"(`{WALL_TIME}`); pretraining also per run in the first table, from its checkpoints."
+        + (
+            ""
+            if wall_time.complete
+            else " **Incomplete**: the folder held runs or probes before it counted wall time; their time is not in the sums."
+        ),
         "",
         markdown_table(wall_time.table(), ["part", "minutes"]),
         "",
@@ -830,7 +852,9 @@ def run_study(plan: StudyPlan, command: str) -> Path:
     with own_outdir(plan.outdir):
         missing: list[str] = []
         check_pretraining(plan)
-        wall_time = WallTime(plan.outdir / WALL_TIME)
+        # A folder with runs or probes but no count yet was made before the count existed.
+        untimed = not (plan.outdir / WALL_TIME).exists() and any((plan.outdir / d).exists() for d in ("pretrain", "probes"))
+        wall_time = WallTime(plan.outdir / WALL_TIME, complete=not untimed, counting=not plan.report_only)
         with wall_time.part("pretraining"):
             pretrained = pretrain_all(plan, missing)
         with wall_time.part("learning curves"):
@@ -838,10 +862,11 @@ def run_study(plan: StudyPlan, command: str) -> Path:
         with wall_time.part("random-weight networks"):
             random = random_networks(plan, pretrained)
         rows = probe_all(plan, pretrained, random, missing, wall_time)
-        if plan.tsne:
+        pictures = tsne_plan(plan, pretrained, random) if plan.tsne else []
+        if pictures and not plan.report_only:
             with wall_time.part("t-SNE pictures"):
-                tsne_pictures(plan, pretrained, random)
-        return write_report(plan, command, curves, rows, wall_time, missing)
+                tsne_pictures(plan, pictures)
+        return write_report(plan, command, curves, rows, wall_time, [path for *_, path in pictures], missing)
 
 
 def parse_plan(argv: Sequence[str]) -> StudyPlan:
@@ -878,8 +903,8 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         type=float,
         nargs="+",
         default=[],
-        metavar="SHARE",
-        help="shares of the training labels (0 < SHARE < 1) to probe with besides all of them, e.g. 0.01 0.1",
+        metavar="P",
+        help="shares of the training labels (0 < P < 1) to probe with besides all of them, e.g. 0.01 0.1",
     )
     grid.add_argument(
         "--fine-tune",
@@ -910,10 +935,10 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     for name in ("pretrain_corpus", "eval_corpus"):
         if not getattr(args, name).is_dir():
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such folder")
-    shares = sorted(set(args.proportions), reverse=True)
-    if any(not 0 < share < 1 for share in shares):
+    proportions = sorted(set(args.proportions), reverse=True)
+    if any(not 0 < proportion < 1 for proportion in proportions):
         parser.error(
-            f"--proportions {' '.join(map(str, args.proportions))}: each share must be in (0, 1) "
+            f"--proportions {' '.join(map(str, args.proportions))}: each proportion must be in (0, 1) "
             "(all the labels are always probed)"
         )
     stray = [task for task in args.fine_tune if task not in args.tasks]
@@ -937,7 +962,7 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         device=args.device,
         report_only=args.report_only,
         pretrain_seeds=tuple(args.pretrain_seeds),
-        proportions=tuple(shares),
+        proportions=tuple(proportions),
         fine_tune_tasks=tuple(dict.fromkeys(args.fine_tune)),
         tsne=args.tsne,
     )

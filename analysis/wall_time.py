@@ -17,27 +17,39 @@ from utility.atomic_write import write_text_atomic
 
 
 class WallTime:
-    """Seconds per part name, read from and written back to one JSON file."""
+    """Seconds per part name, read from and written back to one JSON file.
 
-    def __init__(self, path: Path):
+    ``complete``: whether the count started with the folder; a folder made before it counted
+    (``complete=False`` when the file is first written) keeps saying that its sums leave out
+    what was done before.
+    """
+
+    def __init__(self, path: Path, complete: bool = True, counting: bool = True):
         self.path = path
         self.seconds: dict[str, float] = {}
+        self.complete = complete
+        self.counting = counting  # False: read the sums, add nothing (a command that only reports)
         if path.is_file():
             try:
-                self.seconds = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} is damaged ({error}): delete it to count the wall time anew") from None
+                stored = json.loads(path.read_text())
+                self.seconds, self.complete = dict(stored["seconds"]), bool(stored["complete"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"{path} is damaged ({error!r}): delete it to count the wall time anew") from None
 
     @contextlib.contextmanager
     def part(self, name: str) -> Iterator[None]:
         """Adds the wall time of the ``with`` block to ``name``, also when it stops with an error
         or Ctrl-C (the work done until then was spent)."""
+        if not self.counting:
+            yield
+            return
         started = time.monotonic()
         try:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
-            write_text_atomic(self.path, json.dumps(self.seconds, indent=2) + "\n")
+            stored = {"seconds": self.seconds, "complete": self.complete}
+            write_text_atomic(self.path, json.dumps(stored, indent=2) + "\n")
 
     def table(self) -> list[dict[str, object]]:
         """One row per part, in the order the parts first ran, and their total."""

@@ -228,7 +228,8 @@ class Pretrainer:
             show = self.context.is_main and runner.image_step and (self.step + 1) % runner.image_step == 0
             stats = self._update(micro_batches, keep_picture=bool(show))
             elapsed, started = time.perf_counter() - started, time.perf_counter()
-            self.counters["train_seconds"] += elapsed
+            if "train_seconds" in self.counters:  # absent: a run begun before it was counted
+                self.counters["train_seconds"] += elapsed
             self.step += 1
             outcome.train_losses.append(stats.loss)
             window.append(stats.loss)
@@ -436,6 +437,10 @@ class Pretrainer:
         self.update.load_state_dict(state)
         restore_rng_state(state["rng"])
         self.counters.update(state["counters"])
+        if "train_seconds" not in state["counters"]:
+            # A run begun before its wall time was counted: what it cost so far is unknown, and a
+            # count of this session alone would pass for the whole.
+            del self.counters["train_seconds"]
         self.update.skipped = int(self.counters["skipped_nonfinite"])
         self.step = int(state["step"])
         self.keeper.load_state_dict(checkpoint.get(CheckpointKeeper.STATE_KEY, {}))

@@ -12,7 +12,7 @@ command; a folder made with other settings is refused, naming the setting). Each
 (``analysis/baselines.py``: fbank, mel, mel_raw and each variant's own input) are probed on the
 evaluation corpus with the study's protocol (probes stop on a dev plateau) in ``OUT/probes``;
 ``OUT/REPORT.md`` (``--report``, default ``ablation``) tables them with each run's held-out
-masked L1 and where it beats the trivial predictors. ``--probe-steps 4000 8000`` also probes each
+masked L1 and where it beats the trivial predictors. ``--probe-updates 4000 8000`` also probes each
 run's step checkpoints of those updates and plots probe accuracy against updates.
 
 Choose a variant on a development corpus and report final numbers on another one: the
@@ -40,10 +40,12 @@ from analysis.study import (  # noqa: E402
     check_pretraining,
     learning_curve,
     pretrain_all,
+    pretraining_overrides,
 )
 from analysis.plotting import plt, save_figure  # noqa: E402
 from analysis.tables import markdown_table, report_header, write_table  # noqa: E402
 from pretrain.baselines import PREDICTORS  # noqa: E402
+from pretrain.settings import load_settings  # noqa: E402
 from upstream import build_upstream  # noqa: E402
 from utility.checkpoint_file import read_checkpoint_file  # noqa: E402
 from utility.checkpoint_keeper import CheckpointKeeper  # noqa: E402
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     plans = {variant: plan_for(args, variant) for variant in args.variants}
     for plan in plans.values():
         check_pretraining(plan)
+        check_probe_updates(plan, args.probe_updates)
     with own_outdir(out):
         curves, models = {}, []
         for variant, plan in plans.items():
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
                 models.append(("variant", label, UpstreamChoice(UPSTREAM, str(run.best), label)))
                 models += [
                     ("variant", label, UpstreamChoice(UPSTREAM, str(path), f"{label}@{step}"))
-                    for step, path in step_checkpoints(run.folder, args.probe_steps)
+                    for step, path in step_checkpoints(run.folder, args.probe_updates)
                 ]
         networks = [(choice.label, choice.ckpt) for _, _, choice in models]
         models += [("baseline", choice.label, choice) for choice in baseline_choices(networks)]
@@ -158,12 +161,12 @@ def run(args: argparse.Namespace, command: str) -> Path:
             markdown_table([{**row, "kind": kinds[row["upstream"]]} for row in probe_summary(rows)], ROW_COLUMNS),
             "",
         ]
-        if args.probe_steps:
+        if args.probe_updates:
             plot_against_updates(rows, out / f"{args.report}_updates.png")
             lines += [
                 "## Probes against updates",
                 "",
-                "Each run's step checkpoints (`--probe-steps`) and its best checkpoint, probed alike; "
+                "Each run's step checkpoints (`--probe-updates`) and its best checkpoint, probed alike; "
                 "dashed: the best surface baseline of the task.",
                 "",
                 f"![test against updates]({args.report}_updates.png)",
@@ -172,13 +175,25 @@ def run(args: argparse.Namespace, command: str) -> Path:
         return write_text_atomic(out / f"{args.report}.md", "\n".join(lines))
 
 
+def check_probe_updates(plan: StudyPlan, updates: Sequence[int]) -> None:
+    """Refuse, before anything is pretrained, an update no run of ``plan`` will keep a checkpoint of."""
+    settings = load_settings(UPSTREAM, plan.recipe, pretraining_overrides(plan, None, plan.steps))
+    save_step = settings.runner.save_step
+    never = [n for n in updates if not 0 < n <= plan.steps or n % save_step]
+    if never:
+        raise ValueError(
+            f"--probe-updates {' '.join(map(str, never))}: the runs keep a checkpoint every {save_step} updates up to "
+            f"{plan.steps} (runner.save_step); choose among those"
+        )
+
+
 def step_checkpoints(folder: Path, steps: Sequence[int]) -> list[tuple[int, Path]]:
     """(step, path) of the run's kept step checkpoints at ``steps``; a step not kept is refused."""
     kept = dict(CheckpointKeeper(folder).step_checkpoints())
     absent = [step for step in steps if step not in kept]
     if absent:
         raise ValueError(
-            f"--probe-steps {' '.join(map(str, absent))}: {folder} keeps no checkpoint of that update "
+            f"--probe-updates {' '.join(map(str, absent))}: {folder} keeps no checkpoint of that update "
             f"(kept: {' '.join(map(str, kept)) or 'none'}); choose among them (runner.save_step sets which are written)"
         )
     return [(step, kept[step]) for step in steps]
@@ -221,12 +236,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         "--pretrain-seeds", type=int, nargs="+", default=[1337], help="runner.seed of each pretraining run of every variant"
     )
     parser.add_argument(
-        "--probe-steps",
+        "--probe-updates",
         type=int,
         nargs="+",
         default=[],
-        metavar="UPDATE",
-        help="also probe each run's step checkpoint of these updates: probe accuracy against updates",
+        metavar="N",
+        help="also probe each run's checkpoint after N updates (a multiple of runner.save_step): probe accuracy against updates",
     )
     parser.add_argument("--report", default="ablation", help="name of the report and tables in OUT (REPORT.md, .csv, .json)")
     parser.add_argument(
@@ -235,7 +250,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     add_override_option(parser, help="task config override for every probe, e.g. -o runner.eval_step=200")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    repeatable = (("--variants", args.variants), ("--probe-seeds", args.probe_seeds), ("--pretrain-seeds", args.pretrain_seeds))
+    repeatable = (
+        ("--variants", args.variants),
+        ("--probe-seeds", args.probe_seeds),
+        ("--pretrain-seeds", args.pretrain_seeds),
+        ("--probe-updates", args.probe_updates),
+    )
     for name, values in (*repeatable, ("-d", args.tasks)):
         if len(set(values)) != len(values):
             raise ValueError(f"{name} lists a value twice: {values}")

@@ -73,6 +73,9 @@ def test_old_pretraining_folder_continues_to_the_same_weights(tmp_path, referenc
     for name, tensor in final.items():
         torch.testing.assert_close(tensor, reference["final_encoder"][name], rtol=80 * FLOAT32_EPS, atol=1e-6)
     assert (folder / "step-00000002.ckpt").is_file()  # the old file counts as one of max_keep
+    # Begun before checkpoints counted their wall time: the resumed run's count would leave out
+    # the first session, so it records none (the study reports "not recorded").
+    assert "train_seconds" not in read_checkpoint_file(folder / "states-00000004.ckpt")["pretraining"]["counters"]
 
 
 def test_old_probe_folder_evaluates_to_its_stored_scores(tmp_path, monkeypatch):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from conftest import REPO, TINY
 from corpora.root import DEMO_ROOT
 
@@ -48,13 +50,11 @@ def test_step_checkpoints_are_probed_against_their_updates(tmp_path):
         "--steps", "4", "--variants", "base", "-d", "speaker_utterance",
         "--pretrain-override", *TINY, "runner.save_step=2", "-o", "runner.total_steps=2", "runner.eval_step=2",
     ]  # fmt: skip
-    try:
-        ablation.main([*argv, "--probe-steps", "3"])
-    except ValueError as refusal:
-        assert "--probe-steps 3:" in str(refusal) and "(kept: 2 4)" in str(refusal)
-    else:
-        raise AssertionError("a step without a checkpoint must be refused")
-    report = ablation.main([*argv, "--probe-steps", "2"])
+    for never in ("3", "6"):  # not a multiple of runner.save_step; beyond the runs
+        with pytest.raises(ValueError, match=f"--probe-updates {never}: the runs keep a checkpoint every 2 updates up to 4"):
+            ablation.main([*argv, "--probe-updates", never])
+        assert not (tmp_path / "out").exists(), "refused before anything was pretrained"
+    report = ablation.main([*argv, "--probe-updates", "2"])
     rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
     variants = {(row["upstream"], row["run"], row["updates"]) for row in rows if row["kind"] == "variant"}
     assert variants == {("base", "base", 4), ("base@2", "base", 2)}

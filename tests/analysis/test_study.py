@@ -368,16 +368,22 @@ def test_the_seeds_grid_adds_fewer_labels_fine_tuning_pictures_and_wall_time(mov
     assert {"aalbert_3L_pretrained_speakers.png", "aalbert_3L_random11_phones.png", "fbank_phones.png"} <= pictures
     assert "mel_speakers.png" not in pictures and "mel_phones.png" in pictures  # mel pools to zero
     assert "](tsne/aalbert_3L_pretrained_phones.png)" in report
-    seconds = json.loads((moved / "wall_time.json").read_text())
+    seconds = json.loads((moved / "wall_time.json").read_text())["seconds"]
     assert seconds["probes: fine-tuned"] > 0 and seconds["t-SNE pictures"] > 0 and seconds["pretraining"] >= 0
     assert "## Wall time" in report and "| probes: fine-tuned |" in report
-    weights = report.split("layer weights (0 = input) |")[1].split("\n")[2].split("|")[-2].split()
+    lines = report.splitlines()
+    header = next(i for i, line in enumerate(lines) if "| layer weights (0 = input) |" in line)
+    column = [c.strip() for c in lines[header].split("|")].index("layer weights (0 = input)")
+    weights = lines[header + 2].split("|")[column].split()
     assert len(weights) == 4 and abs(sum(map(float, weights)) - 1) < 0.02  # softmax weights, 2 decimals
 
 
 @pytest.mark.parametrize(
     "grid, named",
-    [(["--proportions", "1"], "each share must be in (0, 1)"), (["--fine-tune", "phone_linear"], "not among the probed tasks")],
+    [
+        (["--proportions", "1"], "each proportion must be in (0, 1)"),
+        (["--fine-tune", "phone_linear"], "not among the probed tasks"),
+    ],
 )
 def test_a_grid_option_that_cannot_work_is_refused_in_one_line(grid, named, capsys):
     with pytest.raises(SystemExit):
