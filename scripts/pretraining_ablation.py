@@ -12,7 +12,9 @@ command; a folder made with other settings is refused, naming the setting). Each
 (``analysis/baselines.py``: fbank, mel, mel_raw and each variant's own input) are probed on the
 evaluation corpus with the study's protocol (probes stop on a dev plateau) in ``OUT/probes``;
 ``OUT/REPORT.md`` (``--report``, default ``ablation``) tables them with each run's held-out
-masked L1 and where it beats the trivial predictors. ``--probe-updates 4000 8000`` also probes each
+masked L1 and where it beats the trivial predictors. ``--no-pretrain`` pretrains nothing and
+probes the runs as they stand: a long run stopped to be continued later (``run_pretrain.py -e``)
+can be probed at its ``--probe-updates`` checkpoints in between. ``--probe-updates 4000 8000`` also probes each
 run's step checkpoints of those updates and plots probe accuracy against updates.
 
 Choose a variant on a development corpus and report final numbers on another one: the
@@ -36,11 +38,13 @@ from analysis.baselines import baseline_choices, best_baseline, probes_with  # n
 from analysis.cells import Cell, ProbeSettings, UpstreamChoice, own_outdir, probe_summary, result_row, run_cell  # noqa: E402
 from analysis.study import (  # noqa: E402
     DEFAULT_PROBE_OVERRIDES,
+    PretrainedRun,
     StudyPlan,
     check_pretraining,
     learning_curve,
     pretrain_all,
     pretraining_overrides,
+    settings_of,
 )
 from analysis.plotting import plt, save_figure  # noqa: E402
 from analysis.tables import markdown_table, report_header, write_table  # noqa: E402
@@ -102,10 +106,12 @@ def run(args: argparse.Namespace, command: str) -> Path:
     with own_outdir(out):
         curves, models = {}, []
         for variant, plan in plans.items():
-            for run in pretrain_all(plan, [])[UPSTREAM]:
+            runs = standing_runs(plan) if args.no_pretrain else [(run, True) for run in pretrain_all(plan, [])[UPSTREAM]]
+            for run, finished in runs:
                 label = variant if run.first else f"{variant}_seed{run.seed}"
                 curves[label] = learning_curve(run.folder)
-                models.append(("variant", label, UpstreamChoice(UPSTREAM, str(run.best), label)))
+                if finished:
+                    models.append(("variant", label, UpstreamChoice(UPSTREAM, str(run.best), label)))
                 models += [
                     ("variant", label, UpstreamChoice(UPSTREAM, str(path), f"{label}@{step}"))
                     for step, path in step_checkpoints(run.folder, args.probe_updates)
@@ -135,7 +141,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
             {
                 "run": label,
                 "overrides": " ".join(VARIANTS[label.split("_seed")[0]]) or "(the recipe)",
-                "updates": curve["total_steps"],
+                "updates": curve["total_steps"]
+                if not curve["curve"] or curve["curve"][-1][0] == curve["total_steps"]
+                else f"{curve['curve'][-1][0]} of {curve['total_steps']} (unfinished)",
                 "final held-out L1": curve["curve"][-1][1] if curve["curve"] else float("nan"),
                 **{f"beats {name} at": curve["first_beaten"][name] for name in ("copy", "interpolation")},
                 "predictor losses": " / ".join(f"{curve['baselines'][name]:.3f}" for name in PREDICTORS),
@@ -173,6 +181,23 @@ def run(args: argparse.Namespace, command: str) -> Path:
                 "",
             ]
         return write_text_atomic(out / f"{args.report}.md", "\n".join(lines))
+
+
+def standing_runs(plan: StudyPlan) -> list[tuple[PretrainedRun, bool]]:
+    """``--no-pretrain``: every run of ``plan`` as it stands (begun, perhaps not finished; e.g.
+    a long run stopped to be continued later with ``run_pretrain.py -e``), and whether it is
+    finished."""
+    runs = []
+    for index, (_, folder) in enumerate(plan.pretrain_runs(UPSTREAM)):
+        kept = CheckpointKeeper(folder).step_checkpoints()
+        if not kept:
+            raise ValueError(
+                f"--no-pretrain: {folder} holds no pretraining checkpoint yet; pretrain it first (without --no-pretrain)"
+            )
+        settings = settings_of(folder)
+        run = PretrainedRun(UPSTREAM, settings.runner.seed, folder, first=index == 0)
+        runs.append((run, kept[-1][0] >= settings.runner.total_steps))
+    return runs
 
 
 def check_probe_updates(plan: StudyPlan, updates: Sequence[int]) -> None:
@@ -223,7 +248,7 @@ def plot_against_updates(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Path:
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--outdir", type=Path, required=True, help="output folder (pretraining runs, probes, tables)")
     parser.add_argument("--pretrain-corpus", type=Path, required=True, help="LibriSpeech-layout corpus to pretrain on")
@@ -243,6 +268,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         metavar="N",
         help="also probe each run's checkpoint after N updates (a multiple of runner.save_step): probe accuracy against updates",
     )
+    parser.add_argument(
+        "--no-pretrain",
+        action="store_true",
+        help="pretrain nothing: probe the runs as they stand (their --probe-updates checkpoints; best.ckpt once finished)",
+    )
     parser.add_argument("--report", default="ablation", help="name of the report and tables in OUT (REPORT.md, .csv, .json)")
     parser.add_argument(
         "--pretrain-override", nargs="+", default=[], metavar="KEY=VALUE", help="pretraining setting for every variant"
@@ -259,8 +289,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     for name, values in (*repeatable, ("-d", args.tasks)):
         if len(set(values)) != len(values):
             raise ValueError(f"{name} lists a value twice: {values}")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
     command = "python scripts/pretraining_ablation.py " + " ".join(shlex.quote(arg) for arg in (argv or sys.argv[1:]))
-    return run(args, command)
+    return run(parse_args(argv), command)
 
 
 if __name__ == "__main__":

@@ -59,3 +59,24 @@ def test_step_checkpoints_are_probed_against_their_updates(tmp_path):
     variants = {(row["upstream"], row["run"], row["updates"]) for row in rows if row["kind"] == "variant"}
     assert variants == {("base", "base", 4), ("base@2", "base", 2)}
     assert "## Probes against updates" in report.read_text() and (tmp_path / "out" / "ablation_updates.png").is_file()
+
+
+def test_no_pretrain_probes_an_unfinished_run_as_it_stands(tmp_path):
+    from pretrain.runner import pretrain
+
+    ablation = load_script()
+    argv = [
+        "-p", str(tmp_path / "out"), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
+        "--steps", "4", "--variants", "base", "-d", "speaker_utterance",
+        "--pretrain-override", *TINY, "runner.save_step=2", "-o", "runner.total_steps=2", "runner.eval_step=2",
+    ]  # fmt: skip
+    plan = ablation.plan_for(ablation.parse_args(argv), "base")
+    folder = plan.pretrain_dir("aalbert_3L", 1337)
+    # A long run stopped half-way, to be continued later with -e.
+    pretrain(upstream="aalbert_3L", experiment=folder, config_file=plan.recipe, stop_at_step=2,
+             overrides=ablation.pretraining_overrides(plan, 1337, 4), device="cpu")  # fmt: skip
+    report = ablation.main([*argv, "--no-pretrain", "--probe-updates", "2"])
+    rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert [(row["upstream"], row["updates"]) for row in rows if row["kind"] == "variant"] == [("base@2", 2)]
+    assert "| 2 of 4 (unfinished) |" in report.read_text()
+    assert not (folder / "states-00000004.ckpt").exists(), "nothing pretrained"
