@@ -116,7 +116,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
                     ("variant", label, UpstreamChoice(UPSTREAM, str(path), f"{label}@{step}"))
                     for step, path in step_checkpoints(run.folder, args.probe_updates)
                 ]
-        networks = [(choice.label, choice.ckpt) for _, _, choice in models]
+        # Named after the run (not "<run>@<updates>"): a run's checkpoints share its front end.
+        networks = [(run_label, choice.ckpt) for _, run_label, choice in models]
         models += [("baseline", choice.label, choice) for choice in baseline_choices(networks)]
         rows = []
         for kind, run_label, choice in models:

@@ -67,16 +67,24 @@ def test_no_pretrain_probes_an_unfinished_run_as_it_stands(tmp_path):
     ablation = load_script()
     argv = [
         "-p", str(tmp_path / "out"), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
-        "--steps", "4", "--variants", "base", "-d", "speaker_utterance",
-        "--pretrain-override", *TINY, "runner.save_step=2", "-o", "runner.total_steps=2", "runner.eval_step=2",
+        "--steps", "4", "--variants", "base", "span3_corpus", "-d", "speaker_utterance",
+        "--pretrain-override", *TINY, "runner.save_step=2", "data.corpus_cmvn_utterances=4",
+        "-o", "runner.total_steps=2", "runner.eval_step=2",
     ]  # fmt: skip
-    plan = ablation.plan_for(ablation.parse_args(argv), "base")
-    folder = plan.pretrain_dir("aalbert_3L", 1337)
-    # A long run stopped half-way, to be continued later with -e.
-    pretrain(upstream="aalbert_3L", experiment=folder, config_file=plan.recipe, stop_at_step=2,
-             overrides=ablation.pretraining_overrides(plan, 1337, 4), device="cpu")  # fmt: skip
+    args = ablation.parse_args(argv)
+    folders = []
+    for variant in args.variants:  # long runs stopped half-way, to be continued later with -e
+        plan = ablation.plan_for(args, variant)
+        folders.append(plan.pretrain_dir("aalbert_3L", 1337))
+        pretrain(upstream="aalbert_3L", experiment=folders[-1], config_file=plan.recipe, stop_at_step=2,
+                 overrides=ablation.pretraining_overrides(plan, 1337, 4), device="cpu")  # fmt: skip
     report = ablation.main([*argv, "--no-pretrain", "--probe-updates", "2"])
     rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
-    assert [(row["upstream"], row["updates"]) for row in rows if row["kind"] == "variant"] == [("base@2", 2)]
+    assert [(row["upstream"], row["updates"]) for row in rows if row["kind"] == "variant"] == [
+        ("base@2", 2), ("span3_corpus@2", 2)
+    ]  # fmt: skip
+    # The networks' own inputs differ (CMVN per utterance or per corpus): each baseline is named
+    # after its run, not after the checkpoint that stood for it.
+    assert "model_input_span3_corpus" in {row["upstream"] for row in rows if row["kind"] == "baseline"}
     assert "| 2 of 4 (unfinished) |" in report.read_text()
-    assert not (folder / "states-00000004.ckpt").exists(), "nothing pretrained"
+    assert not any((folder / "states-00000004.ckpt").exists() for folder in folders), "nothing pretrained"
