@@ -62,3 +62,9 @@ def test_learning_only_the_majority_class_is_not_learning():
     assert learning_check(expert, majority_only, balance)["learned"] is False
     assert learning_check(expert, {"accuracy": 0.93, "loss": 0.20}, balance)["learned"] is True
     assert learning_check(expert, {"accuracy": 0.86, "loss": 0.44}, balance)["learned"] is False  # loss at the shares'
+    # Overconfident but far above the majority class (5 standard errors over 1,000 dev items:
+    # 0.84 + 5 x 0.0116 = 0.898): learned; as close as 0.86, or with unknown items: not.
+    overfit = {"accuracy": 0.93, "loss": 0.90, "items": 1000.0}
+    assert learning_check(expert, overfit, balance)["learned"] is True
+    assert learning_check(expert, {**overfit, "accuracy": 0.86}, balance)["learned"] is False
+    assert learning_check(expert, {"accuracy": 0.93, "loss": 0.90}, balance)["learned"] is False
