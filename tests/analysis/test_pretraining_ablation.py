@@ -19,14 +19,19 @@ def load_script():
     return module
 
 
-def test_variants_and_baselines_are_probed_alike_and_read_back(tmp_path):
-    ablation = load_script()
-    argv = [
-        "-p", str(tmp_path / "out"), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
-        "--steps", "2", "--variants", "base", "span3_corpus", "-d", "speaker_utterance",
+def tiny_argv(out, steps: int, *variants: str) -> list[str]:
+    """The ablation on the demo corpus with a tiny model and 2-update probes."""
+    return [
+        "-p", str(out), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
+        "--steps", str(steps), "--variants", *variants, "-d", "speaker_utterance",
         "--pretrain-override", *TINY, "runner.save_step=2", "data.corpus_cmvn_utterances=4",
         "-o", "runner.total_steps=2", "runner.eval_step=2",
     ]  # fmt: skip
+
+
+def test_variants_and_baselines_are_probed_alike_and_read_back(tmp_path):
+    ablation = load_script()
+    argv = tiny_argv(tmp_path / "out", 2, "base", "span3_corpus")
     report = ablation.main(argv)
     rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
     # Two variants, then the baselines a pooled task can read: not mel, nor base's own input, both
@@ -45,11 +50,7 @@ def test_variants_and_baselines_are_probed_alike_and_read_back(tmp_path):
 
 def test_step_checkpoints_are_probed_against_their_updates(tmp_path):
     ablation = load_script()
-    argv = [
-        "-p", str(tmp_path / "out"), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
-        "--steps", "4", "--variants", "base", "-d", "speaker_utterance",
-        "--pretrain-override", *TINY, "runner.save_step=2", "-o", "runner.total_steps=2", "runner.eval_step=2",
-    ]  # fmt: skip
+    argv = tiny_argv(tmp_path / "out", 4, "base")
     for never in ("3", "6"):  # not a multiple of runner.save_step; beyond the runs
         with pytest.raises(ValueError, match=f"--probe-updates {never}: the runs keep a checkpoint every 2 updates up to 4"):
             ablation.main([*argv, "--probe-updates", never])
@@ -65,12 +66,7 @@ def test_no_pretrain_probes_an_unfinished_run_as_it_stands(tmp_path):
     from pretrain.runner import pretrain
 
     ablation = load_script()
-    argv = [
-        "-p", str(tmp_path / "out"), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT),
-        "--steps", "4", "--variants", "base", "span3_corpus", "-d", "speaker_utterance",
-        "--pretrain-override", *TINY, "runner.save_step=2", "data.corpus_cmvn_utterances=4",
-        "-o", "runner.total_steps=2", "runner.eval_step=2",
-    ]  # fmt: skip
+    argv = tiny_argv(tmp_path / "out", 4, "base", "span3_corpus")
     args = ablation.parse_args(argv)
     folders = []
     for variant in args.variants:  # long runs stopped half-way, to be continued later with -e
