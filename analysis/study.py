@@ -28,8 +28,9 @@ setting: give another ``-p`` for other settings.
    own input) with the same probes; every probe stops on a dev plateau;
 5. the seed's grid, each part asked for by an option: the weighted-sum probes again with shares
    of the training labels (``--proportions 0.01 0.1``), every network also fine-tuned with its
-   probe on the tasks named by ``--fine-tune`` (with every share), and t-SNE pictures of the
-   first pretrained and random networks and the baselines (``--tsne``);
+   probe on the tasks named by ``--fine-tune`` (with every share, or those of
+   ``--fine-tune-proportions``; after every other probe, being the dearest), and t-SNE pictures
+   of the first pretrained and random networks and the baselines (``--tsne``);
 6. ``OUT/report.md``: mean +- standard deviation, the difference with Welch's 95 % interval
    against random weights and against the best surface baseline, probes not converged,
    layer by layer, the families side by side, plots. The unit of the comparison is the network
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import shlex
@@ -161,7 +163,13 @@ class StudyPlan:
     # also fine-tuned, and t-SNE pictures.
     proportions: tuple[float, ...] = ()
     fine_tune_tasks: tuple[str, ...] = ()
+    # Shares of the labels to fine-tune with; (): all of them and every one of ``proportions``.
+    fine_tune_proportions: tuple[float, ...] = ()
     tsne: bool = False
+
+    @property
+    def fine_tune_shares(self) -> tuple[float, ...]:
+        return self.fine_tune_proportions or (1.0, *self.proportions)
 
     def pretrain_dir(self, upstream: str, seed: Optional[int] = None) -> Path:
         """The first run keeps the folder of a one-run study, so older studies read back."""
@@ -450,9 +458,22 @@ def probe_all(
 ) -> list[dict[str, Any]]:
     """Every probe of the study as table rows (with ``kind``, ``upstream_seed``: the pretraining
     or random-weight seed, ``probe_seed``); with ``plan.report_only``, unfinished probes are
-    listed in ``missing`` instead of trained."""
+    listed in ``missing`` instead of trained.
+
+    Probes run cheapest and most needed first, so that a study stopped early has whole
+    comparisons: every model's weighted sum with all the labels (the baselines' included), then
+    each layer alone, then fewer labels, then fine-tuning (each of its updates is a forward and
+    backward pass of the network); within each, the first network of every kind before the
+    second ones."""
     rows = []
-    for family, kind, upstream_seed, layer_wise, choice in study_models(plan, pretrained, random):
+    models = study_models(plan, pretrained, random)
+
+    def rank(model: tuple) -> int:  # its place among the models of its family and kind
+        return [m for m in models if m[:2] == model[:2]].index(model)
+
+    for stage, (family, kind, upstream_seed, layer_wise, choice) in itertools.product(
+        range(len(PROBE_STAGES)), sorted(models, key=rank)
+    ):
         model = build_upstream(choice.name, choice.ckpt)
         for probe_seed in plan.probe_seeds:
             settings = ProbeSettings(overrides=probe_overrides(plan), seed=probe_seed, device=plan.device)
@@ -460,7 +481,8 @@ def probe_all(
                 if not probes_with(model, task, settings.tasks_dir):
                     continue
                 layer_wise_here = layer_wise and probe_seed == plan.probe_seeds[0]
-                for cell in model_cells(plan, task, choice, kind, model.num_hidden_states, layer_wise_here):
+                cells = model_cells(plan, task, choice, kind, model.num_hidden_states, layer_wise_here)
+                for cell in (cell for cell in cells if probe_stage(cell) == stage):
                     if plan.report_only and not is_finished(cell, plan.probe_root(probe_seed)):
                         missing.append(f"`{cell.folder(plan.probe_root(probe_seed)).relative_to(plan.outdir)}`")
                         continue
@@ -490,8 +512,20 @@ def model_cells(
         cells += [Cell(task, choice, layer) for layer in range(hidden_states)]
     cells += [Cell(task, choice, proportion=proportion) for proportion in plan.proportions]
     if kind != "baseline" and task in plan.fine_tune_tasks:
-        cells += [Cell(task, choice, fine_tune=True, proportion=proportion) for proportion in (1.0, *plan.proportions)]
+        cells += [Cell(task, choice, fine_tune=True, proportion=proportion) for proportion in plan.fine_tune_shares]
     return cells
+
+
+PROBE_STAGES = ("weighted sum", "layer by layer", "fewer labels", "fine-tuned")
+
+
+def probe_stage(cell: Cell) -> int:
+    """The index in ``PROBE_STAGES`` of the stage that runs ``cell``."""
+    if cell.fine_tune:
+        return 3
+    if cell.layer is not None:
+        return 1
+    return 0 if cell.proportion == 1.0 else 2
 
 
 def probe_part(cell: Cell, kind: str) -> str:
@@ -536,7 +570,6 @@ def tsne_plan(
             if not (level == "utterance" and constant):
                 pictures.append((choice, level, plan.outdir / "tsne" / f"{choice.label}_{what}.png"))
     return pictures
-
 
 
 # ---- 6. report -----------------------------------------------------------------------------
@@ -914,6 +947,16 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         help="tasks (of -d) whose networks are also fine-tuned with their probe, with every share of labels",
     )
     grid.add_argument(
+        "--fine-tune-proportions",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="P",
+        help="fine-tune with these shares only (1 = all the labels; each other share also in --proportions, "
+        "where the baselines' probes are its comparison), e.g. 0.1: fine-tuning costs a forward and "
+        "backward pass of the network per update",
+    )
+    grid.add_argument(
         "--tsne",
         action="store_true",
         help=f"t-SNE pictures of {TSNE_SUBSET} for the first pretrained and random networks and the baselines",
@@ -944,6 +987,15 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     stray = [task for task in args.fine_tune if task not in args.tasks]
     if stray:
         parser.error(f"--fine-tune {' '.join(stray)}: not among the probed tasks (-d {' '.join(args.tasks)}); add it to -d")
+    fine_tune_proportions = sorted(set(args.fine_tune_proportions), reverse=True)
+    if fine_tune_proportions and not args.fine_tune:
+        parser.error("--fine-tune-proportions: nothing is fine-tuned; add --fine-tune TASK")
+    unmatched = [str(p) for p in fine_tune_proportions if p != 1 and p not in proportions]
+    if unmatched:
+        parser.error(
+            f"--fine-tune-proportions {' '.join(unmatched)}: give 1 (all the labels) or a share of --proportions "
+            "(the baselines are probed with that share to compare with); add it to --proportions"
+        )
     # The study's probe settings, each key once at the value that applies (the user's win).
     overrides = {item.partition("=")[0]: item for item in [*DEFAULT_PROBE_OVERRIDES, *args.override]}.values()
     return StudyPlan(
@@ -964,6 +1016,7 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         pretrain_seeds=tuple(args.pretrain_seeds),
         proportions=tuple(proportions),
         fine_tune_tasks=tuple(dict.fromkeys(args.fine_tune)),
+        fine_tune_proportions=tuple(float(p) for p in fine_tune_proportions),
         tsne=args.tsne,
     )
 

@@ -37,6 +37,7 @@ from utility.cpu_features import cpu_line  # noqa: E402
 PRESETS = ["mockingjay_3L", "mockingjay_6L", "mockingjay_12L", "aalbert_3L", "aalbert_6L", "aalbert_12L"]
 
 PHASES = ("forward", "loss", "backward", "clip", "optimizer")
+PEAK_SIZE = 2048  # the square matrix product that measures the machine's peak
 OPTIMIZERS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
@@ -64,6 +65,26 @@ def time_steps(step, steps: int, batch: int, frames: int) -> dict:
         "frames_per_second": batch * frames / seconds,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
+
+
+def matmul_peak(dtype_name: str, size: int = PEAK_SIZE, repeats: int = 5) -> float:
+    """The machine's matrix-product speed in GFLOP/s for ``dtype_name`` (float32 or bfloat16),
+    at this process's thread count: the best of ``repeats`` products of two ``size`` x ``size``
+    matrices (2 size^3 FLOPs each), after one warm-up. A square product this large is about the
+    best case for the kernels (oneDNN/MKL on a CPU), so a model's step reaches a fraction of it."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
 
 
 def measure(
@@ -148,6 +169,23 @@ def measure(
         **time_steps(step, steps, batch, frames),
         "parameters": sum(p.numel() for p in model.encoder.parameters()),
     }
+    # The step's floating-point work (matrix products and attention, forward and backward, as
+    # torch counts them), the speed it ran at, and that speed as a share of this thread count's
+    # matrix-product peak in the precision the products used (bf16 under bf16 autocast).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        with precision.autocast():
+            prediction = model(inputs, lengths)
+        total, count = masked_l1(prediction, targets, lengths, selected, rate)
+        (total / count).backward()
+    optimizer.zero_grad(set_to_none=True)
+    result["gflop_per_step"] = counter.get_total_flops() / 1e9
+    result["achieved_gflops"] = result["gflop_per_step"] / result["seconds_per_step"]
+    if device.type == "cpu":
+        result["matmul_peak_gflops"] = {dtype: matmul_peak(dtype) for dtype in ("float32", "bfloat16")}
+        used = "bfloat16" if bf16 else "float32"
+        result["share_of_peak"] = result["achieved_gflops"] / result["matmul_peak_gflops"][used]
     # Each phase's fastest time after the warm-up step (the least disturbed by other work).
     result["phase_seconds"] = {phase: min(times[1:]) for phase, times in phases.items()}
     if device.type == "cuda":
@@ -219,6 +257,10 @@ def time_data(name: str, corpus: str, width: int, batches: int = 10) -> dict:
         frames += int(dataset[index].lengths.sum())
     seconds = (time.perf_counter() - start) / batches
     return {"seconds_per_batch": seconds, "frames_per_batch": frames / batches}
+
+
+def format_share(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f} %"
 
 
 def run_in_subprocess(
@@ -353,7 +395,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     print(
         f"{'model':<16}{'width':>6}{'adamw':>8}{'s/step':>9}{'median':>9}{'cpu s':>9}{'upd/min':>9}{'frames/s':>10}"
-        f"{'peak GB':>9}  " + " ".join(f"{phase:>9}" for phase in PHASES)
+        f"{'peak GB':>9}{'GFLOP/s':>9}{'of peak':>8}  " + " ".join(f"{phase:>9}" for phase in PHASES)
     )
     runs = [(name, width, optimizer) for name in args.models or PRESETS for width in args.width for optimizer in args.optimizer]
     for name, width, optimizer in runs:
@@ -369,10 +411,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(
                 f"{label:<16}{result.get('width', 0):>6}{result.get('optimizer', '-'):>8}{result['seconds_per_step']:>9.3f}"
                 f"{result['median_seconds_per_step']:>9.3f}{result['cpu_seconds_per_step']:>9.2f}"
-                f"{60 * result['steps_per_second']:>9.1f}{result['frames_per_second']:>10.0f}{memory:>9.2f}  "
+                f"{60 * result['steps_per_second']:>9.1f}{result['frames_per_second']:>10.0f}{memory:>9.2f}"
+                f"{result.get('achieved_gflops', 0):>9.1f}{format_share(result.get('share_of_peak')):>8}  "
                 + " ".join(f"{phases[phase]:>9.4f}" if phase in phases else f"{'-':>9}" for phase in PHASES),
                 flush=True,
             )
+    peaks = next((r["matmul_peak_gflops"] for r in results if "matmul_peak_gflops" in r), None)
+    if peaks:
+        print(
+            f"matrix-product peak at {args.threads} threads ({PEAK_SIZE} x {PEAK_SIZE}): "
+            f"float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s; "
+            f"'of peak' is the step's speed against the peak of the precision its products used"
+        )
     if args.corpus:
         for name in args.models or PRESETS[:1]:
             data = time_data(name, args.corpus, args.width[0])

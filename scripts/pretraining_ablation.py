@@ -72,6 +72,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "model.frontend.cmvn=false",
         "model.encoder.max_frames=1500",
     ),
+    # Five times the recipe's learning rate (2e-4, s3prl's for batch 32 at 768 wide): a 256-wide
+    # network at batch 8 may take larger steps, and on a CPU progress is counted in updates.
+    "base_lr1e3": ("optimizer.lr=1e-3",),
+    "span3_corpus_lr1e3": ("masking.span=3", "data.corpus_cmvn=true", "optimizer.lr=1e-3"),
 }
 DEFAULT_TASKS = ("phone_1hidden", "speaker_utterance")
 ROW_COLUMNS = ["task", "upstream", "kind", "test", "test SE", "dev", "best step / steps"]

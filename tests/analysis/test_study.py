@@ -357,6 +357,9 @@ def test_the_seeds_grid_adds_fewer_labels_fine_tuning_pictures_and_wall_time(mov
     half = {r["upstream"]: r for r in rows if r["train_proportion"] == 0.5 and not r["fine_tune"] and r["probe_seed"] == 1}
     assert set(half) == set(full), "every model's weighted sum again with half the labels"
     assert all(half[name]["train_utterances"] < full[name]["train_utterances"] for name in half)
+    # Cheapest and most needed first: weighted sums, layers, fewer labels, fine-tuning.
+    stages = [3 if r["fine_tune"] else 1 if r["layer"] != "weighted_sum" else 0 if study.all_labels(r) else 2 for r in rows]
+    assert stages == sorted(stages) and set(stages) == {0, 1, 2, 3}
     tuned = sorted((r["kind"], r["train_proportion"], r["probe_seed"]) for r in rows if r["fine_tune"])
     networks = [("pretrained", 1), ("random", 2)]  # one pretrained network, two random ones
     assert tuned == sorted(
@@ -383,12 +386,27 @@ def test_the_seeds_grid_adds_fewer_labels_fine_tuning_pictures_and_wall_time(mov
     [
         (["--proportions", "1"], "each proportion must be in (0, 1)"),
         (["--fine-tune", "phone_linear"], "not among the probed tasks"),
+        (["--fine-tune-proportions", "0.1"], "nothing is fine-tuned"),
+        (["--fine-tune", "speaker_utterance", "--fine-tune-proportions", "0.1"], "add it to --proportions"),
     ],
 )
 def test_a_grid_option_that_cannot_work_is_refused_in_one_line(grid, named, capsys):
     with pytest.raises(SystemExit):
         study.parse_plan(STUDY_ARGS + ["-d", "speaker_utterance", *grid])
     assert named in capsys.readouterr().err
+
+
+def test_fine_tuning_takes_the_shares_it_is_given_and_waits_for_the_cheaper_probes():
+    from analysis.cells import UpstreamChoice
+
+    choice = UpstreamChoice("aalbert_3L", "x.ckpt", "aalbert_3L_pretrained")
+    grid = ["-d", "speaker_utterance", "--proportions", "0.1", "0.01", "--fine-tune", "speaker_utterance"]
+    every = study.parse_plan(STUDY_ARGS + grid)
+    assert every.fine_tune_shares == (1.0, 0.1, 0.01)  # all the labels and every share by default
+    chosen = study.parse_plan(STUDY_ARGS + grid + ["--fine-tune-proportions", "0.1"])
+    cells = study.model_cells(chosen, "speaker_utterance", choice, "pretrained", 4, False)
+    assert [c.proportion for c in cells if c.fine_tune] == [0.1]
+    assert [c.proportion for c in cells if not c.fine_tune] == [1.0, 0.1, 0.01]
 
 
 def test_a_pretraining_run_states_its_wall_time_across_a_resume(study_run):
