@@ -92,6 +92,7 @@ from .baselines import baseline_choices, best_baseline, pools_to_constant, probe
 from .cells import Cell, ProbeSettings, UpstreamChoice, is_finished, own_outdir, probe_summary, result_row, run_cell
 from .keys import corpus_identity, differences
 from .layerwise import plot_layerwise
+from .parallel_cells import run_cells_side_by_side
 from .plotting import plt, save_figure
 from .tables import markdown_table, report_header, write_table
 from .tsne import TsneData, corpus_label_files, plot_corpus_tsne
@@ -166,6 +167,7 @@ class StudyPlan:
     # Shares of the labels to fine-tune with; (): all of them and every one of ``proportions``.
     fine_tune_proportions: tuple[float, ...] = ()
     tsne: bool = False
+    jobs: int = 1  # probes trained side by side, each in its own process
 
     @property
     def fine_tune_shares(self) -> tuple[float, ...]:
@@ -465,12 +467,13 @@ def probe_all(
     each layer alone, then fewer labels, then fine-tuning (each of its updates is a forward and
     backward pass of the network); within each, the first network of every kind before the
     second ones."""
-    rows = []
     models = study_models(plan, pretrained, random)
 
     def rank(model: tuple) -> int:  # its place among the models of its family and kind
         return [m for m in models if m[:2] == model[:2]].index(model)
 
+    work: list[tuple[Cell, Path, ProbeSettings]] = []
+    about: list[tuple[dict[str, Any], str]] = []  # each cell's row fields and wall-time part
     for stage, (family, kind, upstream_seed, layer_wise, choice) in itertools.product(
         range(len(PROBE_STAGES)), sorted(models, key=rank)
     ):
@@ -486,19 +489,26 @@ def probe_all(
                     if plan.report_only and not is_finished(cell, plan.probe_root(probe_seed)):
                         missing.append(f"`{cell.folder(plan.probe_root(probe_seed)).relative_to(plan.outdir)}`")
                         continue
-                    with wall_time.part(probe_part(cell, kind)):
-                        results = run_cell(cell, plan.probe_root(probe_seed), settings, model)
-                    rows.append(
-                        {
-                            **result_row(cell, results),
-                            "family": family,
-                            "kind": kind,
-                            "upstream_seed": upstream_seed,
-                            "probe_seed": probe_seed,
-                        }
-                    )
+                    work.append((cell, plan.probe_root(probe_seed), settings))
+                    fields = {"family": family, "kind": kind, "upstream_seed": upstream_seed, "probe_seed": probe_seed}
+                    about.append((fields, probe_part(cell, kind)))
         del model
-    return rows
+    results: list[Optional[dict[str, Any]]] = [None] * len(work)
+
+    def finished(index: int, cell_results: dict[str, Any], seconds: float) -> None:
+        results[index] = cell_results
+        wall_time.add(about[index][1], seconds)
+
+    if plan.jobs > 1 and not plan.report_only:
+        run_cells_side_by_side(work, plan.jobs, finished)
+    else:
+        built: dict[str, Upstream] = {}  # one model at a time, shared by its consecutive frozen cells
+        for index, (cell, root, settings) in enumerate(work):
+            if cell.upstream.label not in built:
+                built = {cell.upstream.label: build_upstream(cell.upstream.name, cell.upstream.ckpt)}
+            with wall_time.part(about[index][1]):
+                results[index] = run_cell(cell, root, settings, built[cell.upstream.label])
+    return [{**result_row(cell, r), **fields} for (cell, _, _), r, (fields, _) in zip(work, results, about)]
 
 
 def model_cells(
@@ -860,7 +870,9 @@ def write_report(
         "## Wall time",
         "",
         "Minutes spent in each part, summed over every command that built this folder "
-        f"(`{WALL_TIME}`); pretraining also per run in the first table, from its checkpoints."
+        f"(`{WALL_TIME}`); pretraining also per run in the first table, from its checkpoints. "
+        "Probes trained side by side (`--jobs`) each add their own minutes, so a part's sum can "
+        "exceed the time it took on the clock."
         + (
             ""
             if wall_time.complete
@@ -963,6 +975,13 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="probes to train side by side, each in its own process with its share of the threads "
+        "(e.g. the number of cores: one probe keeps about one core busy); pretraining runs one at a time",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="write the report from what is finished (pretraining must be), training nothing",
@@ -975,6 +994,8 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         repeated = sorted({str(value) for value in values if values.count(value) > 1})
         if repeated:  # a repeated seed is the same run again: it would fake a spread and an interval
             parser.error(f"{option} {' '.join(map(str, values))}: {', '.join(repeated)} given twice; list each once")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more probes at a time")
     for name in ("pretrain_corpus", "eval_corpus"):
         if not getattr(args, name).is_dir():
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such folder")
@@ -1018,6 +1039,7 @@ def parse_plan(argv: Sequence[str]) -> StudyPlan:
         fine_tune_tasks=tuple(dict.fromkeys(args.fine_tune)),
         fine_tune_proportions=tuple(float(p) for p in fine_tune_proportions),
         tsne=args.tsne,
+        jobs=args.jobs,
     )
 
 

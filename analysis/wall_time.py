@@ -47,9 +47,15 @@ class WallTime:
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
-            stored = {"seconds": self.seconds, "complete": self.complete}
-            write_text_atomic(self.path, json.dumps(stored, indent=2) + "\n")
+            self.add(name, time.monotonic() - started)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Adds ``seconds`` to ``name`` and writes the sums (nothing when not ``counting``)."""
+        if not self.counting:
+            return
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        stored = {"seconds": self.seconds, "complete": self.complete}
+        write_text_atomic(self.path, json.dumps(stored, indent=2) + "\n")
 
     def table(self) -> list[dict[str, object]]:
         """One row per part, in the order the parts first ran, and their total."""

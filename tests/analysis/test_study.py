@@ -241,6 +241,23 @@ def test_a_moved_study_folder_reads_its_cells_back(moved_study):
     assert {p: t for p, t in files_of(moved / "probes").items() if p in results} == results, "nothing retrained"
 
 
+def test_probes_trained_side_by_side_are_whole_and_read_back(moved_study):
+    """--jobs 2: the new cells (half the labels) are trained by two worker processes; every
+    model gets its row, and a later one-process command reads them back without retraining."""
+    argv, moved = moved_study
+    before = files_of(moved / "probes")
+    study.main(argv + ["--proportions", "0.5", "--jobs", "2"])
+    rows = json.loads((moved / "probes.json").read_text())
+    full = {(r["upstream"], r["probe_seed"]) for r in rows if study.all_labels(r) and r["layer"] == "weighted_sum"}
+    half = {(r["upstream"], r["probe_seed"]) for r in rows if r["train_proportion"] == 0.5}
+    assert half == full and all(r["test"] is not None for r in rows)
+    assert {p: t for p, t in files_of(moved / "probes").items() if p in before} == before, "finished cells kept"
+    trained = files_of(moved / "probes")
+    assert json.loads((moved / "wall_time.json").read_text())["seconds"]["probes: weighted sum, fewer labels"] > 0
+    study.main(argv + ["--proportions", "0.5"])
+    assert files_of(moved / "probes") == trained, "the workers' cells are read back as they are"
+
+
 def test_a_cell_without_best_ckpt_is_checked_against_the_corpus(moved_study, tmp_path):
     argv, moved = moved_study
     for best in moved.glob("probes/**/best.ckpt"):
