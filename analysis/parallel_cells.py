@@ -43,9 +43,7 @@ def _run_timed(cell: Cell, root: Path, settings: ProbeSettings) -> tuple[dict[st
     return run_cell(cell, root, settings), time.monotonic() - started
 
 
-def run_cells_side_by_side(
-    work: Sequence[Work], workers: int, finished: Callable[[int, dict[str, Any], float], None]
-) -> None:
+def run_cells_side_by_side(work: Sequence[Work], workers: int, finished: Callable[[int, dict[str, Any], float], None]) -> None:
     """Runs every cell of ``work`` in ``workers`` processes, in the order given as workers free
     up; ``finished(index in work, results, seconds the cell took)`` as each ends."""
     threads = max(1, torch.get_num_threads() // workers)
