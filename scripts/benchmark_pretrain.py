@@ -8,7 +8,7 @@ subprocess so that its peak resident memory (``ru_maxrss``) is its own.
     python scripts/benchmark_pretrain.py                        # presets, batch 8 x 10 s, 2 threads
     python scripts/benchmark_pretrain.py --setup s3prl          # R = 1, 80-dim, 1001 frames (s3prl's)
     python scripts/benchmark_pretrain.py --allocator default    # glibc malloc untuned
-    python scripts/benchmark_pretrain.py --cpu-bf16             # bf16 autocast on the CPU
+    python scripts/benchmark_pretrain.py --precision float32 bf16   # and with bf16 autocast, same run
     python scripts/benchmark_pretrain.py --device cuda          # GPU (bf16 autocast)
     python scripts/benchmark_pretrain.py --models aalbert_3L --width 256 768 --optimizer loop fused
                                   # the small-width recipe's model next to the preset; each phase of an
@@ -21,6 +21,7 @@ subprocess so that its peak resident memory (``ru_maxrss``) is its own.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import statistics
@@ -264,7 +265,12 @@ def format_share(share: float | None) -> str:
 
 
 def run_in_subprocess(
-    args: argparse.Namespace, name: str, python: str = sys.executable, width: int = 0, optimizer: str = "loop"
+    args: argparse.Namespace,
+    name: str,
+    python: str = sys.executable,
+    width: int = 0,
+    optimizer: str = "loop",
+    precision: str = "float32",
 ) -> dict:
     command = (
         [
@@ -292,7 +298,7 @@ def run_in_subprocess(
             optimizer,
         ]
         + (["--recompute"] if args.recompute else [])
-        + (["--cpu-bf16"] if args.cpu_bf16 else [])
+        + ["--precision", precision]
     )
     if python != sys.executable:
         command.append("--s3prl-worker")
@@ -327,7 +333,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "see utility/cpu_allocator.py; default: glibc as it comes",
     )
     parser.add_argument("--recompute", action="store_true", help="activation checkpointing (runner.activation_checkpointing)")
-    parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (runner.cpu_bf16)")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["float32", "bf16"],
+        default=["float32"],
+        help="float32, and/or bf16 autocast on the CPU (runner.cpu_bf16), each model timed in each, same run",
+    )
     parser.add_argument(
         "--s3prl-python",
         help="an interpreter that imports s3prl 0.4.18 (needs --setup s3prl): "
@@ -380,7 +392,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 args.steps,
                 args.device,
                 args.recompute,
-                args.cpu_bf16,
+                args.precision[0] == "bf16",
                 args.width[0],
                 args.optimizer[0],
             )
@@ -391,25 +403,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(cpu_line())  # float32 and bfloat16 speed depend on these
     print(
         f"setup={args.setup} batch={args.batch} frames={args.frames} threads={args.threads} "
-        f"device={args.device} allocator={args.allocator} recompute={args.recompute} cpu_bf16={args.cpu_bf16}"
+        f"device={args.device} allocator={args.allocator} recompute={args.recompute}"
     )
     print(
-        f"{'model':<16}{'width':>6}{'adamw':>8}{'s/step':>9}{'median':>9}{'cpu s':>9}{'upd/min':>9}{'frames/s':>10}"
+        f"{'model':<16}{'width':>6}{'adamw':>8}{'precision':>10}{'s/step':>9}{'median':>9}{'cpu s':>9}"
+        f"{'upd/min':>9}{'frames/s':>10}"
         f"{'peak GB':>9}{'GFLOP/s':>9}{'of peak':>8}  " + " ".join(f"{phase:>9}" for phase in PHASES)
     )
-    runs = [(name, width, optimizer) for name in args.models or PRESETS for width in args.width for optimizer in args.optimizer]
-    for name, width, optimizer in runs:
+    runs = itertools.product(args.models or PRESETS, args.width, args.optimizer, args.precision)
+    for name, width, optimizer, precision in runs:
         for python in [sys.executable] + ([args.s3prl_python] if args.s3prl_python else []):
-            result = run_in_subprocess(args, name, python, width, optimizer)
+            result = run_in_subprocess(args, name, python, width, optimizer, precision)
             results.append(result)
             label = name if python == sys.executable else f"s3prl {name}"
+            shown = "autocast" if args.device.startswith("cuda") else precision
             if "error" in result:
                 print(f"{label:<16} failed: {result['error']}")
                 continue
             memory = result.get("peak_gpu_gb", result["peak_rss_gb"])
             phases = result.get("phase_seconds", {})
             print(
-                f"{label:<16}{result.get('width', 0):>6}{result.get('optimizer', '-'):>8}{result['seconds_per_step']:>9.3f}"
+                f"{label:<16}{result.get('width', 0):>6}{result.get('optimizer', '-'):>8}{shown:>10}"
+                f"{result['seconds_per_step']:>9.3f}"
                 f"{result['median_seconds_per_step']:>9.3f}{result['cpu_seconds_per_step']:>9.2f}"
                 f"{60 * result['steps_per_second']:>9.1f}{result['frames_per_second']:>10.0f}{memory:>9.2f}"
                 f"{result.get('achieved_gflops', 0):>9.1f}{format_share(result.get('share_of_peak')):>8}  "
