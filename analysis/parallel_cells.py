@@ -2,7 +2,8 @@
 
 A probe is a small network: training one keeps about one core busy, so on a machine with
 several cores, several probes at once finish a study sooner than one probe with every thread.
-Each worker is a fresh process (spawn) with its share of the threads. A cell writes only its own
+Each worker is a fresh process (spawn) with its share of the threads (and the command's
+environment, OpenMP's wait policy included: ``utility/openmp_wait.py``). A cell writes only its own
 folder, under that folder's experiment lock, and the shared feature cache, whose files are
 written atomically, so the workers need no other coordination.
 
