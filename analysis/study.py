@@ -780,7 +780,9 @@ def write_report(
         for label, curve in curves.items()
     ]
     lines = [
-        *report_header("Pretraining study: pretrained against random weights of the same architecture and the surface features", command),
+        *report_header(
+            "Pretraining study: pretrained against random weights of the same architecture and the surface features", command
+        ),
         f"Pretraining corpus `{plan.pretrain_corpus.name}`, evaluation corpus `{plan.eval_corpus.name}`; "
         f"pretraining seeds {list(plan.pretrain_seeds) or RECIPE_SEED}, probe seeds {list(plan.probe_seeds)}, "
         f"random-weight seeds {list(plan.random_seeds)}; probe settings "
