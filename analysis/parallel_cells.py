@@ -15,13 +15,15 @@ where they stopped. An error in one cell stops the others the same way.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -33,13 +35,21 @@ from .cells import Cell, ProbeSettings, run_cell
 Work = tuple[Cell, Path, ProbeSettings]  # a cell, the root of its folder, its probe settings
 
 
-def _start_worker(threads: int) -> None:
+_stopping: Any = None  # in a worker: the parent's event that says to start no more cells
+
+
+def _start_worker(threads: int, stopping: Any) -> None:
+    global _stopping
+    _stopping = stopping
     os.setpgrp()  # out of the terminal's foreground group: signals come from the parent only
     torch.set_num_threads(threads)
     apply_cli_process_defaults()
 
 
 def _run_timed(cell: Cell, root: Path, settings: ProbeSettings) -> tuple[dict[str, Any], float]:
+    # A cell already handed to a worker when the parent was stopped must not start then.
+    if _stopping is not None and _stopping.is_set():
+        raise KeyboardInterrupt("stopped before the cell started")
     started = time.monotonic()
     return run_cell(cell, root, settings), time.monotonic() - started
 
@@ -49,7 +59,11 @@ def run_cells_side_by_side(work: Sequence[Work], workers: int, finished: Callabl
     up; ``finished(index in work, results, seconds the cell took)`` as each ends."""
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
+    stopping = context.Event()
+    with (
+        ctrl_c_raises(),
+        ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads, stopping)) as pool,
+    ):
         futures = {pool.submit(_run_timed, *item): index for index, item in enumerate(work)}
         pending = set(futures)
         try:
@@ -59,9 +73,25 @@ def run_cells_side_by_side(work: Sequence[Work], workers: int, finished: Callabl
                     results, seconds = future.result()  # a cell's error is raised here
                     finished(futures[future], results, seconds)
         except BaseException as stop:
+            stopping.set()
             for future in pending:
                 future.cancel()
             signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
             for child in multiprocessing.active_children():
                 os.kill(child.pid, signum)
             raise
+
+
+@contextlib.contextmanager
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in the block, also in a process that inherited SIGINT as
+    ignored (a background job of a script, ``nohup``): the training loop it stands for answers
+    SIGINT there too (``utility.interrupt.stop_at_step_boundary``)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +20,8 @@ from analysis import study
 from conftest import TINY
 from upstream.files import read_upstream_checkpoint
 from corpora.root import DEMO_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +263,46 @@ def test_probes_trained_side_by_side_are_whole_and_read_back(moved_study):
     assert json.loads((moved / "wall_time.json").read_text())["seconds"]["probes: weighted sum, fewer labels"] > 0
     study.main(argv + ["--proportions", "0.5"])
     assert files_of(moved / "probes") == trained, "the workers' cells are read back as they are"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_probes_side_by_side_stop_with_a_checkpoint_each_and_leave_no_worker(tmp_path, signum):
+    """Ctrl-C or SIGTERM to the study, as to a background job (SIGINT inherited as ignored):
+    it passes the signal on once, every running probe saves a checkpoint, no queued probe
+    starts, no worker outlives it, and it exits 128 + the signal."""
+    from faults import ENV, wait_for
+
+    out = tmp_path / "run"
+    argv = ["-m", "analysis.study", "-p", str(out), "--pretrain-corpus", str(DEMO_ROOT), "--eval-corpus", str(DEMO_ROOT)]
+    argv += ["--upstreams", "aalbert_3L", "--steps", "2", "-d", "phone_linear", "--probe-seeds", "1", "--random-seeds", "11"]
+    argv += ["--pretrain-override", *TINY, "-o", "runner.total_steps=100000", "runner.eval_step=50", "--jobs", "2"]
+    process = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=REPO_ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a shell starts a background job
+    )
+    try:
+        wait_for(out / "probes", "seed1/*/*/*/states-*.ckpt", process)
+        deadline = time.monotonic() + 120
+        while len({c.parent for c in out.glob("probes/seed1/*/*/*/states-*.ckpt")}) < 2:  # both workers train
+            assert process.poll() is None and time.monotonic() < deadline, "the second probe did not start"
+            time.sleep(0.1)
+        listed = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True, text=True)
+        workers = listed.stdout.split()
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    started = [cell.parent for cell in out.glob("probes/seed1/*/*/*/cell.json")]
+    assert len(started) == 2, "the two running probes, and no queued one"
+    assert all(list(cell.glob("states-*.ckpt")) for cell in started)
+    assert len(workers) == 2 and not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "no worker left"
 
 
 def test_a_cell_without_best_ckpt_is_checked_against_the_corpus(moved_study, tmp_path):
