@@ -516,7 +516,7 @@ def model_cells(
 ) -> list[Cell]:
     """One model's probes on one task: the weighted sum with all the labels, each hidden state
     alone (``layer_wise``), the weighted sum with each smaller share of the labels, and for a
-    network on a ``--fine-tune`` task the fine-tuned probe with every share."""
+    network on a ``--fine-tune`` task the fine-tuned probe with each of ``plan.fine_tune_shares``."""
     cells = [Cell(task, choice)]
     if layer_wise:
         cells += [Cell(task, choice, layer) for layer in range(hidden_states)]
