@@ -587,7 +587,8 @@ def tsne_plan(
 
 def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) -> dict[str, Any]:
     """Each group's mean +- sample standard deviation, the difference of means and Welch's 95 %
-    interval for it (the groups may differ in size and spread). Groups map a network (its seed)
+    interval for it (the groups may differ in size and spread; "n/a" where neither group has any).
+    Groups map a network (its seed)
     to its probes' values; the unit is the network (mean over its probes) when both groups have
     two networks or more, else the probe."""
     unit = "networks" if len(pretrained) > 1 and len(random) > 1 else "probes"
@@ -609,7 +610,9 @@ def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) 
         "difference": statistics.mean(a) - statistics.mean(b),
         "welch_95ci": "n/a",
     }
-    if len(a) > 1 and len(b) > 1:
+    if len(a) > 1 and len(b) > 1 and (statistics.stdev(a) > 0 or statistics.stdev(b) > 0):
+        # Both groups without spread (e.g. every network scoring the same few test items) would
+        # give a zero-width interval: an interval that measured nothing, so none is printed.
         test = stats.ttest_ind(a, b, equal_var=False)
         low, high = test.confidence_interval(0.95)
         row["welch_95ci"] = f"[{low:+.4f}, {high:+.4f}]"

@@ -186,6 +186,15 @@ def test_one_value_has_no_spread():
     assert row["random"].startswith("0.3750 +- 0.1768 (n=2 probes)")
 
 
+def test_groups_without_spread_get_no_interval():
+    """Two networks a side, each side scoring the same (a few test items): a zero-width
+    interval would claim a certainty nothing measured."""
+    flat = study.compare({1: [0.32], 2: [0.32]}, {11: [0.30], 12: [0.30]})
+    assert flat["welch_95ci"] == "n/a" and abs(flat["difference"] - 0.02) < 1e-12
+    spread = study.compare({1: [0.32], 2: [0.34]}, {11: [0.30], 12: [0.30]})
+    assert spread["welch_95ci"].startswith("[")
+
+
 def with_option(argv: list[str], option: str, *values: str) -> list[str]:
     """``argv`` with ``option``'s values replaced (or the option added)."""
     if option not in argv:
