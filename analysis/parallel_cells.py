@@ -15,19 +15,17 @@ where they stopped. An error in one cell stops the others the same way.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from utility.interrupt import Terminated
+from utility.interrupt import Terminated, ctrl_c_raises
 from utility.process_defaults import apply_cli_process_defaults
 
 from .cells import Cell, ProbeSettings, run_cell
@@ -81,17 +79,3 @@ def run_cells_side_by_side(work: Sequence[Work], workers: int, finished: Callabl
                 os.kill(child.pid, signum)
             raise
 
-
-@contextlib.contextmanager
-def ctrl_c_raises() -> Iterator[None]:
-    """Ctrl-C raises KeyboardInterrupt in the block, also in a process that inherited SIGINT as
-    ignored (a background job of a script, ``nohup``): the training loop it stands for answers
-    SIGINT there too (``utility.interrupt.stop_at_step_boundary``)."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

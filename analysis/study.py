@@ -474,9 +474,7 @@ def probe_all(
 
     work: list[tuple[Cell, Path, ProbeSettings]] = []
     about: list[tuple[dict[str, Any], str]] = []  # each cell's row fields and wall-time part
-    for stage, (family, kind, upstream_seed, layer_wise, choice) in itertools.product(
-        range(len(PROBE_STAGES)), sorted(models, key=rank)
-    ):
+    for stage, (family, kind, upstream_seed, layer_wise, choice) in itertools.product(PROBE_STAGES, sorted(models, key=rank)):
         model = build_upstream(choice.name, choice.ckpt)
         for probe_seed in plan.probe_seeds:
             settings = ProbeSettings(overrides=probe_overrides(plan), seed=probe_seed, device=plan.device)
@@ -504,10 +502,10 @@ def probe_all(
     else:
         built: dict[str, Upstream] = {}  # one model at a time, shared by its consecutive frozen cells
         for index, (cell, root, settings) in enumerate(work):
-            if cell.upstream.label not in built:
+            if not cell.fine_tune and cell.upstream.label not in built:  # a fine-tuned cell builds its own
                 built = {cell.upstream.label: build_upstream(cell.upstream.name, cell.upstream.ckpt)}
             with wall_time.part(about[index][1]):
-                results[index] = run_cell(cell, root, settings, built[cell.upstream.label])
+                results[index] = run_cell(cell, root, settings, built.get(cell.upstream.label))
     return [{**result_row(cell, r), **fields} for (cell, _, _), r, (fields, _) in zip(work, results, about)]
 
 
@@ -526,16 +524,16 @@ def model_cells(
     return cells
 
 
-PROBE_STAGES = ("weighted sum", "layer by layer", "fewer labels", "fine-tuned")
+PROBE_STAGES = ("weighted sum", "layer by layer", "fewer labels", "fine-tuned")  # in the order they run
 
 
-def probe_stage(cell: Cell) -> int:
-    """The index in ``PROBE_STAGES`` of the stage that runs ``cell``."""
+def probe_stage(cell: Cell) -> str:
+    """The stage of ``PROBE_STAGES`` that runs ``cell``."""
     if cell.fine_tune:
-        return 3
+        return "fine-tuned"
     if cell.layer is not None:
-        return 1
-    return 0 if cell.proportion == 1.0 else 2
+        return "layer by layer"
+    return "weighted sum" if cell.proportion == 1.0 else "fewer labels"
 
 
 def probe_part(cell: Cell, kind: str) -> str:
@@ -587,10 +585,9 @@ def tsne_plan(
 
 def compare(pretrained: dict[Any, list[float]], random: dict[Any, list[float]]) -> dict[str, Any]:
     """Each group's mean +- sample standard deviation, the difference of means and Welch's 95 %
-    interval for it (the groups may differ in size and spread; "n/a" where neither group has any).
-    Groups map a network (its seed)
-    to its probes' values; the unit is the network (mean over its probes) when both groups have
-    two networks or more, else the probe."""
+    interval for it (the groups may differ in size and spread; "n/a" where neither group has
+    any). Groups map a network (its seed) to its probes' values; the unit is the network (mean
+    over its probes) when both groups have two networks or more, else the probe."""
     unit = "networks" if len(pretrained) > 1 and len(random) > 1 else "probes"
 
     def units(groups: dict[Any, list[float]]) -> list[float]:

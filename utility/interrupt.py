@@ -75,14 +75,31 @@ def _terminate(signum: int, frame: object) -> None:
 def terminate_like_ctrl_c() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`Terminated` instead of killing the process at
     once (for commands: a library leaves its host's signal handlers alone)."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+    with _handling(signal.SIGTERM, _terminate):
+        yield
+
+
+@contextlib.contextmanager
+def ctrl_c_raises() -> Iterator[None]:
+    """Within the block, Ctrl-C raises KeyboardInterrupt also in a process that inherited SIGINT
+    as ignored (a background job of a script, ``nohup``), as a training loop answers it there
+    (:func:`stop_at_step_boundary`): for a command that waits on others doing its training."""
+    with _handling(signal.SIGINT, signal.default_int_handler):
+        yield
+
+
+@contextlib.contextmanager
+def _handling(signum: int, handler: object) -> Iterator[None]:
+    """``handler`` for ``signum`` within the block, the previous one restored after; nothing
+    changes outside the main thread (signals reach the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signum, previous)
 
 
 @contextlib.contextmanager
