@@ -76,6 +76,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # network at batch 8 may take larger steps, and on a CPU progress is counted in updates.
     "base_lr1e3": ("optimizer.lr=1e-3",),
     "span3_corpus_lr1e3": ("masking.span=3", "data.corpus_cmvn=true", "optimizer.lr=1e-3"),
+    # The input layer (upstream/config.py, EncoderConfig): positions at 1 / sqrt(256) of s3prl's
+    # scale (the original Transformer's ratio), so the input representation is mostly the frame.
+    "base_pos16": ("model.encoder.position_scale=0.0625",),
+    "base_noln": ("model.encoder.input_layer_norm=false",),  # no per-frame LayerNorm of the input
 }
 DEFAULT_TASKS = ("phone_1hidden", "speaker_utterance")
 ROW_COLUMNS = ["task", "upstream", "kind", "test", "test SE", "dev", "best step / steps"]

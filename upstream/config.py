@@ -115,6 +115,13 @@ class EncoderConfig:
     ``share_layer`` makes it AALBERT: one layer object applied ``num_layers`` times.
     ``embedding_size`` > 0 adds ALBERT's factorised input projection
     (input_dim * R -> embedding_size -> hidden_size); 0 keeps the papers' single projection.
+    ``position_scale`` multiplies the sinusoidal positions added to the projected input, and
+    ``input_layer_norm`` normalises their sum per frame; 1.0 and true are s3prl's input layer.
+    The LayerNorm makes only the ratio of the two terms matter: at the usual initialisation the
+    positions (unit scale) are as large as the projected frame, so a probe of the input
+    representation reads a frame's content beside a position signal of the same size.
+    ``position_scale`` = 1 / sqrt(hidden_size) is the original Transformer's ratio (it scales
+    the embedding up by sqrt(d_model) instead).
     ``max_frames`` (stacked frames, 0 = unlimited) is the longest span attended at once:
     a longer input of L frames is cut into ceil(L / max_frames) equal consecutive chunks
     (the last one shorter) encoded independently, exactly as s3prl does with its
@@ -134,6 +141,8 @@ class EncoderConfig:
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
+    position_scale: float = 1.0
+    input_layer_norm: bool = True
     max_frames: int = 500
 
     def __post_init__(self) -> None:
@@ -148,7 +157,7 @@ class EncoderConfig:
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"encoder.{name} is a probability in [0, 1), got {getattr(self, name)}")
-        for name in ("embedding_size", "max_frames", "initializer_range"):
+        for name in ("embedding_size", "max_frames", "initializer_range", "position_scale"):
             if getattr(self, name) < 0:
                 raise ValueError(f"encoder.{name} must be >= 0, got {getattr(self, name)}")
         if self.layer_norm_eps <= 0:

@@ -105,7 +105,8 @@ class TransformerLayer(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """Stacked frames -> projection + sinusoidal positions + LayerNorm -> N layers.
+    """Stacked frames -> projection + sinusoidal positions (x position_scale) + LayerNorm
+    (unless not input_layer_norm) -> N layers.
 
     ``forward`` returns N + 1 hidden states: the input representation, then each layer's
     output (with pre_layer_norm, each passed through its own output LayerNorm, as s3prl does).
@@ -122,7 +123,9 @@ class TransformerEncoder(nn.Module):
         else:
             self.input_projection = nn.Linear(stacked_dim, config.hidden_size)
             self.embedding_projection = None
-        self.input_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.input_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.input_layer_norm else nn.Identity()
+        )
         self.input_dropout = nn.Dropout(config.hidden_dropout)
         if config.share_layer:
             self.layer = TransformerLayer(config)
@@ -199,7 +202,10 @@ class TransformerEncoder(nn.Module):
         h = self.input_projection(x)
         if self.embedding_projection is not None:
             h = self.embedding_projection(h)
-        h = self.input_norm(h + sinusoid_positions(frames, self.config.hidden_size, h.device).to(h.dtype))
+        positions = sinusoid_positions(frames, self.config.hidden_size, h.device).to(h.dtype)
+        if self.config.position_scale != 1.0:
+            positions = positions * self.config.position_scale
+        h = self.input_norm(h + positions)
         valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]
         return self.input_dropout(h), valid, bool((lengths < frames).any())
 

@@ -124,6 +124,12 @@ def test_layouts_s3prl_cannot_express_are_refused_with_the_reason(tmp_path):
     path = save_upstream(Upstream(standardised), tmp_path / "standardised.ckpt", name="x")
     with pytest.raises(ValueError, match=r"corpus statistics \(model.frontend.corpus_stats, from data.corpus_cmvn\)"):
         export_s3prl(path, tmp_path / "out.ckpt")
+    for field in ({"position_scale": 0.0625}, {"input_layer_norm": False}):
+        other_input = tiny_config(downsample_rate=1, input_dim=80, **field)
+        other_input.frontend = FrontendConfig(**S3PRL_LOG_MEL)
+        path = save_upstream(Upstream(other_input), tmp_path / "input_layer.ckpt", name="x")
+        with pytest.raises(ValueError, match=r"its input layer is not s3prl's \(model.encoder.position_scale="):
+            export_s3prl(path, tmp_path / "out.ckpt")
     baseline = save_upstream(build_upstream("fbank"), tmp_path / "fbank.ckpt", name="fbank")
     with pytest.raises(ValueError, match="plain-feature baseline, with no Transformer weights"):
         export_s3prl(baseline, tmp_path / "out.ckpt")
@@ -148,6 +154,8 @@ def test_encoder_config_fields_all_reach_the_file():
         "attention_dropout",
         "layer_norm_eps",
         "initializer_range",
+        "position_scale",
+        "input_layer_norm",
         "max_frames",
     }
     assert set(EncoderConfig.__dataclass_fields__) == handled

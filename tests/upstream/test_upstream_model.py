@@ -7,7 +7,7 @@ import torch
 
 from conftest import tiny_config
 from upstream import Upstream, build_upstream
-from upstream.encoder import TransformerEncoder
+from upstream.encoder import TransformerEncoder, sinusoid_positions
 
 PAPER_PARAMETER_COUNTS = {
     "aalbert_3L": 7_458_816,
@@ -54,8 +54,9 @@ def test_hidden_states_shapes_and_lengths(tiny_upstream, demo_wavs):
         {"pre_layer_norm": True},
         {"embedding_size": 16},
         {"max_frames": 7},  # several chunks per utterance
+        {"position_scale": 0.25, "input_layer_norm": False},
     ],
-    ids=["aalbert", "mockingjay", "pre_ln", "factorised", "chunked"],
+    ids=["aalbert", "mockingjay", "pre_ln", "factorised", "chunked", "input_layer"],
 )
 def test_batch_equals_each_item_alone(fields, demo_wavs):
     torch.manual_seed(0)
@@ -70,6 +71,23 @@ def test_batch_equals_each_item_alone(fields, demo_wavs):
             for batched_state, single_state in zip(batch["hidden_states"], alone["hidden_states"]):
                 assert torch.allclose(batched_state[index, :length], single_state[0, :length], atol=1e-5, rtol=0)
                 assert not batched_state[index, length:].any(), "padded frames must be zero"
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+@pytest.mark.parametrize("scale", [1.0, 0.0625, 0.0])
+def test_input_representation_is_the_projection_plus_scaled_positions(scale, layer_norm):
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(tiny_config(position_scale=scale, input_layer_norm=layer_norm).encoder).eval()
+    features = torch.randn(2, 12, encoder.config.input_dim)
+    with torch.inference_mode():
+        states, _ = encoder(features, torch.tensor([12, 12]))
+        stacked = features.reshape(2, 4, -1)  # R = 3
+        expected = encoder.input_projection(stacked) + scale * sinusoid_positions(4, 32, features.device)
+        if layer_norm:
+            expected = torch.nn.functional.layer_norm(expected, (32,), eps=encoder.config.layer_norm_eps)
+    assert isinstance(encoder.input_norm, torch.nn.LayerNorm) == layer_norm
+    # float32 rounding of values of order 1 (the LayerNorm's output, or projection + positions)
+    assert torch.allclose(states[0], expected, atol=1e-6, rtol=1e-5)
 
 
 def test_chunks_are_encoded_independently(demo_wavs):

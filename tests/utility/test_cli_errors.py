@@ -97,6 +97,7 @@ MISTAKES = [
         "data.max_seconds must be a finite number, got nan",
     ),
     (run_pretrain.main, [*PRETRAIN, "-o", "model.frontend.hop_ms=-10"], "frontend.hop_ms must be > 0"),
+    (run_pretrain.main, [*PRETRAIN, "-o", "model.encoder.position_scale=-1"], "encoder.position_scale must be >= 0"),
     (
         run_downstream.main,
         [*TASK, "-p", "OUT", "-o", "runner.gradient_clipping=nan"],

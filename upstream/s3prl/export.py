@@ -54,6 +54,11 @@ def export_problems(config: UpstreamConfig) -> list[str]:
         problems.append(
             f"it has a factorised input projection (model.encoder.embedding_size={encoder.embedding_size}), which s3prl lacks"
         )
+    if encoder.position_scale != 1.0 or not encoder.input_layer_norm:
+        problems.append(
+            f"its input layer is not s3prl's (model.encoder.position_scale={encoder.position_scale}, "
+            f"model.encoder.input_layer_norm={encoder.input_layer_norm}; s3prl's are 1.0 and true)"
+        )
     if frontend.sample_rate != 16000:
         problems.append(f"it takes {frontend.sample_rate} Hz audio; s3prl's upstreams take 16000 Hz")
     if frontend.corpus_stats is not None:
