@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 
 import run_pretrain
 from conftest import REPO, TINY, overrides
@@ -365,6 +366,15 @@ def test_unreadable_files_are_skipped_by_name_and_other_rates_resampled(tmp_path
     cut = next(u for u in find_utterances(corpus, ["train-clean-100"]) if u.path == truncated)
     with pytest.raises(ValueError, match="9-9-0002.flac.*on_unreadable=skip"):
         maker.make([cut], [seeded_generator(0)], random_crop=True)
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "pretrain" / "recipes").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_recipe_builds_its_network(recipe):
+    """A recipe's keys are all known (load_settings refuses others) and reach the network."""
+    settings = load_settings("aalbert_3L", recipe)
+    model = Upstream(settings.model)
+    for key, value in yaml.safe_load(recipe.read_text()).get("model", {}).get("encoder", {}).items():
+        assert getattr(model.encoder.config, key) == value, key
 
 
 @pytest.mark.parametrize(
