@@ -79,6 +79,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # The input layer (upstream/config.py, EncoderConfig): positions at 1 / sqrt(256) of s3prl's
     # scale (the original Transformer's ratio), so the input representation is mostly the frame.
     "base_pos16": ("model.encoder.position_scale=0.0625",),
+    "base_pos64": ("model.encoder.position_scale=0.015625",),  # a quarter of that again
     "span3_pos16": ("masking.span=3", "model.encoder.position_scale=0.0625"),
     # and no per-frame LayerNorm of the input representation (it removes each frame's level)
     "pos16_noln": ("model.encoder.position_scale=0.0625", "model.encoder.input_layer_norm=false"),
