@@ -202,10 +202,8 @@ class TransformerEncoder(nn.Module):
         h = self.input_projection(x)
         if self.embedding_projection is not None:
             h = self.embedding_projection(h)
-        positions = sinusoid_positions(frames, self.config.hidden_size, h.device).to(h.dtype)
-        if self.config.position_scale != 1.0:
-            positions = positions * self.config.position_scale
-        h = self.input_norm(h + positions)
+        positions = self.config.position_scale * sinusoid_positions(frames, self.config.hidden_size, h.device)
+        h = self.input_norm(h + positions.to(h.dtype))
         valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]
         return self.input_dropout(h), valid, bool((lengths < frames).any())
 
