@@ -83,6 +83,20 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "span3_pos16": ("masking.span=3", "model.encoder.position_scale=0.0625"),
     # and no per-frame LayerNorm of the input representation (it removes each frame's level)
     "pos16_noln": ("model.encoder.position_scale=0.0625", "model.encoder.input_layer_norm=false"),
+    # Width: at 256 units the input projection squeezes the 480-value stacked frame (3 x 160);
+    # at 384 or 512 every hidden state can keep all of it. Heads stay 64 wide, FFN 4x.
+    "wide384_pos16": (
+        "model.encoder.position_scale=0.0625",
+        "model.encoder.hidden_size=384",
+        "model.encoder.num_heads=6",
+        "model.encoder.intermediate_size=1536",
+    ),
+    "wide512_pos16": (
+        "model.encoder.position_scale=0.0625",
+        "model.encoder.hidden_size=512",
+        "model.encoder.num_heads=8",
+        "model.encoder.intermediate_size=2048",
+    ),
 }
 DEFAULT_TASKS = ("phone_1hidden", "speaker_utterance")
 ROW_COLUMNS = ["task", "upstream", "kind", "test", "test SE", "dev", "best step / steps"]

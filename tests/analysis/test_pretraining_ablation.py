@@ -10,6 +10,8 @@ import pytest
 
 from conftest import REPO, TINY
 from corpora.root import DEMO_ROOT
+from pretrain.settings import load_settings
+from upstream import Upstream
 
 
 def load_script():
@@ -84,3 +86,16 @@ def test_no_pretrain_probes_an_unfinished_run_as_it_stands(tmp_path):
     assert "model_input_span3_corpus" in {row["upstream"] for row in rows if row["kind"] == "baseline"}
     assert "| 2 of 4 (unfinished) |" in report.read_text()
     assert not any((folder / "states-00000004.ckpt").exists() for folder in folders), "nothing pretrained"
+
+
+@pytest.mark.parametrize("variant", list(load_script().VARIANTS))
+def test_every_variant_builds_its_network(variant):
+    """A variant's overrides are all known keys (load_settings refuses others) and its encoder
+    settings reach the network: a typo in VARIANTS fails here, not an hour into a run."""
+    ablation = load_script()
+    settings = load_settings(ablation.UPSTREAM, ablation.RECIPE, list(ablation.VARIANTS[variant]))
+    model = Upstream(settings.model)
+    for override in ablation.VARIANTS[variant]:
+        key, value = override.split("=", 1)
+        if key.startswith("model.encoder."):
+            assert str(getattr(model.encoder.config, key.rsplit(".", 1)[1])).lower() == value.lower(), override
