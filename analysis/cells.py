@@ -155,6 +155,22 @@ def cell_key(run: dict[str, Any], upstream_sha256: Optional[str]) -> dict[str, A
     return {**settings, "config": config, "upstream_sha256": upstream_sha256}
 
 
+def cell_differences(stored: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """The settings in which a stored cell's key differs from this command's (``differences``),
+    leaving out what cannot change a frozen probe's results: its upstream never trains, so
+    ``optimizer.upstream_lr`` is not part of what it is (baselines made by a study that
+    fine-tunes are the same cells as another study's)."""
+
+    def determining(key: dict[str, Any]) -> dict[str, Any]:
+        optimizer = key.get("config", {}).get("optimizer", {})
+        if key.get("fine_tune") or "upstream_lr" not in optimizer:
+            return key
+        kept = {name: value for name, value in optimizer.items() if name != "upstream_lr"}
+        return {**key, "config": {**key["config"], "optimizer": kept}}
+
+    return differences(determining(stored), determining(current), defaults)
+
+
 def recorded_key(folder: Path, tasks_dir: Path) -> tuple[dict[str, Any], Path]:
     """A finished cell's key and where it was read: its ``KEY_FILE``, or for a cell finished
     before cells recorded one, its ``best.ckpt`` (settings and the upstream file's record)."""
@@ -210,7 +226,7 @@ def run_cell(cell: Cell, root: Path, settings: ProbeSettings, upstream: Optional
 
     def check(stored: dict[str, Any], source: Path) -> None:
         # Folders are named by cell, not by every setting: a stored run must match this one.
-        changed = differences(stored, key, task_defaults)
+        changed = cell_differences(stored, key, task_defaults)
         if changed:
             raise ValueError(
                 f"{source} holds a probe made with other settings than this command's ({'; '.join(changed)}); "

@@ -352,6 +352,21 @@ def test_a_switch_added_to_a_task_keeps_finished_cells_valid():
     assert differences(stored, {**current, "seed": 2}, defaults) == ["seed: 1 -> 2"]
 
 
+def test_a_frozen_probe_is_the_same_cell_whatever_the_upstream_learning_rate():
+    """optimizer.upstream_lr trains nothing in a frozen probe: a baseline made by a study that
+    fine-tunes is read back by one that does not; a fine-tuned cell is still another cell."""
+    from analysis.cells import cell_differences
+
+    def key(fine_tune, upstream_lr):
+        return {"fine_tune": fine_tune, "config": {"optimizer": {"lr": 1e-3, "upstream_lr": upstream_lr}}}
+
+    defaults = {"config": {"optimizer": {"lr": 1e-3, "upstream_lr": None}}}
+    assert cell_differences(key(False, 1e-4), key(False, None), defaults) == []
+    assert cell_differences(key(True, 1e-4), key(True, None), defaults) == ["config.optimizer.upstream_lr: 0.0001 -> None"]
+    lower = {"fine_tune": False, "config": {"optimizer": {"lr": 1e-4, "upstream_lr": None}}}
+    assert cell_differences(key(False, None), lower, defaults) == ["config.optimizer.lr: 0.001 -> 0.0001"]
+
+
 def test_report_stages_are_switched_by_name(tmp_path):
     from analysis import report
 
