@@ -8,8 +8,10 @@ Each variant is ``aalbert_3L`` with ``pretrain/recipes/cpu_small.yaml`` plus the
 overrides (``VARIANTS``), pretrained for ``--steps`` updates on the pretraining corpus once per
 ``--pretrain-seeds`` seed in ``OUT/variants/<variant>/pretrain`` (resumable: rerun the same
 command; a folder made with other settings is refused, naming the setting). Each run's
-``best.ckpt`` (the learned weighted sum of its hidden states) and the surface baselines
-(``analysis/baselines.py``: fbank, mel, mel_raw and each variant's own input) are probed on the
+``best.ckpt`` (the learned weighted sum of its hidden states), random weights of each variant's
+architecture (``--random-seeds``, default one network: a variant that changes the network
+changes what random weights give too) and the surface baselines (``analysis/baselines.py``:
+fbank, mel, mel_raw and each variant's own input) are probed on the
 evaluation corpus with the study's protocol (probes stop on a dev plateau) in ``OUT/probes``;
 ``OUT/REPORT.md`` (``--report``, default ``ablation``) tables them with each run's held-out
 masked L1 and where it beats the trivial predictors. ``--no-pretrain`` pretrains nothing and
@@ -44,6 +46,7 @@ from analysis.study import (  # noqa: E402
     learning_curve,
     pretrain_all,
     pretraining_overrides,
+    random_networks,
     settings_of,
 )
 from analysis.plotting import plt, save_figure  # noqa: E402
@@ -97,6 +100,12 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "model.encoder.num_heads=8",
         "model.encoder.intermediate_size=2048",
     ),
+    "wide768_pos16": (  # the papers' width
+        "model.encoder.position_scale=0.0625",
+        "model.encoder.hidden_size=768",
+        "model.encoder.num_heads=12",
+        "model.encoder.intermediate_size=3072",
+    ),
 }
 DEFAULT_TASKS = ("phone_1hidden", "speaker_utterance")
 ROW_COLUMNS = ["task", "upstream", "kind", "test", "test SE", "dev", "best step / steps"]
@@ -114,7 +123,7 @@ def plan_for(args: argparse.Namespace, variant: str) -> StudyPlan:
         minutes=None,
         tasks=tuple(args.tasks),
         probe_seeds=tuple(args.probe_seeds),
-        random_seeds=(),
+        random_seeds=tuple(args.random_seeds),
         probe_overrides=(),
         pretrain_overrides=(*VARIANTS[variant], *args.pretrain_override),
         device=args.device,
@@ -129,12 +138,14 @@ def run(args: argparse.Namespace, command: str) -> Path:
         check_pretraining(plan)
         check_probe_updates(plan, args.probe_updates)
     with own_outdir(out):
-        curves, models = {}, []
+        curves, models, first_runs = {}, [], {}
         for variant, plan in plans.items():
             runs = standing_runs(plan) if args.no_pretrain else [(run, True) for run in pretrain_all(plan, [])[UPSTREAM]]
             for run, finished in runs:
                 label = variant if run.first else f"{variant}_seed{run.seed}"
                 curves[label] = learning_curve(run.folder)
+                if run.first:
+                    first_runs[variant] = run
                 if finished:
                     models.append(("variant", label, UpstreamChoice(UPSTREAM, str(run.best), label)))
                 models += [
@@ -144,6 +155,13 @@ def run(args: argparse.Namespace, command: str) -> Path:
         # Named after the run (not "<run>@<updates>"): a run's checkpoints share its front end.
         networks = [(run_label, choice.ckpt) for _, run_label, choice in models]
         models += [("baseline", choice.label, choice) for choice in baseline_choices(networks)]
+        # Random weights of each variant's architecture: a variant that changes the network (its
+        # width, its input layer) changes what random weights give too, and only the difference
+        # is pretraining's.
+        for variant, run in first_runs.items():
+            for seed, path in zip(args.random_seeds, random_networks(plans[variant], {UPSTREAM: [run]})[UPSTREAM]):
+                label = f"{variant}_random{seed}"
+                models.append(("random", label, UpstreamChoice(UPSTREAM, str(path), label)))
         rows = []
         for kind, run_label, choice in models:
             model = build_upstream(choice.name, choice.ckpt)
@@ -190,7 +208,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
             "",
             "## Probes (weighted sum of hidden states), test set",
             "",
-            "Test mean +- sd over probe seeds; `test SE`: one probe's binomial standard error from its test items.",
+            "Test mean +- sd over probe seeds; `test SE`: one probe's binomial standard error from its test items; "
+            "kind `random`: the variant's architecture with random weights (`--random-seeds`).",
             "",
             markdown_table([{**row, "kind": kinds[row["upstream"]]} for row in probe_summary(rows)], ROW_COLUMNS),
             "",
@@ -287,6 +306,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--pretrain-seeds", type=int, nargs="+", default=[1337], help="runner.seed of each pretraining run of every variant"
     )
     parser.add_argument(
+        "--random-seeds",
+        type=int,
+        nargs="*",
+        default=[11],
+        help="random-weight networks of each variant's architecture, probed beside it (none: the option alone)",
+    )
+    parser.add_argument(
         "--probe-updates",
         type=int,
         nargs="+",
@@ -310,6 +336,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         ("--variants", args.variants),
         ("--probe-seeds", args.probe_seeds),
         ("--pretrain-seeds", args.pretrain_seeds),
+        ("--random-seeds", args.random_seeds),
         ("--probe-updates", args.probe_updates),
     )
     for name, values in (*repeatable, ("-d", args.tasks)):

@@ -12,6 +12,7 @@ from conftest import REPO, TINY
 from corpora.root import DEMO_ROOT
 from pretrain.settings import load_settings
 from upstream import Upstream
+from upstream.files import read_upstream_checkpoint
 
 
 def load_script():
@@ -38,13 +39,17 @@ def test_variants_and_baselines_are_probed_alike_and_read_back(tmp_path):
     rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
     # Two variants, then the baselines a pooled task can read: not mel, nor base's own input, both
     # normalised per utterance; span3_corpus's own input keeps each utterance's mean.
+    # Then random weights of each variant's architecture (the default --random-seeds 11).
     assert [(row["upstream"], row["kind"]) for row in rows] == [
         ("base", "variant"), ("span3_corpus", "variant"), ("fbank", "baseline"), ("mel_raw", "baseline"),
-        ("model_input_span3_corpus", "baseline"),
+        ("model_input_span3_corpus", "baseline"), ("base_random11", "random"), ("span3_corpus_random11", "random"),
     ]  # fmt: skip
     text = report.read_text()
     assert "| span3_corpus | masking.span=3 data.corpus_cmvn=true | 2 |" in text
-    assert (tmp_path / "out" / "variants" / "span3_corpus" / "pretrain" / "aalbert_3L" / "best.ckpt").is_file()
+    variant = tmp_path / "out" / "variants" / "span3_corpus"
+    assert (variant / "pretrain" / "aalbert_3L" / "best.ckpt").is_file()
+    random_config = read_upstream_checkpoint(variant / "random" / "aalbert_3L_seed11.ckpt")[0]
+    assert random_config == read_upstream_checkpoint(variant / "pretrain" / "aalbert_3L" / "best.ckpt")[0]
     mtime = report.stat().st_mtime_ns
     assert ablation.main(argv) == report and json.loads((tmp_path / "out" / "ablation.json").read_text()) == rows
     assert report.stat().st_mtime_ns >= mtime
