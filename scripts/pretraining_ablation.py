@@ -61,6 +61,18 @@ from utility.cli import ArgumentParser, add_override_option, run_cli  # noqa: E4
 
 UPSTREAM = "aalbert_3L"
 RECIPE = Path(__file__).resolve().parent.parent / "pretrain" / "recipes" / "cpu_small.yaml"
+
+
+def wide_overrides(width: int) -> tuple[str, ...]:
+    """Positions at 1/16 and ``width`` units, heads 64 wide, FFN 4x the width."""
+    return (
+        "model.encoder.position_scale=0.0625",
+        f"model.encoder.hidden_size={width}",
+        f"model.encoder.num_heads={width // 64}",
+        f"model.encoder.intermediate_size={4 * width}",
+    )
+
+
 # name -> overrides on top of the recipe (R = 3, one stacked step masked per span, per-utterance CMVN).
 VARIANTS: dict[str, tuple[str, ...]] = {
     "base": (),
@@ -87,25 +99,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # and no per-frame LayerNorm of the input representation (it removes each frame's level)
     "pos16_noln": ("model.encoder.position_scale=0.0625", "model.encoder.input_layer_norm=false"),
     # Width: at 256 units the input projection squeezes the 480-value stacked frame (3 x 160);
-    # at 384 or 512 every hidden state can keep all of it. Heads stay 64 wide, FFN 4x.
-    "wide384_pos16": (
-        "model.encoder.position_scale=0.0625",
-        "model.encoder.hidden_size=384",
-        "model.encoder.num_heads=6",
-        "model.encoder.intermediate_size=1536",
-    ),
-    "wide512_pos16": (
-        "model.encoder.position_scale=0.0625",
-        "model.encoder.hidden_size=512",
-        "model.encoder.num_heads=8",
-        "model.encoder.intermediate_size=2048",
-    ),
-    "wide768_pos16": (  # the papers' width
-        "model.encoder.position_scale=0.0625",
-        "model.encoder.hidden_size=768",
-        "model.encoder.num_heads=12",
-        "model.encoder.intermediate_size=3072",
-    ),
+    # at 384 or more every hidden state can keep all of it; 768 is the papers' width.
+    **{f"wide{width}_pos16": wide_overrides(width) for width in (384, 512, 768)},
 }
 DEFAULT_TASKS = ("phone_1hidden", "speaker_utterance")
 ROW_COLUMNS = ["task", "upstream", "kind", "test", "test SE", "dev", "best step / steps"]
